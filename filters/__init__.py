@@ -1,0 +1,28 @@
+"""Document filters and scorers. One module per family; each class registers under its `name`.
+
+Usage from config: `{type: gopher_quality, params: {...}, sources: [...]}` -> REGISTRY[type](**params).
+"""
+from __future__ import annotations
+
+from .base import Batch, Filter, FilterResult, first_failing
+
+REGISTRY: dict[str, type[Filter]] = {}
+
+
+def register(cls: type[Filter]) -> type[Filter]:
+    if not cls.name or cls.name in REGISTRY:
+        raise ValueError(f"filter name missing or registered twice: {cls.name!r}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def build(type_: str, params: dict | None = None) -> Filter:
+    if type_ not in REGISTRY:
+        raise ValueError(f"unknown filter type '{type_}'; known: {sorted(REGISTRY)}")
+    return REGISTRY[type_](**(params or {}))
+
+
+# Importing the modules registers their filters.
+from . import c4, fineweb, gopher, langid, length  # noqa: E402,F401
+
+__all__ = ["Batch", "Filter", "FilterResult", "REGISTRY", "build", "first_failing", "register"]

@@ -1,0 +1,107 @@
+"""The filter contract: a filter looks at a Batch and says, per document, keep (None) or a reason.
+
+A filter never does IO and never knows about Ray. The engine (pipeline/) owns the loop, the
+counters and the writing of `_rejected/`. Shared per-batch views (word split, lines) are computed
+once per batch and cached on the Batch, so ten filters do not tokenize ten times.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+import numpy as np
+
+# Words: runs of non-space characters. Cheap, language-agnostic and done once per batch.
+WORD_RE = re.compile(r"\S+")
+
+
+class Batch:
+    """A list of texts plus lazily computed, cached views shared by all filters."""
+
+    def __init__(self, texts: list[str]):
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, idx: list[int]) -> "Batch":
+        """Sub-batch of documents `idx`, carrying over the views already computed."""
+        sub = Batch([self.texts[i] for i in idx])
+        for name, value in self.__dict__.items():
+            if name != "texts":
+                sub.__dict__[name] = value[idx] if isinstance(value, np.ndarray) else [value[i] for i in idx]
+        return sub
+
+    @cached_property
+    def words(self) -> list[list[str]]:
+        return [t.split() for t in self.texts]
+
+    @cached_property
+    def lines(self) -> list[list[str]]:
+        return [t.splitlines() for t in self.texts]
+
+    @cached_property
+    def n_chars(self) -> np.ndarray:
+        return np.fromiter((len(t) for t in self.texts), dtype=np.int64, count=len(self.texts))
+
+    @cached_property
+    def n_words(self) -> np.ndarray:
+        return np.fromiter((len(w) for w in self.words), dtype=np.int64, count=len(self.texts))
+
+
+@dataclass
+class FilterResult:
+    """reasons[i] is None to keep document i, else a precise reason like 'gopher:mean_word_length'.
+
+    columns: optional new per-document columns (e.g. {'lang': [...], 'lang_score': [...]}) that
+    the engine adds to kept and rejected rows alike.
+    """
+
+    reasons: list[str | None]
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+
+
+class Filter:
+    """Base class. Subclasses set `name` and implement `apply(batch) -> FilterResult`.
+
+    Configuration is passed as keyword arguments that override class-level defaults declared in
+    `params` (a dict of name -> default). Unknown parameters raise ValueError naming the key.
+    """
+
+    name: ClassVar[str] = ""
+    params: ClassVar[dict[str, Any]] = {}
+    # Columns this filter adds, with their Arrow type names ("string", "float32", ...), so that a
+    # batch in which no document reached the filter still writes a column of the right type.
+    output_columns: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, **overrides: Any):
+        unknown = set(overrides) - set(self.params)
+        if unknown:
+            raise ValueError(
+                f"filter '{self.name}': unknown parameter(s) {sorted(unknown)}; "
+                f"known: {sorted(self.params)}"
+            )
+        self.cfg = {**self.params, **overrides}
+
+    def apply(self, batch: Batch) -> FilterResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, batch: Batch) -> FilterResult:
+        res = self.apply(batch)
+        if len(res.reasons) != len(batch):
+            raise RuntimeError(f"filter '{self.name}' returned {len(res.reasons)} results for {len(batch)} docs")
+        return res
+
+
+def first_failing(n: int, checks: list[tuple[str, np.ndarray]]) -> list[str | None]:
+    """Combine boolean 'fails' masks in order; each document gets the first failing reason."""
+    reasons: list[str | None] = [None] * n
+    pending = np.ones(n, dtype=bool)
+    for reason, fails in checks:
+        hit = np.flatnonzero(pending & fails)
+        for i in hit:
+            reasons[i] = reason
+        pending[hit] = False
+    return reasons

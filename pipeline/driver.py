@@ -1,0 +1,47 @@
+"""Runs the stages of a config in order: each reads the previous stage's dir and writes its own."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import runner
+from pipeline.config import STAGES, Config
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    inp: Path | None
+    out: Path
+
+
+def plan(cfg: Config, only: list[str] | None = None, inp: Path | None = None, out: Path | None = None) -> list[StagePlan]:
+    """Stages present in the config (or `only`), chained through `<run.output>/<stage>` dirs."""
+    names = [s for s in STAGES if getattr(cfg, s, None) is not None and (only is None or s in only)]
+    plans, prev = [], inp
+    for i, name in enumerate(names):
+        o = out if (out is not None and i == len(names) - 1) else cfg.run.output / name
+        plans.append(StagePlan(name, prev, Path(o)))
+        prev = Path(o)
+    return plans
+
+
+def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bool = True,
+        ray_address: str | None = None, show_progress: bool = True) -> list[runner.StageResult]:
+    import stages
+
+    if use_ray:
+        runner.init_ray(ray_address or cfg.run.ray.address, cfg.run.ray.num_cpus)
+    results = []
+    for p in plans:
+        mod = stages.REGISTRY[p.stage]
+        if p.inp is not None and not (Path(p.inp) / "_manifest.json").exists() and not list(Path(p.inp).glob("part-*.parquet")):
+            raise runner.StageConflict(f"{p.stage}: input {p.inp} is not a dataset dir (no _manifest.json or part-*.parquet); run the previous stage first")
+        tasks, fp = mod.tasks(cfg, p.inp, p.out)
+        res = runner.run_stage(p.stage, p.out, tasks, config_hash=cfg.stage_hash(p.stage), input_fingerprint=fp,
+                               force=force, use_ray=use_ray, max_retries=cfg.run.ray.max_retries,
+                               cpus_per_task=cfg.run.ray.cpus_per_task, show_progress=show_progress)
+        results.append(res)
+        if not res.ok:
+            break  # later stages would read an incomplete input
+    return results

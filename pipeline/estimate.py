@@ -1,0 +1,76 @@
+"""`curate run --dry-run`: what would run, on how much data, and roughly how long and how much memory.
+
+Docs are counted by reading the first input file (bounded), then scaled by bytes. Time uses
+per-core throughputs measured on the bundled corpus (2-core x86 VM, see README "Benchmarks");
+memory is per task (one shard in memory, ~3x its bytes while converting) times parallel tasks.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.table import Table
+
+from pipeline import io
+from pipeline.config import Config
+from pipeline.driver import StagePlan
+
+# Per-core throughput in input bytes of text per second, measured with bench/stages.py.
+BYTES_PER_SEC_PER_CORE = {"ingest": 40e6, "filter": 6e6}
+SAMPLE_LIMIT = 20_000
+
+
+def _count_first(cfg: Config, files: list[tuple]) -> tuple[int, int] | None:
+    """(records, text bytes) of the first input file, if it has at most SAMPLE_LIMIT records."""
+    from pipeline.readers import Bad, read_records
+
+    if not files:
+        return None
+    spec, path, _ = files[0]
+    n = nbytes = 0
+    for rec in read_records(path, spec.format, spec.text_field, spec.id_field):
+        n += 1
+        nbytes += 0 if isinstance(rec, Bad) else len(rec.text.encode())
+        if n > SAMPLE_LIMIT:
+            return None
+    return n, nbytes
+
+
+def plan_table(cfg: Config, plans: list[StagePlan]) -> Table:
+    from stages import ingest
+
+    cpus = cfg.run.ray.num_cpus or os.cpu_count() or 1
+    t = Table(title=f"curate plan: {cfg.run.name} → {cfg.run.output} ({cpus} CPUs)")
+    for c in ("stage", "input", "output", "shards", "docs", "text bytes", "est. time", "est. memory"):
+        t.add_column(c)
+    docs = text_bytes = shards = None
+    for p in plans:
+        if p.stage == "ingest":
+            files = ingest.plan(cfg)
+            disk = sum(os.path.getsize(f) for _, f, _ in files if os.path.isfile(f))
+            first = _count_first(cfg, files)
+            first_size = os.path.getsize(files[0][1]) if files and os.path.isfile(files[0][1]) else 0
+            if first and first_size:
+                docs = int(first[0] * disk / first_size)
+                text_bytes = int(first[1] * disk / first_size)
+            shards = len(files)
+            src = f"{len(files)} files, {disk / 1e6:,.1f} MB on disk"
+        else:
+            existing = io.shard_files(p.inp) if p.inp and Path(p.inp).exists() else []
+            if existing:
+                man = io.read_json(Path(p.inp) / io.MANIFEST) if (Path(p.inp) / io.MANIFEST).exists() else {}
+                tot = man.get("totals", {})
+                docs, text_bytes, shards = tot.get("kept", docs), tot.get("bytes_kept", text_bytes), len(existing)
+            src = str(p.inp) if p.inp else "previous stage"
+        rate = BYTES_PER_SEC_PER_CORE.get(p.stage)
+        secs = text_bytes / (rate * min(cpus, shards or 1)) if (text_bytes and rate) else None
+        per_task = 3 * min(cfg.run.shard.target_bytes, (text_bytes or 0) / max(shards or 1, 1)) + 300e6
+        mem = per_task * min(cpus, shards or 1)
+        t.add_row(p.stage, src, str(p.out), _n(shards), ("≈" + _n(docs)) if docs else "?",
+                  f"≈{text_bytes / 1e6:,.0f} MB" if text_bytes else "?",
+                  f"≈{secs:,.0f} s" if secs is not None else "?", f"≈{mem / 1e9:.1f} GB")
+    return t
+
+
+def _n(x) -> str:
+    return f"{x:,}" if isinstance(x, int) else "?"

@@ -1,0 +1,195 @@
+"""Dataset directory IO: atomic Parquet/JSON writes, shard writer, completion markers, manifest.
+
+Layout of a dataset directory (one per stage):
+
+    part-*.parquet          kept documents (zstd)
+    _rejected/part-*.parquet dropped documents: all columns + reason + stage
+    _quarantine/part-*.parquet unreadable input / rows a stage could not process: raw + error
+    _done/<task>.json       per-task completion marker with its counters, written last
+    _manifest.json          stage, version, config hash, input fingerprint, per-shard accounting
+    _stats.json             merged counters (reasons, per source), timings
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REJECTED, QUARANTINE, DONE = "_rejected", "_quarantine", "_done"
+MANIFEST, STATS, LOCK = "_manifest.json", "_stats.json", "_lock"
+TMP_TAG = ".tmp-"
+PARQUET_OPTS = dict(compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True)
+
+
+def safe_name(name: str) -> str:
+    """Shard/task names are file names inside the output dir; refuse anything that could escape it."""
+    if not name or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+        raise ValueError(f"invalid shard name {name!r}: must be a plain file name")
+    return name
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic(path: Path, write) -> None:
+    """Write via `write(tmp_path)` to a temp name in the same dir, fsync, rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}{TMP_TAG}{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    _atomic(Path(path), lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTS))
+
+
+def write_json(obj: Any, path: Path) -> None:
+    data = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+    _atomic(Path(path), lambda tmp: tmp.write_bytes(data))
+
+
+def read_json(path: Path) -> Any:
+    with open(path, "rb") as fh:
+        return json.loads(fh.read())
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ShardWriter:
+    """Buffers tables and writes numbered shards `<prefix>-NNNN.parquet` (or `<prefix>.parquet`
+    when `single` is set) once `target_rows` or `target_bytes` is reached. Names depend only on the
+    prefix and the order of rows, so a retried task rewrites exactly the same files."""
+
+    directory: Path
+    prefix: str
+    target_rows: int = 50_000
+    target_bytes: int = 256 << 20
+    single: bool = False
+    written: list[dict] = field(default_factory=list)
+    _buf: list[pa.Table] = field(default_factory=list)
+    _rows: int = 0
+    _bytes: int = 0
+
+    def add(self, table: pa.Table) -> None:
+        while table.num_rows:
+            # Take as many rows as still fit in the current shard (all of them for `single`).
+            room = table.num_rows if self.single else self.target_rows - self._rows
+            head, table = table.slice(0, room), table.slice(room)
+            self._buf.append(head)
+            self._rows += head.num_rows
+            self._bytes += head.nbytes
+            if not self.single and (self._rows >= self.target_rows or self._bytes >= self.target_bytes):
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        table = pa.concat_tables(self._buf, promote_options="permissive").combine_chunks()
+        name = f"{self.prefix}.parquet" if self.single else f"{self.prefix}-{len(self.written):04d}.parquet"
+        path = Path(self.directory) / safe_name(name)
+        write_parquet(table, path)
+        self.written.append({"name": name, "rows": table.num_rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+        self._buf, self._rows, self._bytes = [], 0, 0
+
+    def close(self) -> list[dict]:
+        self.flush()
+        return self.written
+
+
+def prepare_dir(out: Path) -> None:
+    for sub in ("", REJECTED, QUARANTINE, DONE):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    # Leftovers of a killed writer are never valid output.
+    for sub in ("", REJECTED, QUARANTINE, DONE):
+        for p in (out / sub).glob(f"*{TMP_TAG}*"):
+            p.unlink(missing_ok=True)
+
+
+def clear_dir(out: Path) -> None:
+    """Remove a stage's output (used by --force). Only the contract's own files are touched."""
+    if not out.exists():
+        return
+    for sub in (REJECTED, QUARANTINE, DONE):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    for p in out.glob("part-*.parquet*"):
+        p.unlink()
+    for name in (MANIFEST, STATS):
+        (out / name).unlink(missing_ok=True)
+
+
+def marker_path(out: Path, key: str) -> Path:
+    return Path(out) / DONE / f"{safe_name(key)}.json"
+
+
+def read_marker(out: Path, key: str) -> dict | None:
+    """A task's marker, if the task finished and all its files are still there."""
+    p = marker_path(out, key)
+    if not p.exists():
+        return None
+    try:
+        m = read_json(p)
+    except (OSError, ValueError):
+        return None
+    for sub, files in (("", m.get("kept_files", [])), (REJECTED, m.get("rejected_files", [])), (QUARANTINE, m.get("quarantine_files", []))):
+        if any(not (Path(out) / sub / f["name"]).exists() for f in files):
+            return None
+    return m
+
+
+def shard_files(directory: Path) -> list[Path]:
+    """Kept shards of a dataset dir in name order."""
+    return sorted(p for p in Path(directory).glob("part-*.parquet") if TMP_TAG not in p.name)
+
+
+def fingerprint(paths: list[str | Path]) -> str:
+    """Cheap input fingerprint: names, sizes and mtimes (content hashes would read terabytes)."""
+    h = hashlib.sha256()
+    for p in sorted(str(x) for x in paths):
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\0{st.st_size}\0{int(st.st_mtime)}\n".encode())
+        except OSError:
+            h.update(f"{p}\0missing\n".encode())
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(directory: Path) -> str:
+    """Content fingerprint of an upstream dataset dir: the sha256s of its kept shards (manifest)."""
+    m = Path(directory) / MANIFEST
+    if m.exists():
+        man = read_json(m)
+        shas = sorted(f["sha256"] for s in man.get("shards", {}).values() for f in s.get("files", []) if f.get("dir") == "")
+        if shas:
+            return hashlib.sha256("".join(shas).encode()).hexdigest()[:16]
+    return fingerprint(shard_files(directory))

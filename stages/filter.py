@@ -1,0 +1,126 @@
+"""filter: apply a list of document filters (from config) to every shard.
+
+Filters run in config order; a document is rejected by the first filter that fails it, with that
+filter's precise reason. A filter can be limited to some sources (`sources`/`exclude_sources`), as
+web-text thresholds hurt man pages, licences or code. A filter that raises on a batch is retried
+document by document; documents it still raises on go to `_quarantine/` — the shard goes on.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import filters
+from filters import Batch
+from pipeline import io, runner
+from pipeline.config import Config, FilterSpec
+from pipeline.schema import REASON, arrow_type
+from pipeline.taskio import TaskOutput
+from pipeline.tokens import count_tokens
+
+STAGE = "filter"
+
+
+def _applies(spec: FilterSpec, source: str) -> bool:
+    return (spec.sources is None or source in spec.sources) and source not in spec.exclude_sources
+
+
+def _run_one(f: filters.Filter, batch: Batch, idx: list[int], errors: dict[int, str]):
+    """Run filter `f` on docs `idx`; on an exception, isolate the failing docs one by one."""
+    try:
+        return idx, f(batch.take(idx))
+    except Exception:
+        ok, results = [], []
+        for i in idx:
+            try:
+                results.append(f(batch.take([i])))
+                ok.append(i)
+            except Exception as e:
+                errors[i] = f"filter '{f.name}' raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        merged = filters.FilterResult([r.reasons[0] for r in results],
+                                      {c: [r.columns[c][0] for r in results] for c in (results[0].columns if results else {})})
+        return ok, merged
+
+
+def apply_filters(table: pa.Table, built: list[tuple[FilterSpec, filters.Filter]]):
+    """-> (reasons, new columns, texts or None if unchanged, errors by row)."""
+    texts = table.column("text").to_pylist()
+    sources = table.column("source").to_pylist()
+    n = len(texts)
+    batch = Batch(texts)
+    reasons: list[str | None] = [None] * n
+    errors: dict[int, str] = {}
+    added: dict[str, tuple[list, pa.DataType | None]] = {}
+    text_changed = False
+    for spec, f in built:
+        idx = [i for i in range(n) if reasons[i] is None and i not in errors and _applies(spec, sources[i])]
+        if not idx:
+            for c, t in f.output_columns.items():
+                added.setdefault(c, ([None] * n, arrow_type(t)))
+            continue
+        done, res = _run_one(f, batch, idx, errors)
+        for j, i in enumerate(done):
+            reasons[i] = res.reasons[j]
+        for c, values in res.columns.items():
+            if c == "text":
+                for j, i in enumerate(done):
+                    texts[i] = values[j]
+                text_changed = True
+                continue
+            t = f.output_columns.get(c)
+            col = added.setdefault(c, ([None] * n, arrow_type(t) if t else None))[0]
+            for j, i in enumerate(done):
+                col[i] = values[j]
+        if "text" in res.columns:
+            batch = Batch(texts)  # cached views are stale once text changed
+    return reasons, added, (texts if text_changed else None), errors
+
+
+def filter_shard(path: str, out: str, key: str, specs: list[dict], batch_size: int, tokenizer: str | None) -> dict:
+    specs = [FilterSpec.model_validate(s) for s in specs]
+    built = [(s, filters.build(s.type, s.params)) for s in specs]
+    res = TaskOutput(Path(out), key, STAGE, target_rows=1 << 62, target_bytes=1 << 62, single=True)
+    pf = pq.ParquetFile(path)
+    res.rows_in = pf.metadata.num_rows
+    offset = 0
+    for rb in pf.iter_batches(batch_size=batch_size):
+        table = pa.Table.from_batches([rb])
+        res.tokens_in += int(pa.compute.sum(table.column("n_tokens")).as_py() or 0)
+        res.bytes_in += int(pa.compute.sum(pa.compute.binary_length(table.column("text"))).as_py() or 0)
+        reasons, added, new_texts, errors = apply_filters(table, built)
+        if new_texts is not None:
+            table = table.set_column(table.column_names.index("text"), "text", pa.array(new_texts, pa.large_string()))
+            table = table.set_column(table.column_names.index("n_tokens"), "n_tokens", pa.array(count_tokens(new_texts, tokenizer)))
+        for c, (values, t) in added.items():
+            table = table.append_column(c, pa.array(values, type=t))
+        keep = np.array([i for i, r in enumerate(reasons) if r is None and i not in errors], dtype=np.int64)
+        drop = np.array([i for i, r in enumerate(reasons) if r is not None and i not in errors], dtype=np.int64)
+        res.add_kept(table.take(keep))
+        rejected = table.take(drop)
+        res.add_rejected(rejected.append_column(REASON, pa.array([reasons[i] for i in drop], pa.string())))
+        ids = table.column("id")
+        res.add_quarantined([
+            {"file": path, "pos": offset + i, "id": ids[i].as_py(),
+             "raw": orjson.dumps(table.slice(i, 1).to_pylist()[0], default=str)[:65536],
+             "error": f"{path}: row {offset + i} (id {ids[i].as_py()!r}): {err}; exclude this filter for the source or report a bug"}
+            for i, err in sorted(errors.items())
+        ])
+        offset += rb.num_rows
+    return res.finish(inputs=[path])
+
+
+def tasks(cfg: Config, inp: Path, out: Path) -> tuple[list[runner.Task], str]:
+    shards = io.shard_files(inp)
+    specs = [s.model_dump(mode="json") for s in cfg.filter.filters]
+    ts = [
+        runner.Task(key=p.stem, fn=filter_shard,
+                    kwargs=dict(path=str(p), out=str(out), key=p.stem, specs=specs,
+                                batch_size=cfg.run.batch_size, tokenizer=cfg.run.tokens.tokenizer))
+        for p in shards
+    ]
+    return ts, io.dataset_fingerprint(inp)
+

@@ -1,0 +1,73 @@
+"""Bad config fails before any work, with exit 2 and a one-line message naming the key."""
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load
+from tests.conftest import curate_bin
+
+GOOD = """
+run: {{output: {out}}}
+ingest:
+  inputs: [{{path: {inp}}}]
+filter:
+  filters: [{{type: length}}]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"text": "hello"}\n')
+    p = tmp_path / "c.yaml"
+    p.write_text(text.format(out=tmp_path / "out", inp=inp))
+    return p
+
+
+def test_good_config_loads(tmp_path):
+    cfg = load(write(tmp_path, GOOD))
+    assert cfg.ingest.inputs[0].text_field == "text"
+    assert cfg.stage_hash("filter") != cfg.stage_hash("ingest")
+
+
+@pytest.mark.parametrize("text,needle", [
+    (GOOD + "bogus: 1\n", "bogus: unknown key"),
+    (GOOD.replace("run: {{output: {out}}}", "run: {{output: {out}, batch_size: many}}"), "run.batch_size"),
+    (GOOD.replace("{{path: {inp}}}", "{{path: /nonexistent/x.jsonl}}"), "ingest.inputs[0].path"),
+    (GOOD.replace("{{path: {inp}}}", "{{path: {inp}, txt_field: x}}"), "ingest.inputs[0].txt_field: unknown key"),
+    (GOOD.replace("{{type: length}}", "{{type: nosuchfilter}}"), "filter.filters[0]: unknown filter type"),
+    (GOOD.replace("{{type: length}}", "{{type: length, params: {{min_wrods: 3}}}}"), "min_wrods"),
+    (GOOD.replace("run: {{output: {out}}}", "run: {{}}"), "run.output: required key is missing"),
+    ("run: [1, 2", "invalid YAML"),
+    ("- 1\n- 2\n", "top level must be a mapping"),
+])
+def test_bad_config_message_names_key(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as e:
+        load(write(tmp_path, text))
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_output_inside_input_refused(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    (d / "a.jsonl").write_text('{"text": "x"}\n')
+    p = tmp_path / "c.yaml"
+    p.write_text(f"run: {{output: {d / 'out'}}}\ningest: {{inputs: [{{path: {d}}}]}}\n")
+    with pytest.raises(ConfigError, match="overlaps input"):
+        load(p)
+
+
+@pytest.mark.parametrize("text", [GOOD + "bogus: 1\n", GOOD.replace("{{path: {inp}}}", "{{path: /nonexistent/x.jsonl}}")])
+def test_cli_bad_config_exit_2_before_work(tmp_path, text):
+    cfg = write(tmp_path, text)
+    r = subprocess.run([curate_bin(), "run", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    err_lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(err_lines) == 1 and err_lines[0].startswith("error:"), r.stderr
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_cli_missing_config_file_exit_2(tmp_path):
+    r = subprocess.run([curate_bin(), "run", str(tmp_path / "nope.yaml")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "config file not found" in r.stderr
