@@ -16,7 +16,7 @@ from pipeline.config import ConfigError, load, parse
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="curate: data curation for LLM pretraining corpora (ingest → filter → …).")
 err = Console(stderr=True)
-out = Console()
+out = stats.console()
 
 RAY_ADDRESS = typer.Option(None, "--ray-address", help="Ray cluster address (auto, ray://host:10001); default: RAY_ADDRESS or an embedded local Ray")
 RESUME = typer.Option(True, "--resume/--force", help="--resume (default) skips finished shards; --force recomputes and overwrites output of another config")

@@ -77,6 +77,7 @@ class FilterSpec(Model):
     params: dict[str, Any] = {}
     sources: list[str] | None = Field(None, description="apply only to these sources")
     exclude_sources: list[str] = Field([], description="never apply to these sources")
+    languages: list[str] | None = Field(None, description="apply only to documents whose `lang` is one of these (needs a langid filter earlier in the list)")
 
 
 class FilterConfig(Model):
@@ -140,6 +141,8 @@ def parse(data: Any, path: str = "<config>", base_dir: Path | None = None) -> Co
                 filters.build(spec.type, spec.params)
             except (ValueError, TypeError) as e:
                 raise ConfigError(f"{path}: filter.filters[{i}]: {e}") from None
+            if spec.languages is not None and not any(s.type == "langid" for s in cfg.filter.filters[:i]):
+                raise ConfigError(f"{path}: filter.filters[{i}].languages: needs a langid filter before it in the list")
     return cfg
 
 

@@ -52,17 +52,24 @@ def reasons_table(dirs: list[Path], top: int = 25) -> Table:
         s = io.read_json(d / io.STATS) if (d / io.STATS).exists() else {}
         rin = m.get("totals", {}).get("rows_in", 0) or 1
         by_src = s.get("by_source", {})
-        for reason, n in list(s.get("reasons", {}).items())[:top]:
+        for reason, n in sorted(s.get("reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
             rates = sorted(((v["reasons"].get(reason, 0) / v["rows_in"], src) for src, v in by_src.items() if v.get("rows_in")), reverse=True)
             worst = ", ".join(f"{src} {100 * r:.0f}%" for r, src in rates[:3] if r > 0)
             t.add_row(m.get("stage", d.name), reason, _fmt(n), f"{100 * n / rin:.2f}", worst)
     return t
 
 
-def print_summary(dirs: list[Path], console: Console | None = None) -> None:
-    console = console or Console()
-    console.print(funnel_table(dirs))
-    console.print(reasons_table(dirs))
+def console() -> Console:
+    """Wide enough for the tables when stdout is a pipe or a CI log (rich would assume 80)."""
+    import shutil
+
+    return Console(width=max(shutil.get_terminal_size((160, 40)).columns, 120))
+
+
+def print_summary(dirs: list[Path], out: Console | None = None) -> None:
+    out = out or console()
+    out.print(funnel_table(dirs))
+    out.print(reasons_table(dirs))
 
 
 def connect(path: Path):

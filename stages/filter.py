@@ -25,8 +25,9 @@ from pipeline.tokens import count_tokens
 STAGE = "filter"
 
 
-def _applies(spec: FilterSpec, source: str) -> bool:
-    return (spec.sources is None or source in spec.sources) and source not in spec.exclude_sources
+def _applies(spec: FilterSpec, source: str, lang: str | None) -> bool:
+    return ((spec.sources is None or source in spec.sources) and source not in spec.exclude_sources
+            and (spec.languages is None or lang in spec.languages))
 
 
 def _run_one(f: filters.Filter, batch: Batch, idx: list[int], errors: dict[int, str]):
@@ -57,7 +58,8 @@ def apply_filters(table: pa.Table, built: list[tuple[FilterSpec, filters.Filter]
     added: dict[str, tuple[list, pa.DataType | None]] = {}
     text_changed = False
     for spec, f in built:
-        idx = [i for i in range(n) if reasons[i] is None and i not in errors and _applies(spec, sources[i])]
+        langs = added["lang"][0] if "lang" in added else (table.column("lang").to_pylist() if "lang" in table.column_names else [None] * n)
+        idx = [i for i in range(n) if reasons[i] is None and i not in errors and _applies(spec, sources[i], langs[i])]
         if not idx:
             for c, t in f.output_columns.items():
                 added.setdefault(c, ([None] * n, arrow_type(t)))

@@ -1,0 +1,488 @@
+"""Robust input readers: JSONL (plain/.gz/.zst), Parquet, saved HF datasets, WARC and HTML.
+
+`read_records` never raises: every record that cannot be read becomes a `Bad` item whose `error`
+is one line, "<file>:<pos>: <what was wrong>[; <what to do>]", and every good record still comes
+through as a `Record`. Whole-file problems are `Bad(pos=0)`. Memory stays bounded: compressed
+JSONL is decompressed as a stream, Parquet/HF are read in batches.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import glob
+import gzip
+import json
+import math
+import os
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Iterator
+
+import zstandard
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    orjson = None
+
+FORMATS = ("jsonl", "parquet", "hf", "warc", "html")
+RAW_MAX = 64 * 1024  # Bad.raw is truncated to this many bytes
+CHUNK = 1 << 20  # read size for JSONL streams
+BATCH_ROWS = 1024  # rows per Parquet/HF batch
+_JSONL_EXTS = tuple(e + c for e in (".jsonl", ".json", ".ndjson") for c in ("", ".gz", ".zst", ".zstd"))
+_HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+_GZIP_MAGIC, _ZSTD_MAGIC, _BOM = b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xef\xbb\xbf"
+_MISSING = object()
+
+
+@dataclass
+class Record:
+    pos: int  # JSONL: 1-based line; Parquet/HF: 0-based row; WARC: 0-based record number; HTML: 0
+    text: str
+    id: str | None
+    meta: dict  # other fields (JSON-serializable); WARC: url, date, warc_record_id; HTML: path
+
+
+@dataclass
+class Bad:
+    pos: int  # as Record.pos; 0 for whole-file problems
+    raw: bytes  # offending bytes (JSONL line, JSON dump of a row, HTML), at most RAW_MAX
+    error: str  # one line: "<file>:<pos>: <what was wrong>; <what to do>"
+
+
+class UnknownFormat(ValueError):
+    """The input format cannot be told from the path."""
+
+
+class _BadInput(Exception):
+    """A record-level problem; str(e) is the message (without the '<file>:<pos>: ' prefix)."""
+
+
+# ----------------------------------------------------------------------------- finding inputs
+
+
+def _is_hf_dir(path: str) -> bool:
+    return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, m)) for m in _HF_MARKERS)
+
+
+def detect_format(path: str) -> str:
+    """Format of `path` by its extension (or, for a directory, datasets.save_to_disk markers)."""
+    if os.path.isdir(path):
+        if _is_hf_dir(path):
+            return "hf"
+        raise UnknownFormat(f"{path}: unknown input format (directory without dataset_info.json/state.json); "
+                            "point the input at files or at a datasets.save_to_disk directory")
+    name = os.path.basename(path).lower()
+    if name.endswith(_JSONL_EXTS):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith((".warc", ".warc.gz")):
+        return "warc"
+    if name.endswith((".html", ".htm")):
+        return "html"
+    ext = os.path.splitext(name)[1]
+    what = f"extension '{ext}'" if ext else "no extension"
+    raise UnknownFormat(f"{path}: unknown input format ({what}); set `format:` for this input or rename the file")
+
+
+def list_inputs(path: str, pattern: str | None = None) -> list[str]:
+    """Input files under `path` (a file, a directory searched recursively, or a glob), sorted.
+
+    Hidden and underscore-prefixed files/dirs below `path` are skipped (`_SUCCESS`, `.crc`,
+    `_quarantine/`); a saved HF dataset directory is one input. `pattern` (fnmatch) filters by
+    file name or by path relative to `path`. A missing non-glob path raises FileNotFoundError.
+    """
+    if glob.has_magic(path):
+        out = []
+        for p in sorted(glob.glob(path, recursive=True)):
+            if os.path.isdir(p):
+                out.extend(list_inputs(p, pattern))
+            elif pattern is None or fnmatch.fnmatch(os.path.basename(p), pattern):
+                out.append(p)
+        return sorted(set(out))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: input path does not exist")
+    if not os.path.isdir(path) or _is_hf_dir(path):
+        return [path]
+    out = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        for d in [d for d in dirs if _is_hf_dir(os.path.join(root, d))]:
+            dirs.remove(d)
+            files.append(d)  # an HF dataset dir is one input
+        for name in files:
+            full = os.path.join(root, name)
+            if name.startswith((".", "_")):
+                continue
+            rel = os.path.relpath(full, path)
+            if pattern is None or fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(rel, pattern):
+                out.append(full)
+    return sorted(out)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _one_line(s: str, limit: int = 600) -> str:
+    s = " ".join(s.split())
+    s = "".join(c if c.isprintable() else "?" for c in s)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _err(path: str, pos: int, msg: str) -> str:
+    return _one_line(f"{path}:{pos}: {msg}")
+
+
+def _type_name(v: Any) -> str:
+    names = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object", str: "string"}
+    return names.get(type(v), type(v).__name__)
+
+
+def _jsonable(v: Any, notes: set, key: str) -> Any:
+    """Make an Arrow-decoded Python value JSON-serializable (bytes -> base64, dates -> ISO)."""
+    t = type(v)
+    if v is None or t in (str, int, bool):
+        return v
+    if t is float:
+        return v if math.isfinite(v) else None
+    if t is dict:
+        return {str(k): _jsonable(x, notes, key) for k, x in v.items()}
+    if t in (list, tuple):
+        return [_jsonable(x, notes, key) for x in v]
+    if t in (bytes, bytearray):
+        notes.add(key)
+        return base64.b64encode(v).decode("ascii")
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return str(v)  # Decimal, timedelta, ...
+
+
+def _dump_row(row: dict) -> bytes:
+    return json.dumps(_jsonable(row, set(), ""), ensure_ascii=False, default=str).encode("utf-8")[:RAW_MAX]
+
+
+def _check_text(text: Any, text_field: str, row: dict, max_text_bytes: int | None) -> str:
+    if type(text) is str and text and (max_text_bytes is None or len(text) * 4 <= max_text_bytes):
+        return text  # fast path
+    if text is _MISSING:
+        fields = ", ".join(sorted(map(str, row))[:30]) or "none"
+        raise _BadInput(f"missing text field '{text_field}' (fields: {fields}); set `text_field:` for this input")
+    if isinstance(text, (bytes, bytearray)):  # binary text column: accept valid UTF-8
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _BadInput(f"text field '{text_field}' is not valid UTF-8 at byte {e.start}") from None
+    if text is None:
+        raise _BadInput(f"text field '{text_field}' is null")
+    if not isinstance(text, str):
+        raise _BadInput(f"text field '{text_field}' is a {_type_name(text)}, not a string")
+    if not text:
+        raise _BadInput("empty text")
+    if max_text_bytes is not None and len(text) * 4 > max_text_bytes:
+        n = len(text.encode("utf-8", "surrogatepass"))
+        if n > max_text_bytes:
+            raise _BadInput(f"text of {n} bytes exceeds max_text_bytes={max_text_bytes}")
+    return text
+
+
+def _make(path, pos, row, raw, text_field, id_field, max_text_bytes, convert=False, extra=None):
+    """Record from a dict `row`, or Bad. `raw=None` means 'JSON dump of the row' (computed lazily)."""
+    try:
+        text = _check_text(row.get(text_field, _MISSING), text_field, row, max_text_bytes)
+        ident = None
+        if id_field and id_field != text_field and row.get(id_field) is not None:
+            v = row[id_field]
+            ident = v if isinstance(v, str) else str(v) if isinstance(v, (int, float)) else _dump_row(v).decode()
+        meta = row  # rows are fresh dicts: reuse, minus the text and id fields
+        del meta[text_field]
+        meta.pop(id_field, None)
+        if convert:
+            notes: set = set()
+            meta = {k: _jsonable(v, notes, k) for k, v in meta.items()}
+            if notes:
+                meta["_base64_fields"] = sorted(notes)
+        if extra:
+            meta.update(extra)
+        return Record(pos, text, ident, meta)
+    except _BadInput as e:
+        msg = str(e)
+    except Exception as e:  # never let one record kill the reader
+        msg = f"cannot convert record ({type(e).__name__}: {e})"
+    return Bad(pos, raw[:RAW_MAX] if raw is not None else _safe_dump(row), _err(path, pos, msg))
+
+
+def _safe_dump(row: dict) -> bytes:
+    try:
+        return _dump_row(row)
+    except Exception:
+        return b""
+
+
+# ----------------------------------------------------------------------------- JSONL
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(line: bytes) -> Any:
+    """Parse one JSON line; orjson fast path, stdlib for big ints and for precise messages."""
+    if orjson is not None:
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        s = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _BadInput(f"not valid UTF-8 at byte {e.start}") from None
+    try:
+        obj = json.loads(s, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise _BadInput(f"invalid JSON ({e.msg} at col {e.colno})") from None
+    except (ValueError, RecursionError) as e:
+        raise _BadInput(f"invalid JSON ({e if isinstance(e, ValueError) else 'nested too deeply'})") from None
+    try:  # stdlib accepts lone surrogate escapes ("\ud800") that cannot be stored as UTF-8
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _BadInput("invalid JSON (lone surrogate \\u escape; not encodable as UTF-8)") from None
+    return obj
+
+
+def _zstd_chunks(fh) -> Iterator[bytes]:
+    """Stream-decompress zstd (multi-frame); raise EOFError if the input ends inside a frame."""
+    dctx = zstandard.ZstdDecompressor(max_window_size=1 << 31)
+    dobj, pending = dctx.decompressobj(), False
+    while data := fh.read(1 << 16):  # small input reads bound the output of highly compressed data
+        while data:
+            out = dobj.decompress(data)
+            pending = True
+            if out:
+                yield out
+            if dobj.eof:  # frame finished: the rest belongs to the next frame
+                data, dobj, pending = dobj.unused_data, dctx.decompressobj(), False
+            else:
+                data = b""
+    if pending:
+        raise EOFError("zstd stream ended in the middle of a frame")
+
+
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Lines (without b'\\n') from byte chunks; no line-length limit, no quadratic joins."""
+    tail: list[bytes] = []
+    for chunk in chunks:
+        parts = chunk.split(b"\n")
+        if len(parts) == 1:
+            tail.append(chunk)
+            continue
+        tail.append(parts[0])
+        yield b"".join(tail)
+        yield from parts[1:-1]
+        tail = [parts[-1]] if parts[-1] else []
+    if tail:
+        yield b"".join(tail)
+
+
+def _read_jsonl(path, text_field, id_field, max_text_bytes):
+    with open(path, "rb") as fh:
+        magic = fh.peek(4)[:4]
+        if magic.startswith(_GZIP_MAGIC):  # sniff content, not extension
+            kind, chunks = "gzip", iter(partial(gzip.GzipFile(fileobj=fh).read1, CHUNK), b"")
+        elif magic == _ZSTD_MAGIC:
+            kind, chunks = "zstd", _zstd_chunks(fh)
+        else:
+            kind, chunks = None, iter(partial(fh.read, CHUNK), b"")
+        lineno = 0
+        try:
+            for line in _split_lines(chunks):
+                lineno += 1
+                if lineno == 1 and line.startswith(_BOM):
+                    line = line[3:]
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if not line or line.isspace():
+                    continue
+                try:
+                    obj = _loads(line)
+                    if not isinstance(obj, dict):
+                        raise _BadInput(f"line is a JSON {_type_name(obj)}, not an object")
+                except Exception as e:  # _BadInput, or anything a parser may raise on odd input
+                    msg = str(e) if isinstance(e, _BadInput) else f"cannot parse line ({type(e).__name__}: {e})"
+                    yield Bad(lineno, line[:RAW_MAX], _err(path, lineno, msg))
+                    continue
+                yield _make(path, lineno, obj, line, text_field, id_field, max_text_bytes)
+        except Exception as e:  # decompression / IO failure: keep what was read, report the rest
+            what = f"truncated/corrupt {kind} stream" if kind else "read error"
+            yield Bad(lineno + 1, b"", _err(path, lineno + 1, f"{what} after line {lineno}: {type(e).__name__}: {e}; "
+                                            "re-download or re-compress the file"))
+
+
+# ----------------------------------------------------------------------------- Parquet / HF
+
+
+def _rows(path, table, start, opts, extra=None):
+    for i, row in enumerate(table.to_pylist()):
+        yield _make(path, start + i, row, None, *opts, convert=True, extra=extra)
+
+
+def _no_text_column(path, names, text_field):
+    if text_field in names:
+        return None
+    return Bad(0, b"", _err(path, 0, f"no text column '{text_field}' (columns: {', '.join(names) or 'none'}); "
+                                     "set `text_field:` for this input"))
+
+
+def _read_batches(path, batches, start, opts, what, extra=None):
+    """Rows of `batches` numbered from `start`; a read failure becomes one Bad(pos=0)."""
+    row = start
+    try:
+        for batch in batches:
+            yield from _rows(path, batch, row, opts, extra)
+            row += batch.num_rows
+    except Exception as e:
+        after = f" after row {row - 1}" if row > start else ""
+        yield Bad(0, b"", _err(path, 0, f"corrupt or unreadable {what}{after} ({type(e).__name__}: {e}); "
+                                        "re-export the file or remove it"))
+
+
+def _read_parquet(path, *opts):
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        names, sizes = pf.schema_arrow.names, [pf.metadata.row_group(k).num_rows for k in range(pf.num_row_groups)]
+    except Exception as e:
+        yield Bad(0, b"", _err(path, 0, f"corrupt or unreadable Parquet file ({type(e).__name__}: {e}); "
+                                        "re-export the file or remove it"))
+        return
+    if bad := _no_text_column(path, names, opts[0]):
+        yield bad
+        return
+    start = 0  # one row group at a time: a corrupt group costs only its own rows
+    for k, n in enumerate(sizes):
+        batches = pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[k])
+        yield from _read_batches(path, batches, start, opts, f"Parquet row group {k} (rows {start}-{start + n - 1})")
+        start += n
+
+
+def _read_hf(path, *opts):
+    try:
+        import datasets
+
+        ds = datasets.load_from_disk(path)
+        splits = sorted(ds.items()) if isinstance(ds, datasets.DatasetDict) else [(None, ds)]
+    except Exception as e:
+        yield Bad(0, b"", _err(path, 0, f"cannot load saved HF dataset ({type(e).__name__}: {e}); "
+                                        "re-save it with datasets.save_to_disk"))
+        return
+    for split, d in splits:
+        where = os.path.join(path, split) if split else path
+        if bad := _no_text_column(where, d.column_names, opts[0]):
+            yield bad
+            continue
+        batches = d.with_format("arrow").iter(batch_size=BATCH_ROWS)
+        yield from _read_batches(where, batches, 0, opts, "HF dataset", {"split": split} if split else None)
+
+
+# ----------------------------------------------------------------------------- WARC / HTML
+
+
+def _extract(html: bytes) -> str | None:
+    # favor_precision: less boilerplate (what FineWeb/datatrove use); tables are content, comments
+    # are not; deduplicate=False because trafilatura's dedup cache makes output depend on the
+    # order documents were processed in, breaking determinism across workers.
+    import trafilatura
+
+    return trafilatura.extract(html, include_comments=False, include_tables=True, favor_precision=True,
+                               deduplicate=False) or None
+
+
+def _html_record(path, pos, html, meta, max_text_bytes):
+    try:
+        text = _extract(html)
+        if text is None:
+            raise _BadInput("no extractable text (empty page, boilerplate only, or not HTML)")
+        _check_text(text, "text", {}, max_text_bytes)
+        return Record(pos, text, None, meta)
+    except _BadInput as e:
+        msg = str(e)
+    except Exception as e:
+        msg = f"HTML extraction failed ({type(e).__name__}: {e})"
+    return Bad(pos, html[:RAW_MAX], _err(path, pos, msg))
+
+
+def _is_html(rec) -> bool:
+    ctype = rec.http_headers.get_header("Content-Type", "") if rec.http_headers else ""
+    return ctype.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml")
+
+
+def _read_warc(path, text_field, id_field, max_text_bytes):
+    from warcio.archiveiterator import ArchiveIterator
+
+    n = -1
+    with open(path, "rb") as fh:
+        try:
+            for n, rec in enumerate(ArchiveIterator(fh)):
+                if rec.format != "warc" or not rec.rec_type:  # warcio reads some junk as ARC/untyped records
+                    what = f"corrupt WARC at record {n}" if n else "not a valid WARC file"
+                    yield Bad(n, b"", _err(path, n, f"{what} (no valid WARC header); the rest of the file is skipped"))
+                    return
+                if rec.rec_type != "response" or not _is_html(rec):
+                    continue
+                h = rec.rec_headers
+                meta = {"url": h.get_header("WARC-Target-URI"), "date": h.get_header("WARC-Date"),
+                        "warc_record_id": h.get_header("WARC-Record-ID")}
+                try:
+                    html = rec.content_stream().read()
+                    while rec.raw_stream.read(CHUNK):
+                        pass
+                    missing = getattr(rec.raw_stream, "limit", 0)  # > 0: file ended inside this record
+                except Exception as e:
+                    yield Bad(n, b"", _err(path, n, f"cannot read WARC record payload ({type(e).__name__}: {e})"))
+                    continue
+                if missing > 0:
+                    yield Bad(n, html[:RAW_MAX], _err(path, n, f"truncated WARC record ({missing} bytes missing from "
+                                                               "its Content-Length); re-download the file"))
+                    continue
+                yield _html_record(path, n, html, meta, max_text_bytes)
+        except Exception as e:
+            what = f"corrupt WARC after record {n}" if n >= 0 else "not a valid WARC file"
+            yield Bad(n + 1, b"", _err(path, n + 1, f"{what} ({type(e).__name__}: {e}); the rest of the file is skipped"))
+
+
+def _read_html(path, text_field, id_field, max_text_bytes):
+    with open(path, "rb") as fh:
+        html = fh.read()
+    yield _html_record(path, 0, html, {"path": os.path.basename(path)}, max_text_bytes)
+
+
+_READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "hf": _read_hf, "warc": _read_warc,
+            "html": _read_html}
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def read_records(path: str, fmt: str | None = None, text_field: str = "text", id_field: str | None = "id",
+                 max_text_bytes: int | None = None) -> Iterator[Record | Bad]:
+    """Yield a Record per good record and a Bad per unreadable one; never raises."""
+    pos = 0
+    try:
+        fmt = fmt or detect_format(path)
+        if fmt not in FORMATS:
+            raise UnknownFormat(f"{path}: unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+        if not os.path.exists(path):
+            yield Bad(0, b"", _err(path, 0, "input does not exist; check the input path"))
+            return
+        if fmt != "parquet" and os.path.isfile(path) and os.path.getsize(path) == 0:
+            return  # an empty file has no records (an empty Parquet file is corrupt: no footer)
+        for item in _READERS[fmt](path, text_field, id_field, max_text_bytes):
+            pos = item.pos
+            yield item
+    except UnknownFormat as e:
+        msg = str(e)
+        yield Bad(0, b"", _err(path, 0, msg[len(path) + 2:] if msg.startswith(f"{path}: ") else msg))
+    except Exception as e:  # anything unforeseen: report it, never crash the caller
+        yield Bad(0, b"", _err(path, 0, f"cannot read input after position {pos} ({type(e).__name__}: {e})"))
