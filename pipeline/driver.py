@@ -40,7 +40,8 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
         tasks, fp = mod.tasks(cfg, p.inp, p.out)
         res = runner.run_stage(p.stage, p.out, tasks, config_hash=cfg.stage_hash(p.stage), input_fingerprint=fp,
                                force=force, use_ray=use_ray, max_retries=cfg.run.ray.max_retries,
-                               cpus_per_task=cfg.run.ray.cpus_per_task, show_progress=show_progress)
+                               cpus_per_task=cfg.run.ray.cpus_per_task, show_progress=show_progress,
+                               finalize=getattr(mod, "finalize", None))
         results.append(res)
         if not res.ok:
             break  # later stages would read an incomplete input

@@ -71,6 +71,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = dict(log_to_driver=False, logging_level=logging.WARNING)
     if address:
+        os.environ["RAY_ADDRESS"] = address  # Ray prefers the variable over the argument
         ray.init(address=address, **quiet)
         return address
     ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
@@ -132,7 +133,10 @@ def run_stage(
     max_retries: int = 2,
     cpus_per_task: float = 1.0,
     show_progress: bool = True,
+    finalize: Callable[[Path, dict[str, dict]], None] | None = None,
 ) -> StageResult:
+    """Run the tasks not yet marked done, then (when all are done) the stage's global `finalize`
+    step, which may rewrite markers, and write the manifest and stats."""
     out = Path(out)
     keys = [t.key for t in tasks]
     if len(set(keys)) != len(keys):
@@ -163,6 +167,9 @@ def run_stage(
 
     markers = {k: io.read_marker(out, k) for k in keys}
     missing = [k for k, m in markers.items() if m is None]
+    if finalize is not None and not missing:
+        finalize(out, markers)
+        markers = {k: io.read_marker(out, k) for k in keys}
     manifest = build_manifest(header, {k: m for k, m in markers.items() if m}, complete=not missing)
     manifest["failed"] = failed
     if not missing:

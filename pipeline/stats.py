@@ -99,11 +99,11 @@ def connect(path: Path):
 
 
 def sql_table(con, query: str, limit: int = 200) -> Table:
-    rel = con.sql(query)
+    cur = con.execute(query)
     t = Table()
-    for c in rel.columns:
-        t.add_column(c)
-    for row in rel.fetchmany(limit):
+    for c in cur.description:
+        t.add_column(c[0])
+    for row in cur.fetchmany(limit):
         t.add_row(*(_short(v) for v in row))
     return t
 

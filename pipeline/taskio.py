@@ -64,9 +64,7 @@ class TaskOutput:
         """rows: dicts with file, pos, raw (bytes), error, optional id."""
         if not rows:
             return
-        cols = {f.name: [r.get(f.name) for r in rows] for f in QUARANTINE_SCHEMA if f.name != STAGE}
-        cols[STAGE] = [self.stage] * len(rows)
-        self.quarantine.add(pa.table(cols, schema=QUARANTINE_SCHEMA))
+        self.quarantine.add(quarantine_table(rows, self.stage))
         self.c["quarantined"] += len(rows)
         self.reasons.update(f"quarantine:{_kind(r['error'])}" for r in rows)
 
@@ -82,6 +80,12 @@ class TaskOutput:
             "by_source": {k: {**v, "reasons": dict(sorted(v["reasons"].items()))} for k, v in sorted(self.by_source.items())},
             **extra,
         }
+
+
+def quarantine_table(rows: list[dict], stage: str) -> pa.Table:
+    cols = {f.name: [r.get(f.name) for r in rows] for f in QUARANTINE_SCHEMA if f.name != STAGE}
+    cols[STAGE] = [stage] * len(rows)
+    return pa.table(cols, schema=QUARANTINE_SCHEMA)
 
 
 def _tokens(table: pa.Table) -> int:

@@ -6,6 +6,7 @@ or, when there is none, from source + file + position (stable, never random).
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -16,7 +17,7 @@ from pipeline.config import Config, InputConfig
 from pipeline.io import fingerprint
 from pipeline.readers import Bad, list_inputs, read_records
 from pipeline.schema import BASE_SCHEMA, make_id
-from pipeline.taskio import TaskOutput
+from pipeline.taskio import TaskOutput, quarantine_table
 from pipeline.tokens import count_tokens
 
 STAGE = "ingest"
@@ -97,3 +98,67 @@ def tasks(cfg: Config, inp: Path | None, out: Path) -> tuple[list[runner.Task], 
         for i, (spec, f, rel) in enumerate(files)
     ]
     return ts, fingerprint([f for _, f, _ in files])
+
+
+def finalize(out: Path, markers: dict[str, dict]) -> None:
+    """Global step: an id seen in more than one input file is kept in the first file (shard order)
+    and quarantined elsewhere. Each task already dropped duplicates within its own file.
+
+    Idempotent, so a kill at any point is repaired by re-running: the evicted rows of shard F go to
+    `_quarantine/<F>-dupid.parquet` (written before F is rewritten, from F's content), and the
+    counters of the task are then re-derived from the files on disk."""
+    import duckdb
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pipeline import io
+
+    out = Path(out)
+    owner = {f["name"]: k for k, m in markers.items() for f in m["kept_files"]}
+    files = [str(out / name) for name in sorted(owner)]
+    evict: dict[str, list[int]] = {}
+    if files:
+        rows = duckdb.sql(
+            "WITH t AS (SELECT id, filename, file_row_number AS r FROM read_parquet($files, filename=true, file_row_number=true)) "
+            "SELECT id, filename, r, row_number() OVER (PARTITION BY id ORDER BY filename, r) AS k "
+            "FROM t WHERE id IN (SELECT id FROM t GROUP BY id HAVING count(*) > 1) ORDER BY filename, r",
+            params={"files": files},
+        ).fetchall()
+        first = {i: f for i, f, _, k in rows if k == 1}
+        for i, f, r, k in rows:
+            if k > 1:
+                evict.setdefault(f, []).append(r)
+        for f, rs in evict.items():
+            table = pq.read_table(f)
+            dropped = table.take(rs)
+            key = owner[Path(f).name]
+            src = markers[key]["inputs"][0]
+            qrows = [{"file": src, "pos": r, "id": i, "raw": t.encode()[:65536],
+                      "error": f"{src}: row {r} of {Path(f).name} (id {i!r}): duplicate id, first seen in {markers[owner[Path(first[i]).name]]['inputs'][0]}; ids must be unique across files, or unset id_field to derive them"}
+                     for r, i, t in zip(rs, dropped.column("id").to_pylist(), dropped.column("text").to_pylist())]
+            io.write_parquet(quarantine_table(qrows, STAGE), out / io.QUARANTINE / f"{Path(f).stem}-dupid.parquet")
+            mask = pc.invert(pc.is_in(pa.array(range(table.num_rows)), pa.array(rs)))
+            io.write_parquet(table.filter(mask), Path(f))
+    for key, m in markers.items():  # re-derive counters of tasks touched now or by a killed earlier attempt
+        extra = [out / io.QUARANTINE / f"{Path(f['name']).stem}-dupid.parquet" for f in m["kept_files"]]
+        extra = [p for p in extra if p.exists()]
+        if not extra:
+            continue
+        kept_files, kept, tokens, nbytes, by_source = [], 0, 0, 0, Counter()
+        for f in m["kept_files"]:
+            p = out / f["name"]
+            t = pq.read_table(p, columns=["n_tokens", "text", "source"])
+            by_source.update(t.column("source").to_pylist())
+            kept += t.num_rows
+            tokens += int(pc.sum(t.column("n_tokens")).as_py() or 0)
+            nbytes += int(pc.sum(pc.binary_length(t.column("text"))).as_py() or 0)
+            kept_files.append({"name": f["name"], "rows": t.num_rows, "bytes": p.stat().st_size, "sha256": io.sha256_file(p)})
+        qfiles = [f for f in m["quarantine_files"] if not f["name"].endswith("-dupid.parquet")]
+        qfiles += [{"name": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "bytes": p.stat().st_size, "sha256": io.sha256_file(p)} for p in extra]
+        m["by_source"] = {s: {"rows_in": n, "kept": n, "rejected": 0, "reasons": {}} for s, n in sorted(by_source.items())}
+        m.update(kept=kept, tokens_kept=tokens, bytes_kept=nbytes, kept_files=kept_files, quarantine_files=qfiles,
+                 quarantined=m["rows_in"] - kept - m["rejected"])
+        n_dup = sum(f["rows"] for f in qfiles if f["name"].endswith("-dupid.parquet"))
+        m["reasons"] = {**{k: v for k, v in m["reasons"].items() if k != "quarantine:duplicate id across files"},
+                        "quarantine:duplicate id across files": n_dup}
+        io.write_json(m, io.marker_path(out, key))

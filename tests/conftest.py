@@ -63,3 +63,10 @@ def all_ids(dataset_dir: Path) -> list[str]:
         for p in sorted((Path(dataset_dir) / sub).glob("part-*.parquet")):
             ids += pq.read_table(p, columns=["id"]).column("id").to_pylist()
     return ids
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """Environment for `curate` subprocesses: without the RAY_ADDRESS that the session's embedded
+    ray.init() exported, so each subprocess starts its own Ray unless told otherwise."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, **extra}

@@ -153,3 +153,29 @@ def test_ids_are_stable_when_absent(tmp_path):
     rows = [{"text": "no id one"}, {"text": "no id two"}]
     _, _, kept = ingest(tmp_path, {"noid.jsonl": jsonl(rows)}, source="web")
     assert {"web/noid.jsonl:1", "web/noid.jsonl:2"} <= set(kept)
+
+
+def test_duplicate_ids_across_files(tmp_path):
+    a = [{"id": "x1", "text": "from a"}, {"id": "x2", "text": "only a"}]
+    b = [{"id": "x1", "text": "from b"}, {"id": "x3", "text": "only b"}, {"id": "g5", "text": "clash with good"}]
+    tot, q, kept = ingest(tmp_path, {"a.jsonl": jsonl(a), "b.jsonl": jsonl(b)})
+    assert sorted(k for k in kept if k.startswith("x")) == ["x1", "x2", "x3"] and kept.count("g5") == 1
+    errs = sorted(r["error"] for r in q)
+    assert len(errs) == 2 and all("duplicate id" in e and "b.jsonl" in e for e in errs)
+    assert any("first seen in" in e and "00-good.jsonl" in e for e in errs)
+    assert tot["rows_in"] == tot["kept"] + tot["quarantined"] == len(GOOD) + 5
+
+
+def test_duplicate_id_repair_is_idempotent(tmp_path):
+    """Re-running the global step (as after a kill) changes nothing more."""
+    from stages import ingest as ingest_stage
+
+    a = [{"id": "y", "text": "a"}]
+    tot, q, kept = ingest(tmp_path, {"a.jsonl": jsonl(a), "b.jsonl": jsonl(a)})
+    out = tmp_path / "out" / "ingest"
+    man = io.read_json(out / io.MANIFEST)
+    markers = {k: io.read_marker(out, k) for k in man["shards"]}
+    before = {p.name: io.sha256_file(p) for p in out.rglob("*.parquet")}
+    ingest_stage.finalize(out, markers)
+    assert {p.name: io.sha256_file(p) for p in out.rglob("*.parquet")} == before
+    assert kept.count("y") == 1 and len(q) == 1

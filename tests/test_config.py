@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, load
-from tests.conftest import curate_bin
+from tests.conftest import clean_env, curate_bin
 
 GOOD = """
 run: {{output: {out}}}
@@ -61,7 +61,7 @@ def test_output_inside_input_refused(tmp_path):
 @pytest.mark.parametrize("text", [GOOD + "bogus: 1\n", GOOD.replace("{{path: {inp}}}", "{{path: /nonexistent/x.jsonl}}")])
 def test_cli_bad_config_exit_2_before_work(tmp_path, text):
     cfg = write(tmp_path, text)
-    r = subprocess.run([curate_bin(), "run", str(cfg)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([curate_bin(), "run", str(cfg)], capture_output=True, text=True, timeout=120, env=clean_env())
     assert r.returncode == 2, r.stderr
     err_lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(err_lines) == 1 and err_lines[0].startswith("error:"), r.stderr
@@ -69,5 +69,5 @@ def test_cli_bad_config_exit_2_before_work(tmp_path, text):
 
 
 def test_cli_missing_config_file_exit_2(tmp_path):
-    r = subprocess.run([curate_bin(), "run", str(tmp_path / "nope.yaml")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([curate_bin(), "run", str(tmp_path / "nope.yaml")], capture_output=True, text=True, timeout=120, env=clean_env())
     assert r.returncode == 2 and "config file not found" in r.stderr

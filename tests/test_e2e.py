@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import config, driver, io
-from tests.conftest import all_ids, curate_bin, output_hashes, small_config
+from tests.conftest import all_ids, clean_env, curate_bin, output_hashes, small_config
 
 
 def run_inprocess(cfg_path: Path, **kw):
@@ -87,9 +89,9 @@ def test_resume_skips_finished_shards_and_refuses_changed_config(baseline, tmp_p
     text = changed.read_text().replace("min_doc_words: 50", "min_doc_words: 60")
     assert text != changed.read_text()
     changed.write_text(text)
-    r = subprocess.run([curate_bin(), "run", str(changed), "-q"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([curate_bin(), "run", str(changed), "-q"], capture_output=True, text=True, timeout=300, env=clean_env())
     assert r.returncode == 2 and "--force" in r.stderr, r.stderr
-    r = subprocess.run([curate_bin(), "run", str(changed), "-q", "--force"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([curate_bin(), "run", str(changed), "-q", "--force"], capture_output=True, text=True, timeout=300, env=clean_env())
     assert r.returncode == 0, r.stderr
 
 
@@ -103,27 +105,27 @@ def test_outputs_readable_by_datasets_and_duckdb(baseline):
     man = io.read_json(run_dir / "filter" / io.MANIFEST)
     assert len(ds) == man["totals"]["kept"]
     assert {"id", "text", "source", "meta", "n_tokens", "lang"} <= set(ds.column_names)
-    n = duckdb.sql(f"select count(*) from read_parquet('{run_dir}/filter/part-*.parquet')").fetchone()[0]
+    n = duckdb.sql(f"select count(*) from read_parquet('{run_dir}/filter/part-*.parquet')").fetchall()[0][0]
     assert n == len(ds)
-    n_rej = duckdb.sql(f"select count(*) from read_parquet('{run_dir}/filter/_rejected/*.parquet')").fetchone()[0]
+    n_rej = duckdb.sql(f"select count(*) from read_parquet('{run_dir}/filter/_rejected/*.parquet')").fetchall()[0][0]
     assert n_rej == man["totals"]["rejected"]
 
 
 def test_cli_stats_and_sql(baseline):
     run_dir, _ = baseline
-    r = subprocess.run([curate_bin(), "stats", str(run_dir)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([curate_bin(), "stats", str(run_dir)], capture_output=True, text=True, timeout=120, env=clean_env())
     assert r.returncode == 0 and "filter" in r.stdout and "gopher" in r.stdout, r.stderr
     q = "select reason, count(*) n from rejected group by reason order by n desc"
-    r = subprocess.run([curate_bin(), "stats", str(run_dir), "--sql", q], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([curate_bin(), "stats", str(run_dir), "--sql", q], capture_output=True, text=True, timeout=120, env=clean_env())
     assert r.returncode == 0 and ":" in r.stdout, r.stderr
-    r = subprocess.run([curate_bin(), "stats", str(run_dir), "--sql", "select nope from kept"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([curate_bin(), "stats", str(run_dir), "--sql", "select nope from kept"], capture_output=True, text=True, timeout=120, env=clean_env())
     assert r.returncode == 2 and r.stderr.count("\n") == 1
 
 
 def test_dry_run_prints_plan_without_writing(tmp_path):
     cfg = small_config(tmp_path)
     r = subprocess.run([curate_bin(), "run", str(cfg), "--dry-run"], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "COLUMNS": "200"})
+                       env=clean_env(COLUMNS="200"))
     assert r.returncode == 0, r.stderr
     assert "ingest" in r.stdout and "filter" in r.stdout and "est. time" in r.stdout
     assert not (tmp_path / "run").exists()
@@ -142,7 +144,7 @@ def test_resume_after_sigkill_is_byte_identical(baseline, tmp_path):
     """Kill `curate run` (driver and its embedded Ray) with SIGKILL part-way, re-run, compare."""
     run_dir, _ = baseline
     cfg = small_config(tmp_path)
-    p = subprocess.Popen([curate_bin(), "run", str(cfg), "-q"], start_new_session=True,
+    p = subprocess.Popen([curate_bin(), "run", str(cfg), "-q"], start_new_session=True, env=clean_env(),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = tmp_path / "run" / "filter" / io.DONE
     deadline = time.time() + 240
@@ -156,7 +158,7 @@ def test_resume_after_sigkill_is_byte_identical(baseline, tmp_path):
     n_done = len(list(done.glob("*.json")))
     man = io.read_json(run_dir / "filter" / io.MANIFEST)
     assert n_done < len(man["shards"]), "kill came after the last shard"
-    r = subprocess.run([curate_bin(), "run", str(cfg), "-q"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([curate_bin(), "run", str(cfg), "-q"], capture_output=True, text=True, timeout=600, env=clean_env())
     assert r.returncode == 0, r.stderr
     assert output_hashes(tmp_path / "run") == output_hashes(run_dir)
     ids = all_ids(tmp_path / "run" / "filter")
@@ -175,16 +177,17 @@ def test_same_output_on_a_ray_cluster(baseline, tmp_path):
     run_dir, _ = baseline
     ray_bin = str(Path(sys.executable).with_name("ray"))
     port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
+    env = clean_env(RAY_AUTH_MODE="token")
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # unix socket paths must stay short
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
                             start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         cfg = small_config(tmp_path, out_name="cluster")
         r = None
-        for _ in range(30):  # the head takes a few seconds to accept drivers
+        for _ in range(20):  # the head takes a few seconds to accept drivers
             r = subprocess.run([curate_bin(), "run", str(cfg), "-q", "--ray-address", f"127.0.0.1:{port}"],
-                               capture_output=True, text=True, timeout=600, env=env)
+                               capture_output=True, text=True, timeout=300, env=env)
             if r.returncode == 0 or "connect" not in (r.stderr or "").lower():
                 break
             time.sleep(2)
@@ -192,3 +195,4 @@ def test_same_output_on_a_ray_cluster(baseline, tmp_path):
         assert output_hashes(tmp_path / "cluster") == output_hashes(run_dir)
     finally:
         _kill_group(head)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
