@@ -1,7 +1,14 @@
-"""Runs the stages of a config in order: each reads the previous stage's dir and writes its own."""
+"""Runs the stages of a config in order: each reads the previous stage's dir and writes its own.
+
+A stage module exposes either `tasks(cfg, inp, out) -> (tasks, input_fingerprint)` (one pass of
+per-shard tasks, optional `finalize(out, markers)` global step), or, for multi-pass stages (dedup,
+cluster), `run(cfg, inp, out, phase) -> StageResult`, where `phase(...)` runs one pass of tasks
+into a directory with the run's Ray, retry, resume and progress settings.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pipeline import runner
@@ -37,11 +44,14 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
         mod = stages.REGISTRY[p.stage]
         if p.inp is not None and not (Path(p.inp) / "_manifest.json").exists() and not list(Path(p.inp).glob("part-*.parquet")):
             raise runner.StageConflict(f"{p.stage}: input {p.inp} is not a dataset dir (no _manifest.json or part-*.parquet); run the previous stage first")
-        tasks, fp = mod.tasks(cfg, p.inp, p.out)
-        res = runner.run_stage(p.stage, p.out, tasks, config_hash=cfg.stage_hash(p.stage), input_fingerprint=fp,
-                               force=force, use_ray=use_ray, max_retries=cfg.run.ray.max_retries,
-                               cpus_per_task=cfg.run.ray.cpus_per_task, show_progress=show_progress,
-                               finalize=getattr(mod, "finalize", None))
+        phase = partial(runner.run_stage, force=force, use_ray=use_ray, max_retries=cfg.run.ray.max_retries,
+                        cpus_per_task=cfg.run.ray.cpus_per_task, show_progress=show_progress)
+        if hasattr(mod, "run"):
+            res = mod.run(cfg, p.inp, p.out, phase)
+        else:
+            tasks, fp = mod.tasks(cfg, p.inp, p.out)
+            res = phase(p.stage, p.out, tasks, config_hash=cfg.stage_hash(p.stage), input_fingerprint=fp,
+                        finalize=getattr(mod, "finalize", None))
         results.append(res)
         if not res.ok:
             break  # later stages would read an incomplete input

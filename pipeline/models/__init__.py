@@ -1,0 +1,1 @@
+"""Models more than one stage uses (embedder, tokenizer, proxy LM, n-gram LM). Loaded lazily, offline."""
