@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast bench docs clean
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh
@@ -26,6 +26,9 @@ test-fast: install
 
 bench: install
 	$(PY) bench/filters.py
+
+docs: install
+	$(PY) scripts/update_readme.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -127,6 +127,14 @@ def stats_(path: Path = typer.Argument(..., help="dataset dir or run dir"),
     stats.print_summary(dirs, out)
 
 
+@app.command(name="config-ref")
+def config_ref():
+    """Print the config reference (every key, type, default, meaning) as Markdown."""
+    from pipeline.config import reference
+
+    print(reference())
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("CURATE_LOG", "WARNING"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

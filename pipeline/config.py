@@ -39,9 +39,9 @@ class TokensConfig(Model):
 
 
 class RunConfig(Model):
-    name: str = "curate"
+    name: str = Field("curate", description="run name (shown in plans and summaries)")
     output: Path = Field(..., description="run directory; each stage writes <output>/<stage>")
-    seed: int = 0
+    seed: int = Field(0, description="seed for every random choice; same input+config+seed -> byte-identical output")
     batch_size: int = Field(2_000, ge=1, description="documents per in-memory batch")
     ray: RayConfig = RayConfig()
     shard: ShardConfig = ShardConfig()
@@ -52,7 +52,7 @@ class InputConfig(Model):
     path: Path = Field(..., description="file, directory or glob of input files")
     pattern: str | None = Field(None, description="glob inside a directory, e.g. '*.jsonl.zst'")
     format: str | None = Field(None, description="jsonl|parquet|hf|warc|html; null = by extension")
-    text_field: str = "text"
+    text_field: str = Field("text", description="field (JSONL key / column) holding the document text")
     id_field: str | None = Field("id", description="field holding a document id; null or missing = derived stable id")
     source: str | None = Field(None, description="source name for every document of this input")
     source_field: str | None = Field(None, description="field holding the source name per document")
@@ -73,8 +73,8 @@ class IngestConfig(Model):
 
 
 class FilterSpec(Model):
-    type: str
-    params: dict[str, Any] = {}
+    type: str = Field(..., description="registered filter name, see the filters table")
+    params: dict[str, Any] = Field({}, description="overrides of the filter's default parameters")
     sources: list[str] | None = Field(None, description="apply only to these sources")
     exclude_sources: list[str] = Field([], description="never apply to these sources")
     languages: list[str] | None = Field(None, description="apply only to documents whose `lang` is one of these (needs a langid filter earlier in the list)")
@@ -177,3 +177,39 @@ def load(path: str | Path, overrides: dict | None = None) -> Config:
             node = node.setdefault(k, {})
         node[last] = value
     return parse(data, str(path))
+
+
+def reference() -> str:
+    """Markdown reference of every config key, generated from the models (README 'Config reference')."""
+    from pydantic.fields import FieldInfo
+
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            f: FieldInfo
+            key = f"{prefix}{name}"
+            ann = f.annotation
+            args = getattr(ann, "__args__", None) or (ann,)
+            sub = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            if sub is None:  # Optional[list[Model]]
+                sub = next((a for t in args for a in (getattr(t, "__args__", None) or ()) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            if sub is not None and "list[" in str(ann):
+                key += "[]"
+            if sub is not None:
+                walk(sub, key + ".")
+                continue
+            default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+            tname = str(ann).replace("typing.", "").replace("pathlib.", "").replace("<class '", "").replace("'>", "")
+            tname = tname.replace(" | ", " or ")
+            lines.append(f"| `{key}` | {tname} | {default} | {f.description or ''} |")
+
+    walk(Config, "")
+    import filters
+
+    lines += ["", "Filters (`filter.filters[].type`, parameters with their defaults):", "",
+              "| type | parameters |", "|---|---|"]
+    for name, cls in sorted(filters.REGISTRY.items()):
+        params = ", ".join(f"`{k}`={v!r}" for k, v in cls.params.items() if k != "stop_words")
+        lines.append(f"| `{name}` | {params.replace('|', '/')} |")
+    return "\n".join(lines)
