@@ -57,7 +57,10 @@ def plan_table(cfg: Config, plans: list[StagePlan]) -> Table:
             shards = len(files)
             src = f"{len(files)} files, {disk / 1e6:,.1f} MB on disk"
         else:
-            existing = io.shard_files(p.inp) if p.inp and Path(p.inp).exists() else []
+            first_in_plan = p is plans[0]
+            existing = io.shard_files(p.inp) if first_in_plan and p.inp and Path(p.inp).exists() else []
+            if not first_in_plan and docs:  # fed by the previous stage of this run: chain its estimate
+                shards = max(shards or 1, -(-docs // cfg.run.shard.target_rows))
             if existing:
                 man = io.read_json(Path(p.inp) / io.MANIFEST) if (Path(p.inp) / io.MANIFEST).exists() else {}
                 tot = man.get("totals", {})
