@@ -22,29 +22,42 @@ class Batch:
 
     def __init__(self, texts: list[str]):
         self.texts = texts
+        # A sub-batch made by take() asks its root for the standard views, so the word split of a
+        # document is computed once per batch however many filters (on however many subsets) use it.
+        self._root: Batch | None = None
+        self._idx: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def take(self, idx: list[int]) -> "Batch":
-        """Sub-batch of documents `idx`, carrying over the views already computed."""
+        """Sub-batch of documents `idx`, sharing the views already computed (and later ones)."""
         sub = Batch([self.texts[i] for i in idx])
+        root = self._root or self
+        sub._root = root
+        sub._idx = idx if self._idx is None else [self._idx[i] for i in idx]
         for name, value in self.__dict__.items():
-            if name != "texts":
+            if name not in ("texts", "_root", "_idx"):
                 sub.__dict__[name] = value[idx] if isinstance(value, np.ndarray) else [value[i] for i in idx]
         return sub
 
+    def _view(self, name: str, compute):
+        if self._root is None:
+            return compute(self.texts)
+        full = getattr(self._root, name)
+        return full[self._idx] if isinstance(full, np.ndarray) else [full[i] for i in self._idx]
+
     @cached_property
     def words(self) -> list[list[str]]:
-        return [t.split() for t in self.texts]
+        return self._view("words", lambda texts: [t.split() for t in texts])
 
     @cached_property
     def lines(self) -> list[list[str]]:
-        return [t.splitlines() for t in self.texts]
+        return self._view("lines", lambda texts: [t.splitlines() for t in texts])
 
     @cached_property
     def n_chars(self) -> np.ndarray:
-        return np.fromiter((len(t) for t in self.texts), dtype=np.int64, count=len(self.texts))
+        return self._view("n_chars", lambda texts: np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)))
 
     @cached_property
     def n_words(self) -> np.ndarray:

@@ -80,8 +80,14 @@ class FilterSpec(Model):
     languages: list[str] | None = Field(None, description="apply only to documents whose `lang` is one of these (needs a langid filter earlier in the list)")
 
 
+def _web_chain() -> list[FilterSpec]:
+    """The standard web-text chain (datatrove/FineWeb order) used when no filters are listed."""
+    return [FilterSpec(type=t) for t in ("length", "langid", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality")]
+
+
 class FilterConfig(Model):
-    filters: list[FilterSpec] = Field(..., min_length=1)
+    filters: list[FilterSpec] = Field(default_factory=_web_chain, min_length=1,
+                                      description="filters in order; default: length, langid, gopher_repetition, gopher_quality, c4, fineweb_quality")
 
 
 class Config(Model):

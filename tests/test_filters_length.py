@@ -81,3 +81,15 @@ def test_bad_params():
         build("char_ratio", {"min_alpha": 0.5})
     with pytest.raises(ValueError, match="max_chars"):
         build("length", {"max_chars": "10"})
+
+
+def test_sub_batches_share_the_word_split_of_their_root():
+    from filters import Batch
+
+    root = Batch(["a b c", "d e", "f", "g h i j"])
+    sub = root.take([3, 1, 0])
+    subsub = sub.take([2, 0])
+    assert subsub.words == [["a", "b", "c"], ["g", "h", "i", "j"]]
+    assert "words" in root.__dict__  # computed once, on the root
+    assert list(subsub.n_chars) == [5, 7] and list(sub.n_words) == [4, 2, 3]
+    assert root.words[3] is subsub.words[1]
