@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from pipeline import driver, runner, stats
+from pipeline import driver, io, runner, stats
 from pipeline.config import ConfigError, load, parse
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -32,7 +32,7 @@ def _fail(msg: str, code: int = 2) -> None:
 def _execute(cfg, plans, resume: bool, ray_address: str | None, no_ray: bool, quiet: bool) -> None:
     try:
         results = driver.run(cfg, plans, force=not resume, use_ray=not no_ray, ray_address=ray_address, show_progress=not quiet)
-    except (ConfigError, runner.StageConflict) as e:
+    except (ConfigError, runner.StageConflict, io.Locked) as e:
         _fail(str(e))
     if not quiet:
         stats.print_summary([r.out for r in results], out)

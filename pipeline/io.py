@@ -11,10 +11,12 @@ Layout of a dataset directory (one per stage):
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +142,7 @@ def clear_dir(out: Path) -> None:
     """Remove a stage's output (used by --force). Only the contract's own files are touched."""
     if not out.exists():
         return
-    for sub in (REJECTED, QUARANTINE, DONE):
+    for sub in (REJECTED, QUARANTINE, DONE, "_work"):
         shutil.rmtree(out / sub, ignore_errors=True)
     for p in out.glob("part-*.parquet*"):
         p.unlink()
@@ -193,3 +195,49 @@ def dataset_fingerprint(directory: Path) -> str:
         if shas:
             return hashlib.sha256("".join(shas).encode()).hexdigest()[:16]
     return fingerprint(shard_files(directory))
+
+
+class Locked(RuntimeError):
+    """Another live run holds the output dir."""
+
+
+@contextlib.contextmanager
+def dir_lock(directory: Path):
+    """Exclusive lock on an output dir (`_lock`: pid, host). Two runs never write one dir; a lock
+    left by a dead process on this host is taken over; on another host it must be removed by hand."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = read_json(path)
+            except (OSError, ValueError):
+                holder = {}
+            if holder.get("host") == me["host"] and not _alive(holder.get("pid")):
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise Locked(f"{directory}: locked by pid {holder.get('pid')} on {holder.get('host')}; "
+                         f"wait for that run, or delete {path} if it is no longer running") from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

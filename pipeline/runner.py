@@ -121,7 +121,13 @@ def _one_line(e: BaseException) -> str:
 # ---------------------------------------------------------------- stage
 
 
-def run_stage(
+def run_stage(stage: str, out: Path, tasks: list[Task], **kw) -> StageResult:
+    """Run one stage into `out` under an exclusive lock of that dir (see `_run_stage`)."""
+    with io.dir_lock(Path(out)):
+        return _run_stage(stage, Path(out), tasks, **kw)
+
+
+def _run_stage(
     stage: str,
     out: Path,
     tasks: list[Task],

@@ -51,3 +51,14 @@ def test_ingest_html_dir_and_resume(tmp_path):
 def test_filter_on_missing_input_is_usage_error(tmp_path):
     r = curate("filter", "--input", tmp_path / "nope", "--output", tmp_path / "o", "-q")
     assert r.returncode == 2 and "not a dataset dir" in r.stderr
+
+
+def test_locked_output_dir_is_refused_with_exit_2(tmp_path):
+    import os
+    import socket
+
+    out = tmp_path / "html"
+    out.mkdir()
+    (out / io.LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # a live holder
+    r = curate("ingest", "--input", ROOT / "data/web/html", "--output", out, "-q")
+    assert r.returncode == 2 and "locked by pid" in r.stderr and not list(out.glob("part-*"))

@@ -58,3 +58,24 @@ def test_prepare_dir_removes_temp_leftovers(tmp_path):
     (tmp_path / "part-0.parquet.tmp-123").write_bytes(b"partial")
     io.prepare_dir(tmp_path)
     assert not (tmp_path / "part-0.parquet.tmp-123").exists()
+
+
+def test_dir_lock_excludes_a_second_run_and_takes_over_stale_locks(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    with io.dir_lock(tmp_path):
+        with pytest.raises(io.Locked, match="locked by pid"):
+            with io.dir_lock(tmp_path):
+                pass
+    assert not (tmp_path / io.LOCK).exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / io.LOCK).write_text(json.dumps({"pid": int(dead), "host": socket.gethostname()}))
+    with io.dir_lock(tmp_path):  # its process is gone: taken over
+        assert json.loads((tmp_path / io.LOCK).read_text())["pid"] == os.getpid()
+    (tmp_path / io.LOCK).write_text(json.dumps({"pid": 1, "host": "some-other-host"}))
+    with pytest.raises(io.Locked):
+        with io.dir_lock(tmp_path):
+            pass
