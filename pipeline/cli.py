@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -29,7 +30,8 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _execute(cfg, plans, resume: bool, ray_address: str | None, no_ray: bool, quiet: bool) -> None:
+def _execute(cfg, plans, resume: bool, ray_address: str | None, no_ray: bool, quiet: bool, summary: Path | None = None) -> None:
+    started = time.time()
     try:
         results = driver.run(cfg, plans, force=not resume, use_ray=not no_ray, ray_address=ray_address, show_progress=not quiet)
     except (ConfigError, runner.StageConflict, io.Locked) as e:
@@ -40,9 +42,17 @@ def _execute(cfg, plans, resume: bool, ray_address: str | None, no_ray: bool, qu
     for f in failed:
         err.print(f"[red]failed shard[/red] {f['key']}: {f['error']}", highlight=False, soft_wrap=True)
     incomplete = [r for r in results if not r.ok] or len(results) < len(plans)
-    if failed or incomplete:
+    code = 1 if (failed or incomplete) else 0
+    if summary is not None:  # for schedulers: one JSON file that says how the run went
+        io.write_json({
+            "status": "ok" if code == 0 else "failed", "exit_code": code, "started": started, "finished": time.time(),
+            "stages": [{"stage": r.stage, "out": str(r.out), "status": r.manifest.get("status"), "seconds": round(r.seconds, 3),
+                        "totals": r.manifest.get("totals", {}), "failed": r.failed} for r in results],
+            "not_run": [p.stage for p in plans[len(results):]],
+        }, summary)
+    if code:
         err.print("some shards failed; re-run the same command to retry them (finished shards are kept)")
-        raise typer.Exit(1)
+        raise typer.Exit(code)
 
 
 def _load(config: Path, overrides: dict | None = None):
@@ -67,7 +77,7 @@ def run(config: Path = typer.Argument(..., help="YAML config (see configs/defaul
 
         out.print(plan_table(cfg, plans))
         return
-    _execute(cfg, plans, resume, ray_address, no_ray, quiet)
+    _execute(cfg, plans, resume, ray_address, no_ray, quiet, summary=cfg.run.output / "_run_summary.json")
 
 
 def _single_stage(stage: str, data: dict, config: Path | None, inp: Path | None, output: Path, resume, ray_address, no_ray, quiet):
@@ -107,6 +117,22 @@ def filter_(input: Path = typer.Option(..., "--input", "-i", help="dataset dir")
             resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
     """Apply document filters to a dataset dir (rejected docs go to _rejected/ with a reason)."""
     _single_stage("filter", {}, config, input, output, resume, ray_address, no_ray, quiet)
+
+
+@app.command()
+def dedup(input: Path = typer.Option(..., "--input", "-i", help="dataset dir"),
+          output: Path = typer.Option(..., "--output", "-o"),
+          config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML whose dedup: section sets the method's parameters"),
+          method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="exact|fuzzy|semantic, repeatable or comma-separated (default: exact,fuzzy)"),
+          against: Optional[list[Path]] = typer.Option(None, "--against", help="earlier dedup output dir: drop documents that duplicate its kept documents (repeatable)"),
+          resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
+    """Remove duplicate documents (exact, MinHash-LSH fuzzy, semantic); duplicates go to _rejected/ with dup_of."""
+    data: dict = {}
+    if method:
+        data["method"] = [m.strip() for x in method for m in x.split(",") if m.strip()]
+    if against:
+        data["against"] = [str(p) for p in against]
+    _single_stage("dedup", data, config, input, output, resume, ray_address, no_ray, quiet)
 
 
 @app.command(name="stats")

@@ -62,3 +62,31 @@ def test_locked_output_dir_is_refused_with_exit_2(tmp_path):
     (out / io.LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # a live holder
     r = curate("ingest", "--input", ROOT / "data/web/html", "--output", out, "-q")
     assert r.returncode == 2 and "locked by pid" in r.stderr and not list(out.glob("part-*"))
+
+
+def test_failed_shard_exit_1_and_a_changed_input_needs_force(tmp_path):
+    import pyarrow as pa
+
+    from pipeline.schema import BASE_SCHEMA
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    good = pa.table({"id": ["a", "b"], "text": ["one two three four", "x"], "source": ["s", "s"], "meta": ["{}", "{}"], "n_tokens": [4, 1]}, schema=BASE_SCHEMA)
+    pq.write_table(good, inp / "part-00000.parquet")
+    pq.write_table(good.drop_columns(["text"]).slice(0, 1), inp / "part-00001.parquet")  # breaks the contract
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("run: {ray: {max_retries: 0}}\nfilter: {filters: [{type: length, params: {min_words: 2}}]}\n")
+    out = tmp_path / "out"
+    r = curate("filter", "--input", inp, "--output", out, "--config", cfg, "-q")
+    assert r.returncode == 1, r.stderr
+    assert "failed shard part-00001" in r.stderr and "re-run" in r.stderr
+    assert (out / io.DONE / "part-00000.json").exists() and not (out / io.DONE / "part-00001.json").exists()
+    assert io.read_json(out / io.MANIFEST)["status"] == "incomplete"
+    done_before = (out / io.DONE / "part-00000.json").stat().st_mtime_ns
+    pq.write_table(good.slice(1), inp / "part-00001.parquet")  # repaired input: the input fingerprint changes
+    r = curate("filter", "--input", inp, "--output", out, "--config", cfg, "-q")
+    assert r.returncode == 2 and "--force" in r.stderr  # a different input is never mixed in silently
+    r = curate("filter", "--input", inp, "--output", out, "--config", cfg, "-q", "--force")
+    assert r.returncode == 0, r.stderr
+    assert io.read_json(out / io.MANIFEST)["totals"] == {**io.read_json(out / io.MANIFEST)["totals"], "rows_in": 3, "kept": 1, "rejected": 2}
+    assert (out / io.DONE / "part-00000.json").stat().st_mtime_ns != done_before  # --force recomputed

@@ -161,6 +161,8 @@ def test_resume_after_sigkill_is_byte_identical(baseline, tmp_path):
     r = subprocess.run([curate_bin(), "run", str(cfg), "-q"], capture_output=True, text=True, timeout=600, env=clean_env())
     assert r.returncode == 0, r.stderr
     assert output_hashes(tmp_path / "run") == output_hashes(run_dir)
+    summary = json.loads((tmp_path / "run" / "_run_summary.json").read_text())
+    assert summary["status"] == "ok" and summary["exit_code"] == 0 and [s["stage"] for s in summary["stages"]] == ["ingest", "filter"]
     ids = all_ids(tmp_path / "run" / "filter")
     assert len(ids) == len(set(ids)) and sorted(ids) == sorted(all_ids(run_dir / "ingest"))
 
