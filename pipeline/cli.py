@@ -135,6 +135,163 @@ def dedup(input: Path = typer.Option(..., "--input", "-i", help="dataset dir"),
     _single_stage("dedup", data, config, input, output, resume, ray_address, no_ray, quiet)
 
 
+@app.command()
+def cluster(input: Path = typer.Option(..., "--input", "-i", help="dataset dir"),
+            output: Path = typer.Option(..., "--output", "-o"),
+            config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML whose cluster: section sets embed/kmeans/refine/describe"),
+            k: Optional[int] = typer.Option(None, "--k", help="final number of clusters (refine.k)"),
+            k_init: Optional[int] = typer.Option(None, "--k-init", help="k-means clusters before merging (kmeans.k_init)"),
+            max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="tokens per document the embedder reads (embed.max_tokens)"),
+            keep_embedding: bool = typer.Option(False, "--keep-embedding", help="also write the `embedding` column"),
+            resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
+    """Embed, k-means and refine clusters: adds `cluster` to every document and writes clusters.json
+    (documents of pruned clusters go to _rejected/). Re-clustering reuses the cached embeddings."""
+    import yaml
+
+    base = (yaml.safe_load(config.read_text()) or {}) if config else {}
+    section = dict(base.get("cluster") or {}) if isinstance(base, dict) else {}
+    for sub, key, value in (("refine", "k", k), ("kmeans", "k_init", k_init), ("embed", "max_tokens", max_tokens)):
+        if value is not None:
+            section[sub] = {**(section.get(sub) or {}), key: value}
+    if keep_embedding:
+        section["keep_embedding"] = True
+    _single_stage("cluster", section, config, input, output, resume, ray_address, no_ray, quiet)
+
+
+@app.command()
+def score(input: Path = typer.Option(..., "--input", "-i", help="dataset dir"),
+          output: Path = typer.Option(..., "--output", "-o"),
+          config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML whose score: section names the scorers, quality weights and select rules"),
+          fasttext_model: Optional[Path] = typer.Option(None, "--fasttext-model", help="fastText .bin (from train-fasttext) -> fasttext_score"),
+          lm: Optional[Path] = typer.Option(None, "--lm", help="n-gram LM (.npz/.arpa stem from train-lm) -> perplexity, ppl_bucket"),
+          bench_sim: bool = typer.Option(False, "--bench-sim", help="embedding similarity to the bundled benchmarks -> bench_sim_<name>, bench_sim_max"),
+          decontam: Optional[str] = typer.Option(None, "--decontam", help="reject|flag: 13-gram overlap with the bundled benchmarks -> contaminated"),
+          resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
+    """Add quality score columns, then apply the score.select thresholds in a second pass (changing
+    them never re-scores). Rejected docs go to _rejected/ (contaminated:<benchmark>, score:<column>_below_…)."""
+    data: dict = {}
+    if fasttext_model:
+        data["fasttext"] = {"model": str(fasttext_model)}
+    if lm:
+        data["perplexity"] = {"model": str(lm)}
+    if bench_sim:
+        data["bench_sim"] = {}
+    if decontam:
+        if decontam not in ("reject", "flag"):
+            _fail(f"--decontam: use reject or flag, not {decontam!r}")
+        data["decontam"] = {"action": decontam}
+    if config is None and not data:
+        _fail("nothing to score: give --config with a score: section, or --fasttext-model / --lm / --bench-sim / --decontam")
+    _single_stage("score", data, config, input, output, resume, ray_address, no_ray, quiet)
+
+
+def _train_section(config: Optional[Path], key: str) -> dict:
+    """score.<key>.train of a YAML config (defaults for the train-* commands)."""
+    import yaml
+
+    if config is None:
+        return {}
+    base = yaml.safe_load(config.read_text()) or {}
+    sec = ((base.get("score") or {}).get(key) or {}).get("train") or {}
+    return dict(sec)
+
+
+@app.command(name="train-fasttext")
+def train_fasttext(output: Path = typer.Option(..., "--output", "-o", help="directory for model.bin + model.json"),
+                   input: Optional[Path] = typer.Option(None, "--input", "-i", help="dataset dir (or JSONL/Parquet) the labels come from when no --positive/--negative path is given"),
+                   positive: Optional[list[Path]] = typer.Option(None, "--positive", help="positive documents: dataset dir, JSONL or Parquet (repeatable)"),
+                   negative: Optional[list[Path]] = typer.Option(None, "--negative", help="negative documents (repeatable)"),
+                   positive_source: Optional[list[str]] = typer.Option(None, "--positive-source", help="only these sources count as positive (repeatable)"),
+                   negative_source: Optional[list[str]] = typer.Option(None, "--negative-source", help="only these sources count as negative (repeatable)"),
+                   source_field: str = typer.Option("source", help="field holding the source in raw JSONL (e.g. domain)"),
+                   max_docs: Optional[int] = typer.Option(None, help="at most this many documents per --positive/--negative input (deterministic sample)"),
+                   from_column: Optional[str] = typer.Option(None, "--from-column", help="labels from the top/bottom quantiles of this score column of --input"),
+                   preselect: bool = typer.Option(False, "--preselect", help="PreSelect labels from --input: documents whose n-gram LM losses rank the LMs like the targets do"),
+                   target: Optional[list[Path]] = typer.Option(None, "--target", help="PreSelect target set (JSONL/Parquet with a text field; repeatable; default: data/benchmarks)"),
+                   top: Optional[float] = typer.Option(None, help="--from-column/--preselect: top fraction -> positive (default 0.2)"),
+                   bottom: Optional[float] = typer.Option(None, help="--from-column/--preselect: bottom fraction -> negative (default 0.5)"),
+                   max_per_class: Optional[int] = typer.Option(None, help="balanced classes of at most this many documents"),
+                   dim: Optional[int] = typer.Option(None), epoch: Optional[int] = typer.Option(None), lr: Optional[float] = typer.Option(None),
+                   word_ngrams: Optional[int] = typer.Option(None, "--word-ngrams"),
+                   config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML whose score.fasttext.train gives the defaults"),
+                   seed: int = typer.Option(0, help="seed of sampling, splitting and training")):
+    """Train a fastText quality classifier (labels from datasets, a score column or PreSelect); writes model.bin + model.json (data, params, validation precision/recall)."""
+    import json
+
+    from pydantic import ValidationError
+
+    from pipeline import train
+    from pipeline.config import FastTextTrainConfig
+
+    spec = _train_section(config, "fasttext")
+    ab = lambda p: str(Path(p).resolve())  # noqa: E731
+    if positive or negative or positive_source or negative_source:
+        def srcs(paths, sources):
+            return [{"path": ab(p), "sources": sources or None, "source_field": source_field, "max_docs": max_docs} for p in paths] \
+                if paths else [{"path": None, "sources": sources or None, "source_field": source_field, "max_docs": max_docs}]
+        spec.update(positive=srcs(positive, positive_source), negative=srcs(negative, negative_source), from_column=None, preselect=None)
+    if from_column:
+        spec.update(from_column={"column": from_column}, positive=[], negative=[], preselect=None)
+    if preselect:
+        ps = dict(spec.get("preselect") or {})
+        if target:
+            ps["targets"] = [{"name": Path(t).name.split(".")[0].lower().replace("-", "_"), "path": ab(t)} for t in target]
+        spec.update(preselect=ps, positive=[], negative=[], from_column=None)
+    for k, v in (("top", top), ("bottom", bottom), ("max_per_class", max_per_class)):
+        if v is not None:
+            spec[k] = v
+    params = dict(spec.get("params") or {})
+    for k, v in (("dim", dim), ("epoch", epoch), ("lr", lr), ("wordNgrams", word_ngrams)):
+        if v is not None:
+            params[k] = v
+    spec["params"] = params
+    try:
+        tcfg = FastTextTrainConfig.model_validate(spec)
+    except ValidationError as e:
+        _fail(f"train-fasttext: {e.errors()[0]['msg']} (give --positive/--negative, --from-column or --preselect)")
+    needs_input = (tcfg.preselect is not None or tcfg.from_column is not None
+                   or any(s.path is None for s in tcfg.positive + tcfg.negative))
+    if needs_input and input is None:
+        _fail("train-fasttext: --input is required for --preselect, --from-column and --positive-source/--negative-source without a path")
+    if input is not None and not input.exists():
+        _fail(f"--input: {input} does not exist")
+    try:
+        meta = train.fasttext_from_config(tcfg, output, input, seed)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(f"train-fasttext: {e}")
+    out.print_json(json.dumps({"model": str(output / "model.bin"), "validation": meta.get("validation"),
+                               "per_class": meta["data"]["per_class"], "positive_sources": meta["data"]["positive_sources"],
+                               "negative_sources": meta["data"]["negative_sources"]}))
+
+
+@app.command(name="train-lm")
+def train_lm(input: Path = typer.Option(..., "--input", "-i", help="reference documents: dataset dir, JSONL or Parquet (file or dir)"),
+             output: Path = typer.Option(..., "--output", "-o", help="model path stem: writes <stem>.npz, <stem>.arpa (KenLM), <stem>.json"),
+             order: int = typer.Option(3, help="n-gram order (2..6)"),
+             source: Optional[list[str]] = typer.Option(None, "--source", help="only these sources (repeatable)"),
+             source_field: str = typer.Option("source", help="field holding the source in raw JSONL (e.g. domain)"),
+             text_field: str = typer.Option("text", help="text field in raw JSONL/Parquet"),
+             max_docs: Optional[int] = typer.Option(None, help="deterministic sample of at most this many documents"),
+             min_count: int = typer.Option(1, help="rarer words become <unk> (KenLM's lmplz keeps all: 1)"),
+             arpa: bool = typer.Option(True, "--arpa/--no-arpa", help="also write the ARPA file (for kenlm)"),
+             seed: int = typer.Option(0)):
+    """Train a modified Kneser-Ney n-gram LM (lmplz-equivalent) for the perplexity scorer."""
+    import json
+
+    from pipeline import train
+
+    if not input.exists():
+        _fail(f"--input: {input} does not exist")
+    if not 2 <= order <= 6:
+        _fail("--order: use 2..6 (KenLM loads order >= 2)")
+    docs = train.sample_docs(train.iter_docs(input, text_field, source_field, sources=source), max_docs, seed)
+    if not docs:
+        _fail(f"--input: no documents in {input}" + (f" with sources {source}" if source else ""))
+    meta = train.train_lm(docs, output, order=order, min_count=min_count, arpa=arpa,
+                          data_info={"path": str(input.resolve()), "sources": source, "max_docs": max_docs, "seed": seed})
+    out.print_json(json.dumps({k: meta[k] for k in ("order", "tokens", "vocab", "ngrams", "discounts", "files")}))
+
+
 @app.command(name="stats")
 def stats_(path: Path = typer.Argument(..., help="dataset dir or run dir"),
            sql: Optional[str] = typer.Option(None, "--sql", help="DuckDB SQL over views kept/rejected/quarantine (run dir: <stage>, <stage>_rejected, rejected …)")):

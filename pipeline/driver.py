@@ -24,8 +24,12 @@ class StagePlan:
 
 def plan(cfg: Config, only: list[str] | None = None, inp: Path | None = None, out: Path | None = None) -> list[StagePlan]:
     """Stages present in the config (or `only`), chained through `<run.output>/<stage>` dirs."""
-    names = [s for s in STAGES if getattr(cfg, s, None) is not None and (only is None or s in only)]
-    plans, prev = [], inp
+    present = [s for s in STAGES if getattr(cfg, s, None) is not None]
+    names = [s for s in present if only is None or s in only]
+    prev = inp
+    if prev is None and names and present.index(names[0]) > 0:  # `--stage dedup`: read the run's previous stage
+        prev = cfg.run.output / present[present.index(names[0]) - 1]
+    plans = []
     for i, name in enumerate(names):
         o = out if (out is not None and i == len(names) - 1) else cfg.run.output / name
         plans.append(StagePlan(name, prev, Path(o)))

@@ -66,10 +66,58 @@ def console() -> Console:
     return Console(width=max(shutil.get_terminal_size((160, 40)).columns, 120))
 
 
+def dedup_table(d: Path) -> Table | None:
+    """Docs/tokens removed per dedup method, groups and their sizes (a dedup dir's `dedup` stats)."""
+    s = (io.read_json(d / io.STATS) if (d / io.STATS).exists() else {}).get("dedup")
+    if not s:
+        return None
+    t = Table(title=f"dedup ({', '.join(s['methods'])}): {_fmt(s['groups'])} groups, {s['cc_rounds']} component rounds")
+    for col in ("reason", "docs removed", "% of docs", "tokens removed", "% of tokens"):
+        t.add_column(col, justify="left" if col == "reason" else "right")
+    docs_in, tok_in = s.get("docs_in") or 1, s.get("tokens_in") or 1
+    for reason, n in s["docs_removed"].items():
+        tok = s["tokens_removed"].get(reason, 0)
+        t.add_row(reason, _fmt(n), f"{100 * n / docs_in:.2f}", _fmt(tok), f"{100 * tok / tok_in:.2f}")
+    hist = s.get("group_size_histogram", {})
+    t.caption = "group size: docs  " + "  ".join(f"{k}: {_fmt(v)}" for k, v in hist.items())
+    f = s.get("fuzzy")
+    if f:
+        t.caption += (f"\nfuzzy: {_fmt(f['candidate_pairs'])} LSH candidate pairs, "
+                      f"{_fmt(f['verified_pairs']) if f['verified_pairs'] is not None else 'unverified'} verified")
+    return t
+
+
 def print_summary(dirs: list[Path], out: Console | None = None) -> None:
     out = out or console()
     out.print(funnel_table(dirs))
     out.print(reasons_table(dirs))
+    for d in dirs:
+        t = dedup_table(d)
+        if t is not None:
+            out.print(t)
+        t = clusters_table(d)
+        if t is not None:
+            out.print(t)
+
+
+def clusters_table(d: Path, terms: int = 8) -> Table | None:
+    """A cluster dir's clusters.json: size, top distinctive terms, main sources, mean scores."""
+    p = Path(d) / "clusters.json"
+    if not p.exists():
+        return None
+    c = io.read_json(p)
+    km, rf = c.get("kmeans", {}), c.get("refine", {})
+    t = Table(title=f"clusters: {c.get('k')} (k-means {km.get('k_init_used')} on {_fmt(km.get('sample_rows'))} sampled docs, "
+                    f"{rf.get('method')} merge), {_fmt(c.get('totals', {}).get('pruned_docs', 0))} docs pruned")
+    for col in ("id", "docs", "% docs", "% tokens", "top terms", "main sources", "mean scores"):
+        t.add_column(col, justify="right" if col in ("id", "docs", "% docs", "% tokens") else "left")
+    for cl in c.get("clusters", []):
+        src = sorted(cl.get("sources", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        n = cl["docs"] or 1
+        t.add_row(str(cl["id"]), _fmt(cl["docs"]), f"{100 * cl['share_docs']:.1f}", f"{100 * cl['share_tokens']:.1f}",
+                  ", ".join(cl.get("top_terms", [])[:terms]), ", ".join(f"{s} {100 * v / n:.0f}%" for s, v in src),
+                  ", ".join(f"{k} {v:.3g}" for k, v in cl.get("scores", {}).items()))
+    return t
 
 
 def connect(path: Path):

@@ -71,3 +71,13 @@ def test_cli_bad_config_exit_2_before_work(tmp_path, text):
 def test_cli_missing_config_file_exit_2(tmp_path):
     r = subprocess.run([curate_bin(), "run", str(tmp_path / "nope.yaml")], capture_output=True, text=True, timeout=120, env=clean_env())
     assert r.returncode == 2 and "config file not found" in r.stderr
+
+
+def test_single_stage_of_a_run_reads_the_previous_stage_dir(tmp_path):
+    from pipeline import driver
+
+    cfg = load(write(tmp_path, GOOD))
+    [p] = driver.plan(cfg, only=["filter"])
+    assert (p.stage, p.inp, p.out) == ("filter", cfg.run.output / "ingest", cfg.run.output / "filter")
+    first, second = driver.plan(cfg)
+    assert first.inp is None and second.inp == first.out

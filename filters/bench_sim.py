@@ -1,0 +1,65 @@
+"""Benchmark similarity: how close a document is to each target set in embedding space.
+
+`bench_sim_<name>` = mean cosine similarity of the document to its k nearest examples of target set
+<name> (all-MiniLM-L6-v2 by default, via `pipeline.models.embedder`), `bench_sim_max` = the largest
+of them. Target embeddings are computed once per run by the score stage and saved as an .npz
+(`targets_npz`); documents are embedded per batch (GPU when present). Mean of the top k (not the
+single nearest) keeps one near-duplicate question from dominating; k=5 by default.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_TARGETS: dict[str, dict[str, np.ndarray]] = {}
+
+
+def topk_mean(sims: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the k largest values of each row (all of them when a row has fewer)."""
+    if sims.shape[1] == 0:
+        return np.full(sims.shape[0], np.nan, dtype=np.float32)
+    k = min(k, sims.shape[1])
+    part = np.partition(sims, sims.shape[1] - k, axis=1)[:, sims.shape[1] - k:]
+    return part.mean(axis=1)
+
+
+def save_targets(path: str | Path, embeddings: dict[str, np.ndarray]) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **{name: e.astype(np.float32) for name, e in embeddings.items()})
+    tmp.replace(path)
+
+
+def load_targets(path: str) -> dict[str, np.ndarray]:
+    t = _TARGETS.get(path)
+    if t is None:
+        with np.load(path, allow_pickle=False) as z:
+            t = _TARGETS[path] = {name: z[name] for name in z.files}
+    return t
+
+
+class BenchSimScorer:
+    def __init__(self, targets_npz: str | Path, names: list[str], k: int = 5, model: str | None = None,
+                 max_tokens: int = 128, batch_size: int = 64, device: str | None = None):
+        self.targets_npz, self.names, self.k = str(targets_npz), list(names), int(k)
+        self.embed_args = dict(model=model, max_tokens=max_tokens, batch_size=batch_size, device=device)
+
+    @property
+    def output_columns(self) -> dict[str, str]:
+        return {**{f"bench_sim_{n}": "float32" for n in self.names}, "bench_sim_max": "float32"}
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        from pipeline.models.embedder import Embedder
+
+        return Embedder(**self.embed_args).encode(texts)
+
+    def __call__(self, texts: list[str]) -> dict[str, Any]:
+        targets = load_targets(self.targets_npz)
+        emb = self.embed(texts)
+        cols = {}
+        for name in self.names:
+            cols[f"bench_sim_{name}"] = topk_mean(emb @ targets[name].T, self.k).astype(np.float32)
+        cols["bench_sim_max"] = np.max(np.stack(list(cols.values()), axis=1), axis=1) if cols else np.full(len(texts), np.nan, np.float32)
+        return cols

@@ -1,0 +1,91 @@
+"""LSH buckets -> candidate pairs, for one partition of band rows.
+
+A band row is (band, key, ekey, uid): document `uid` has band value hash `key` in band `band`
+(band -1: its exact-text hash, key = low 64 bits, ekey = high 64 bits; other bands: ekey = low 64
+bits of the exact hash, used to skip pairs between identical texts, already joined by exact edges).
+Documents sharing a (band, key) bucket are candidates. Without verification a star (every member
+to the smallest uid) connects a bucket with n - 1 edges; with verification every pair of a bucket
+is checked (up to `max_pairs_bucket` members; larger buckets, e.g. boilerplate pages, use a star so
+the pair count stays linear).
+"""
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+
+EXACT_BAND = -1
+
+
+def lsh_threshold(bands: int, rows: int) -> float:
+    """Jaccard at which the S-curve 1 - (1 - s^rows)^bands is steepest, ~(1/bands)^(1/rows)."""
+    return (1.0 / bands) ** (1.0 / rows)
+
+
+def candidate_probability(s: float, bands: int, rows: int) -> float:
+    return 1.0 - (1.0 - s ** rows) ** bands
+
+
+def _runs(*cols: np.ndarray) -> np.ndarray:
+    """Start indices of runs of equal rows in columns already sorted together."""
+    n = len(cols[0])
+    first = np.zeros(n, dtype=bool)
+    if n:
+        first[0] = True
+        for c in cols:
+            first[1:] |= c[1:] != c[:-1]
+    return np.flatnonzero(first)
+
+
+def _stars(group_starts: np.ndarray, uid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (min uid of group, other member) for groups (given by sorted starts) of size >= 2."""
+    if not len(uid):
+        return uid, uid
+    sizes = np.diff(np.append(group_starts, len(uid)))
+    gid = np.repeat(np.arange(len(group_starts)), sizes)
+    center = np.minimum.reduceat(uid, group_starts)[gid]
+    sel = (sizes[gid] > 1) & (uid != center)
+    return center[sel], uid[sel]
+
+
+def bucket_pairs(band: np.ndarray, key: np.ndarray, ekey: np.ndarray, uid: np.ndarray, *, collapse_exact: bool,
+                 all_pairs: bool, max_pairs_bucket: int = 64) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """-> {"exact": (a, b), "fuzzy": (a, b)}: pairs with a < b, distinct, sorted."""
+    from pipeline.dedup.cc import unique_pairs
+
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    ex = band == EXACT_BAND
+    # Exact: identical (key, ekey) -> star around the smallest uid.
+    o = np.lexsort((uid[ex], ekey[ex], key[ex]))
+    k, e, u = key[ex][o], ekey[ex][o], uid[ex][o]
+    a, b = _stars(_runs(k, e), u)
+    out["exact"] = unique_pairs(np.minimum(a, b), np.maximum(a, b))
+    # Fuzzy: buckets (band, key); one representative per exact text when exact edges exist.
+    fz = ~ex
+    bd, k, e, u = band[fz], key[fz], ekey[fz], uid[fz]
+    o = np.lexsort((u, e, k, bd))
+    bd, k, e, u = bd[o], k[o], e[o], u[o]
+    if collapse_exact:
+        reps = _runs(bd, k, e)
+        bd, k, u = bd[reps], k[reps], u[reps]
+    starts = _runs(bd, k)
+    sizes = np.diff(np.append(starts, len(u)))
+    multi = sizes > 1
+    if not all_pairs:
+        a, b = _stars(starts, u)
+    else:
+        small = multi & (sizes <= max_pairs_bucket)
+        big = multi & (sizes > max_pairs_bucket)
+        pa_, pb_ = [], []
+        for s, n in zip(starts[small].tolist(), sizes[small].tolist()):
+            for i, j in combinations(range(s, s + n), 2):
+                pa_.append(u[i])
+                pb_.append(u[j])
+        sa = sb = u[:0]
+        if big.any():
+            members = np.concatenate([u[s:s + n] for s, n in zip(starts[big].tolist(), sizes[big].tolist())])
+            sa, sb = _stars(np.concatenate([[0], np.cumsum(sizes[big])[:-1]]), members)
+        a = np.concatenate([np.array(pa_, dtype=np.uint64), sa])
+        b = np.concatenate([np.array(pb_, dtype=np.uint64), sb])
+    out["fuzzy"] = unique_pairs(np.minimum(a, b), np.maximum(a, b))
+    return out

@@ -1,0 +1,72 @@
+"""Shuffle by key through Parquet: a map task writes ONE file whose row groups are its rows for
+destination partitions 0..P-1 (in order); a reduce task for partition p reads row groups p of
+every map file. T map tasks therefore leave T files (not T x P), and a reducer's memory is its
+partition only. Files are written atomically; what a reducer reads comes from the mappers'
+completion markers (`parts`), never from listing a directory, so stale files are never read.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import io
+
+MAX_GROUP_ROWS = 1 << 20
+
+
+def write(path: Path, table: pa.Table, part: np.ndarray, n_parts: int) -> dict:
+    """Write `table` grouped by `part` (int array, values in [0, n_parts)). Returns the file's
+    entry for the marker: {"name", "rows", "bytes", "sha256", "parts": {p: [first_rg, end_rg]}}.
+    Within a partition the input row order is kept (stable), so outputs are deterministic."""
+    path = Path(path)
+    order = np.argsort(part, kind="stable")
+    table = table.take(order)
+    counts = np.bincount(part, minlength=n_parts) if len(part) else np.zeros(n_parts, dtype=np.int64)
+    parts: dict[str, list[int]] = {}
+
+    def _write(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, table.schema, **io.PARQUET_OPTS) as w:
+            off, rg = 0, 0
+            for p in np.flatnonzero(counts):
+                n = int(counts[p])
+                first = rg
+                for s in range(off, off + n, MAX_GROUP_ROWS):
+                    chunk = table.slice(s, min(MAX_GROUP_ROWS, off + n - s))
+                    w.write_table(chunk, row_group_size=chunk.num_rows)
+                    rg += 1
+                parts[str(int(p))] = [first, rg]
+                off += n
+            if not table.num_rows:
+                w.write_table(table)  # an empty file still carries the schema
+
+    io._atomic(path, _write)
+    return {"name": path.name, "rows": table.num_rows, "bytes": path.stat().st_size,
+            "sha256": io.sha256_file(path), "parts": parts}
+
+
+def sources(directory: Path, markers: list[dict], key: str = "kept_files") -> list[tuple[str, dict]]:
+    """(path, parts) of every shuffle file named by `markers` (a finished pass's task markers)."""
+    out = []
+    for m in markers:
+        for f in m.get(key, []):
+            if "parts" in f:
+                out.append((str(Path(directory) / f["name"]), f["parts"]))
+    return out
+
+
+def read(srcs: list[tuple[str, dict]], p: int, columns: list[str] | None = None,
+         schema: pa.Schema | None = None) -> pa.Table:
+    """All rows of partition `p` from the given shuffle files (in the order given)."""
+    tables = []
+    for path, parts in srcs:
+        rg = parts.get(str(p))
+        if rg:
+            tables.append(pq.ParquetFile(path).read_row_groups(list(range(rg[0], rg[1])), columns=columns))
+    if tables:
+        return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    if schema is not None:
+        return schema.empty_table() if columns is None else pa.schema([schema.field(c) for c in columns]).empty_table()
+    return pa.table({})

@@ -1,0 +1,276 @@
+"""dedup: exact, MinHash-LSH fuzzy and semantic deduplication as a chain of Ray passes.
+
+    sig ─ buckets ─ [verify_a ─ verify_b] ─ [kmeans ─ assign ─ sem_pairs] ─ cc (rounds) ─ groups ─ elect ─ write
+
+Every pass is one `phase` (runner.run_stage) into `<out>/_work/<pass>`, with its own markers, so a
+killed run resumes at the first unfinished task. Tasks are per input shard ("homes": signatures,
+verification, components, groups, the final write) or per hash partition (LSH buckets, the
+election of keepers, semantic clusters); rows move between them through Parquet shuffle files
+(`pipeline.dedup.shuffle`), so no task holds more than its shard or partition.
+
+The output keeps the input's shard names. Rejected rows carry `reason` (dup:exact when the text
+equals the kept document's after the exact normalization, else dup:fuzzy / dup:semantic), `dup_of`
+(id of the kept document) and `dup_group`; kept rows carry `dup_group` (null when unique).
+`_index/` holds the band hashes of the kept documents, for `--against` in a later run.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import io, runner
+from pipeline.config import Config, ConfigError
+from pipeline.dedup import passes
+
+STAGE = "dedup"
+WORK, INDEX = "_work", "_index"
+
+
+class _PassFailed(Exception):
+    def __init__(self, result: runner.StageResult):
+        self.result = result
+
+
+def _srcs(directory: Path, markers: dict, prefix: str) -> list[tuple[str, dict]]:
+    return [(str(directory / f["name"]), f["parts"]) for m in markers.values() for f in m.get("kept_files", [])
+            if f["name"].startswith(prefix) and "parts" in f]
+
+
+def _for_part(srcs: list[tuple[str, dict]], p: int) -> list[tuple[str, dict]]:
+    """Only what partition p reads (keeps each task's arguments O(files), not O(files x parts))."""
+    k = str(p)
+    return [(path, {k: parts[k]}) for path, parts in srcs if k in parts]
+
+
+# ---------------------------------------------------------------------------- --against indexes
+
+
+def against_closure(dirs: list[Path]) -> list[tuple[Path, dict]]:
+    """The --against dirs and, transitively, the dirs their indexes include (in that order)."""
+    out, seen, todo = [], set(), [Path(d) for d in dirs]
+    while todo:
+        d = todo.pop(0).resolve()
+        if d in seen:
+            continue
+        seen.add(d)
+        meta_path = d / INDEX / "index.json"
+        if not meta_path.exists():
+            raise ConfigError(f"dedup.against: {d} has no {INDEX}/index.json (was it written with write_index: true?)")
+        meta = io.read_json(meta_path)
+        out.append((d, meta))
+        todo.extend(Path(x) for x in meta.get("includes", []))
+    return out
+
+
+def _index_params(cfg: Config) -> dict:
+    d = cfg.dedup
+    p = {"exact": d.exact.model_dump(mode="json")}
+    if "fuzzy" in d.method:
+        f = d.fuzzy.model_dump(mode="json")
+        p["fuzzy"] = {k: f[k] for k in ("shingle", "ngram", "num_perm", "bands", "rows", "seed", "hash", "scheme", "normalize")}
+    return p
+
+
+def _check_compatible(cfg: Config, closure: list[tuple[Path, dict]]) -> int | None:
+    """The partition count the indexes impose (None without --against); errors name the mismatch."""
+    mine = _index_params(cfg)
+    parts = {m["partitions"] for _, m in closure}
+    if len(parts) > 1:
+        raise ConfigError(f"dedup.against: indexes have different partition counts {sorted(parts)}; they cannot be combined")
+    for d, meta in closure:
+        theirs = meta.get("params", {})
+        if theirs.get("exact") != mine["exact"]:
+            raise ConfigError(f"dedup.against: {d} used exact normalization {theirs.get('exact')}, this run {mine['exact']}; use the same settings")
+        if "fuzzy" in mine and "fuzzy" in theirs and theirs["fuzzy"] != mine["fuzzy"]:
+            diff = sorted(k for k in mine["fuzzy"] if mine["fuzzy"][k] != theirs["fuzzy"].get(k))
+            raise ConfigError(f"dedup.against: {d} was built with other MinHash settings ({', '.join('fuzzy.' + k for k in diff)}); use the same")
+    p = parts.pop() if parts else None
+    if p is not None and cfg.dedup.partitions not in (None, p):
+        raise ConfigError(f"dedup.partitions: {cfg.dedup.partitions} differs from the --against index's {p}; leave it null")
+    return p
+
+
+def _fingerprint(inp: Path, closure: list[tuple[Path, dict]]) -> str:
+    h = hashlib.sha256(io.dataset_fingerprint(inp).encode())
+    for d, meta in closure:
+        h.update(f"\0{d}\0".encode())
+        h.update("".join(f["sha256"] for f in meta.get("files", [])).encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
+    d = cfg.dedup
+    if inp is None:
+        raise ConfigError("dedup: no input dataset dir; use `curate dedup --input DIR`, or run the stage before it too")
+    inp, out = Path(inp), Path(out)
+    shards = io.shard_files(inp)
+    stems = [p.stem for p in shards]
+    n = len(shards)
+    closure = against_closure(d.against)
+    n_parts = _check_compatible(cfg, closure) or d.partitions or max(1, n)
+    chash, fp = cfg.stage_hash(STAGE), _fingerprint(inp, closure)
+    force = bool(getattr(phase, "keywords", {}).get("force", False))
+    old = io.read_json(out / io.MANIFEST) if (out / io.MANIFEST).exists() else None
+    if old and (old.get("config_hash"), old.get("input_fingerprint")) != (chash, fp) and not force:
+        what = "config" if old.get("config_hash") != chash else "input"
+        raise runner.StageConflict(f"{out}: holds dedup output from a different {what}; re-run with --force to overwrite it, or choose another output dir")
+    work = out / WORK
+    if force:  # clear everything once, here: a forced final pass would delete _work under our feet
+        with io.dir_lock(out):
+            io.clear_dir(out)
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(out / INDEX, ignore_errors=True)
+    phase = partial(phase, force=False)
+    with io.dir_lock(work):  # one dedup run per output dir (each pass also locks its own dir)
+        return _run(cfg, d, shards, stems, closure, n_parts, chash, fp, out, work, phase)
+
+
+def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts: int, chash: str, fp: str, out: Path,
+         work: Path, phase) -> runner.StageResult:
+    n = len(shards)
+    params = d.model_dump(mode="json")
+    timings: dict[str, float] = {}
+
+    def run_pass(name: str, tasks: list[runner.Task]) -> dict:
+        res = phase(f"{STAGE}:{name}", work / name, tasks, config_hash=chash, input_fingerprint=fp)
+        timings[name] = round(res.seconds, 3)
+        if not res.ok:
+            raise _PassFailed(res)
+        return {t.key: io.read_marker(work / name, t.key) for t in tasks}
+
+    def per_home(name: str, fn, **kw) -> dict:
+        return run_pass(name, [runner.Task(stems[h], fn, dict(out=str(work / name), key=stems[h], h=h, **{k: (v(h) if callable(v) else v) for k, v in kw.items()}))
+                               for h in range(n)])
+
+    def per_part(name: str, fn, count: int, **kw) -> dict:
+        return run_pass(name, [runner.Task(f"p{p:05d}", fn, dict(out=str(work / name), key=f"p{p:05d}", p=p, **{k: (v(p) if callable(v) else v) for k, v in kw.items()}))
+                               for p in range(count)])
+
+    try:
+        sig = run_pass("sig", [runner.Task(stems[i], passes.sig_task, dict(path=str(shards[i]), out=str(work / "sig"), key=stems[i], shard=i,
+                                                                             n_parts=n_parts, batch_size=cfg.run.batch_size, params=params))
+                               for i in range(n)])
+        sig_path = lambda h: str(work / "sig" / f"sig-{stems[h]}.parquet")  # noqa: E731
+        band_srcs = _srcs(work / "sig", sig, "bands-")
+        old_srcs = [(j, str(dd / INDEX / f["name"]), f["parts"]) for j, (dd, meta) in enumerate(closure) for f in meta["files"]]
+        bk = per_part("buckets", passes.buckets_task, n_parts, band_srcs=lambda p: _for_part(band_srcs, p),
+                      old_srcs=lambda p: [(j, path, {str(p): parts[str(p)]}) for j, path, parts in old_srcs if str(p) in parts],
+                      n_homes=n, params=params)
+        edge_srcs = _srcs(work / "buckets", bk, "edges-")
+        oldmatch_srcs = _srcs(work / "buckets", bk, "oldmatch-")
+        va = vb = {}
+        if "fuzzy" in d.method and d.fuzzy.verify:
+            pairs, cands = _srcs(work / "buckets", bk, "pairs-"), _srcs(work / "buckets", bk, "oldcand-")
+            va = per_home("verify_a", passes.verify_a_task, input_path=lambda h: str(shards[h]), pair_srcs=lambda h: _for_part(pairs, h),
+                          cand_srcs=lambda h: _for_part(cands, h), old_dirs=[str(dd) for dd, _ in closure], n_homes=n, params=params)
+            oldmatch_srcs += _srcs(work / "verify_a", va, "oldmatch-")
+            carry = _srcs(work / "verify_a", va, "carry-")
+            vb = per_home("verify_b", passes.verify_b_task, input_path=lambda h: str(shards[h]), carry_srcs=lambda h: _for_part(carry, h),
+                          n_homes=n, params=params)
+            edge_srcs += _srcs(work / "verify_b", vb, "edges-")
+        sem = {}
+        if "semantic" in d.method and n:
+            sem = _semantic(d, cfg, work, run_pass, per_part, sig, sig_path, stems, n_parts)
+            edge_srcs += _srcs(work / "sem_pairs", sem["pairs"], "edges-")
+        label_srcs, kind_srcs, rounds = [], [], 0
+        srcs = edge_srcs
+        while srcs:
+            rounds += 1
+            lg = per_home(f"cc{rounds:02d}_large", passes.cc_large_task, srcs=lambda h, s=srcs: _for_part(s, h), n_homes=n, first=rounds == 1)
+            if rounds == 1:
+                kind_srcs = _srcs(work / f"cc{rounds:02d}_large", lg, "kinds-")
+            star = _srcs(work / f"cc{rounds:02d}_large", lg, "star-")
+            sm = per_home(f"cc{rounds:02d}_small", passes.cc_small_task, srcs=lambda h, s=star: _for_part(s, h), n_homes=n)
+            srcs = _srcs(work / f"cc{rounds:02d}_small", sm, "star-")
+            if sum(m["changes"] for m in (*lg.values(), *sm.values())) == 0:
+                label_srcs = srcs
+                break
+            if rounds >= 64:
+                raise RuntimeError("connected components did not converge in 64 rounds")
+        gr = per_home("groups", passes.groups_task, sig_path=sig_path, label_srcs=lambda h: _for_part(label_srcs, h),
+                      kind_srcs=lambda h: _for_part(kind_srcs, h), old_srcs=lambda h: _for_part(oldmatch_srcs, h), n_parts=n_parts)
+        members = _srcs(work / "groups", gr, "members-")
+        el = per_part("elect", passes.elect_task, n_parts, member_srcs=lambda p: _for_part(members, p), n_homes=n, keep=d.keep)
+        decisions = _srcs(work / "elect", el, "decisions-")
+    except _PassFailed as e:
+        return e.result
+
+    tasks = [runner.Task(stems[h], passes.final_task, dict(
+        path=str(shards[h]), out=str(out), key=stems[h], h=h, decision_srcs=_for_part(decisions, h),
+        bands_file=str(work / "sig" / f"bands-{stems[h]}.parquet"), sig_path=sig_path(h),
+        n_parts=n_parts, batch_size=cfg.run.batch_size, write_index=d.write_index)) for h in range(n)]
+    res = phase(STAGE, out, tasks, config_hash=chash, input_fingerprint=fp)
+    timings["write"] = round(res.seconds, 3)
+    if res.ok:
+        final = {t.key: io.read_marker(out, t.key) for t in tasks}
+        if d.write_index:
+            io.write_json({"version": 1, "partitions": n_parts, "params": _index_params(cfg), "method": d.method,
+                           "files": [{"name": m["index_file"]["name"], "parts": m["index_file"]["parts"],
+                                      "sha256": m["index_file"]["sha256"]} for m in final.values()],
+                           "includes": [str(dd) for dd, _ in closure]}, out / INDEX / "index.json")
+        stats = io.read_json(out / io.STATS)
+        stats["dedup"] = _stats(cfg, sig, bk, va, vb, sem, el, final, rounds, closure, timings)
+        io.write_json(stats, out / io.STATS)
+    return res
+
+
+def _semantic(d, cfg: Config, work: Path, run_pass, per_part, sig: dict, sig_path, stems: list[str], n_parts: int) -> dict:
+    s = d.semantic
+    sizes = [sig[k]["docs"] for k in stems]
+    total = sum(sizes)
+    k = s.n_clusters or max(1, math.ceil(total / s.docs_per_cluster))
+    take = [min(r, math.ceil(s.sample_size * r / total)) if total else 0 for r in sizes]
+    sample = [(sig_path(h), np.unique(np.linspace(0, r - 1, t).round().astype(np.int64)).tolist() if t else [])
+              for h, (r, t) in enumerate(zip(sizes, take))]
+    km = run_pass("kmeans", [runner.Task("kmeans", passes.kmeans_task, dict(out=str(work / "kmeans"), key="kmeans", sample=sample, k=k,
+                                                                             seed=cfg.run.seed, iters=s.kmeans_iters))])
+    centroids = str(work / "kmeans" / "centroids.parquet")
+    assign = run_pass("assign", [runner.Task(stems[h], passes.assign_task, dict(out=str(work / "assign"), key=stems[h], sig_path=sig_path(h),
+                                                                                 centroids_path=centroids, n_parts=n_parts))
+                                 for h in range(len(stems))])
+    asrcs = _srcs(work / "assign", assign, "assign-")
+    pairs = per_part("sem_pairs", passes.sem_pairs_task, n_parts, assign_srcs=lambda p: _for_part(asrcs, p), n_homes=len(stems),
+                     threshold=s.threshold)
+    return {"kmeans": km, "pairs": pairs}
+
+
+def _stats(cfg: Config, sig, bk, va, vb, sem, el, final, rounds, closure, timings) -> dict:
+    def total(markers: dict, key: str) -> int:
+        return sum(int(m.get(key, 0)) for m in markers.values())
+
+    sizes, removed_groups, tokens, docs = Counter(), Counter(), Counter(), Counter()
+    for m in el.values():
+        sizes.update({int(k): v for k, v in m.get("sizes", {}).items()})
+    for m in final.values():
+        docs.update({k: v for k, v in m.get("reasons", {}).items() if k.startswith("dup:")})
+        tokens.update(m.get("tokens_by_reason", {}))
+    out = {
+        "methods": cfg.dedup.method,
+        "docs_in": total(final, "rows_in"), "docs_kept": total(final, "kept"),
+        "docs_removed": dict(sorted(docs.items())), "tokens_removed": dict(sorted(tokens.items())),
+        "tokens_in": total(final, "tokens_in"),
+        "groups": total(el, "groups"), "groups_with_against_doc": total(el, "groups_against"),
+        "group_size_histogram": {str(k): sizes[k] for k in sorted(sizes)},
+        "exact_pairs": total(bk, "exact_pairs"), "cc_rounds": rounds,
+        "pass_seconds": timings,
+    }
+    if "fuzzy" in cfg.dedup.method:
+        hist = np.sum([m.get("jaccard_hist", [0] * 10) for m in vb.values()], axis=0).tolist() if vb else []
+        out["fuzzy"] = {"candidate_pairs": total(bk, "fuzzy_pairs"), "candidate_pairs_against": total(bk, "fuzzy_old_pairs"),
+                        "verified_pairs": total(vb, "verified") if vb else None, "checked_pairs": total(vb, "checked") if vb else None,
+                        "candidate_jaccard_histogram": hist, "docs_without_shingles": total(sig, "no_shingles")}
+    if sem:
+        out["semantic"] = {"clusters": sem["kmeans"]["kmeans"]["k"], "pairs": total(sem["pairs"], "pairs")}
+    if closure:
+        out["against"] = [str(d) for d, _ in closure]
+        out["against_matches"] = total(bk, "exact_old_pairs") + (total(va, "old_matched") if va else total(bk, "fuzzy_old_pairs"))
+    return out
