@@ -25,7 +25,8 @@ test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: install
-	$(PY) bench/filters.py
+	EXTRAS=bench VENV=$(VENV) bash scripts/install.sh
+	for b in filters dedup score cluster; do $(PY) bench/$$b.py || exit 1; done
 
 docs: install
 	$(PY) scripts/update_readme.py
