@@ -6,7 +6,8 @@
 
 Embedding: the same documents (a seeded sample of data/sample; `--docs` above its 17k repeats it
 with a distinct "[copy i]" prefix per copy, so no text is an exact duplicate of another) through
-  - `st`       plain SentenceTransformer.encode, max_seq_length = --max-tokens (fp16 via .half() on GPU)
+  - `st`       plain SentenceTransformer.encode with its defaults (batch 32), max_seq_length =
+               --max-tokens (fp16 via .half() on GPU)
   - `st-half`  the same call under torch.autocast (bf16 on CPU, fp16 on GPU): the precision alone
   - `ours-fp32` pipeline.models.embedder.Embedder(precision="fp32"): identical vectors to `st`
   - `ours`     Embedder(precision="auto"): fp16 on GPU, bf16 on CPUs with native bf16, else fp32
@@ -72,12 +73,14 @@ def bench_embed(args) -> dict:
     st.max_seq_length = args.max_tokens
     st_gpu_half = st.half() if device.startswith("cuda") else None
 
+    st_kw = {"batch_size": args.st_batch_size} if args.st_batch_size else {}  # default: ST's own (32)
+
     def plain():
-        return (st_gpu_half or st).encode(docs, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True)
+        return (st_gpu_half or st).encode(docs, normalize_embeddings=True, convert_to_numpy=True, **st_kw)
 
     def plain_autocast():
         with torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=half):
-            return st.encode(docs, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True)
+            return st.encode(docs, normalize_embeddings=True, convert_to_numpy=True, **st_kw)
 
     variants = {"st": plain, "ours-fp32": lambda: exact.encode(docs), "ours": lambda: ours.encode(docs)}
     if not device.startswith("cuda"):  # on GPU `st` already is fp16
@@ -150,7 +153,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--docs", type=int, default=1000)
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=128, help="ours: documents per batch at max tokens (embed.batch_size)")
+    ap.add_argument("--st-batch-size", type=int, default=None, help="plain encode's batch_size (default: its own, 32)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     ap.add_argument("--kmeans-n", type=int, default=100_000)
