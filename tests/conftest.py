@@ -70,3 +70,14 @@ def clean_env(**extra: str) -> dict[str, str]:
     ray.init() exported, so each subprocess starts its own Ray unless told otherwise."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return {**env, **extra}
+
+
+def kill_group(p) -> None:
+    """SIGKILL a subprocess started with start_new_session=True and everything it spawned (Ray too)."""
+    import signal
+
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait(timeout=60)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import subprocess
 import time
 from collections import defaultdict
@@ -17,7 +16,7 @@ import pytest
 
 from pipeline import config, driver, io
 from pipeline.dedup.text import shingles
-from tests.conftest import ROOT, all_ids, clean_env, curate_bin, output_hashes
+from tests.conftest import ROOT, all_ids, clean_env, curate_bin, kill_group, output_hashes
 
 THRESHOLD = 0.8
 
@@ -285,14 +284,6 @@ def test_incremental_against_an_earlier_run(small, fuzzy_run):
     assert set(rej3.column("dup_of").to_pylist()) <= old_kept
 
 
-def _kill_group(p: subprocess.Popen) -> None:
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    p.wait(timeout=60)
-
-
 @pytest.mark.slow
 def test_resume_after_sigkill_is_byte_identical(small, fuzzy_run, tmp_path):
     _, four, _ = small
@@ -306,7 +297,7 @@ def test_resume_after_sigkill_is_byte_identical(small, fuzzy_run, tmp_path):
     while time.time() < deadline and p.poll() is None and not (done.exists() and any(done.glob("*.json"))):
         time.sleep(0.02)
     killed_mid_run = p.poll() is None
-    _kill_group(p)
+    kill_group(p)
     assert killed_mid_run, "dedup finished before it could be killed"
     assert not (out / io.MANIFEST).exists() or io.read_json(out / io.MANIFEST)["status"] != "complete"
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=clean_env())

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
 import socket
 import subprocess
@@ -16,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import config, driver, io
-from tests.conftest import all_ids, clean_env, curate_bin, output_hashes, small_config
+from tests.conftest import all_ids, clean_env, curate_bin, kill_group, output_hashes, small_config
 
 
 def run_inprocess(cfg_path: Path, **kw):
@@ -131,14 +130,6 @@ def test_dry_run_prints_plan_without_writing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def _kill_group(p: subprocess.Popen) -> None:
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    p.wait(timeout=60)
-
-
 @pytest.mark.slow
 def test_resume_after_sigkill_is_byte_identical(baseline, tmp_path):
     """Kill `curate run` (driver and its embedded Ray) with SIGKILL part-way, re-run, compare."""
@@ -153,7 +144,7 @@ def test_resume_after_sigkill_is_byte_identical(baseline, tmp_path):
             break
         time.sleep(0.05)
     killed_mid_run = p.poll() is None
-    _kill_group(p)
+    kill_group(p)
     assert killed_mid_run, "run finished before it could be killed; use smaller shards"
     n_done = len(list(done.glob("*.json")))
     man = io.read_json(run_dir / "filter" / io.MANIFEST)
@@ -196,5 +187,5 @@ def test_same_output_on_a_ray_cluster(baseline, tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         assert output_hashes(tmp_path / "cluster") == output_hashes(run_dir)
     finally:
-        _kill_group(head)
+        kill_group(head)
         shutil.rmtree(ray_tmp, ignore_errors=True)
