@@ -429,6 +429,68 @@ def _check_score(score: ScoreConfig, path: str, base: Path) -> None:
             raise ConfigError(f"{path}: score.decontam.min_ngram: must not exceed ngram ({score.decontam.ngram})")
 
 
+class TokenizerConfig(Model):
+    path: Path | None = Field(None, description="a local `tokenizers` JSON to use; null = train a byte-level BPE on the mix input (saved as <mix>/tokenizer.json)")
+    vocab_size: int = Field(4096, ge=260, le=1 << 20, description="BPE vocabulary size when training (a few thousand suits CPU proxies)")
+    train_docs: int = Field(20_000, ge=10, description="documents (deterministic sample, run.seed) the BPE is trained on")
+
+
+class ProxyConfig(Model):
+    n_layer: int = Field(2, ge=1, description="transformer blocks of the proxy LM")
+    n_head: int = Field(4, ge=1, description="attention heads")
+    d_model: int = Field(128, ge=8, description="width (parameters ~ 12*n_layer*d_model^2 + 2*vocab*d_model)")
+    ctx: int = Field(128, ge=8, description="context length in tokens")
+    batch_size: int = Field(16, ge=1, description="sequences per optimizer step")
+    lr: float = Field(3e-3, gt=0, description="peak AdamW learning rate (linear warmup, cosine decay)")
+    tokens: int = Field(200_000, ge=1_000, description="training tokens per proxy run (the same for every mixture)")
+    eval_tokens: int = Field(50_000, ge=128, description="at most this many tokens of each target set are evaluated")
+    device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto = cuda when present")
+    threads: int | None = Field(1, ge=1, description="torch threads per proxy on CPU (1: Ray runs one proxy per core); null = torch default")
+
+
+class MixConstraints(Model):
+    min_weight: float = Field(0.0, ge=0, le=1, description="lowest weight of any domain")
+    max_weight: float = Field(1.0, gt=0, le=1, description="highest weight of any domain")
+    max_epochs: float = Field(4.0, gt=0, description="a domain may be repeated at most this many times within budget_tokens (repeating beyond ~4 epochs stops helping)")
+
+
+class SearchConfig(Model):
+    rounds: list[int] = Field([16, 8, 4], min_length=1, description="CLIMB: proxy runs per round (round 1 random, later rounds the predictor's best candidates)")
+    runs: int = Field(24, ge=2, description="RegMix: proxy runs on Dirichlet-sampled mixtures")
+    candidates: int = Field(100_000, ge=100, description="mixtures drawn and scored by the predictor per step")
+    top_k: int = Field(128, ge=1, description="RegMix: the final mixture averages the top_k predicted; CLIMB: next round picks from the top max(n^2, top_k)")
+    predictor: str = Field("lightgbm", pattern="^(lightgbm|linear)$", description="regressor from weights to target loss")
+    concentration: list[float] = Field([0.1, 5.0], min_length=2, max_length=2, description="Dirichlet concentration range (log-spaced draws, times the prior)")
+
+
+class MixConfig(Model):
+    method: str = Field("climb", pattern="^(uniform|proportional|temperature|unimax|regmix|climb)$", description="optimizer, or a baseline")
+    domain_column: str = Field("cluster", description="column whose values are the domains (e.g. cluster, source)")
+    targets: list[TargetSpec] = Field([], description="target sets the mixture should be good at; empty = the bundled benchmarks (data/benchmarks)")
+    eval_fraction: float = Field(0.5, ge=0, lt=1, description="share of each target set held out for `evaluate` and never seen by the search")
+    budget_tokens: int | None = Field(None, ge=1, description="training tokens the weights are for (epoch caps); null = all tokens available")
+    temperature: float = Field(3.0, gt=0, description="temperature baseline: w ~ tokens^(1/temperature)")
+    constraints: MixConstraints = MixConstraints()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    search: SearchConfig = SearchConfig()
+
+
+class RemixConfig(Model):
+    weights: Path | None = Field(None, description="weights.json; null = <run.output>/mix/weights.json")
+    tokens: int | None = Field(None, ge=1, description="token budget of the training shards; null = the weights' budget_tokens")
+    max_epochs: float | None = Field(None, gt=0, description="repeat a domain at most this often; null = the weights' max_epochs")
+    tokenized: bool = Field(True, description="also write token-id shards (.npy uint16/uint32 + offsets index)")
+    tokenizer: Path | None = Field(None, description="`tokenizers` JSON for n_tokens and token shards; null = the one next to weights.json, else run.tokens.tokenizer")
+
+
+class EvaluateConfig(Model):
+    tokens: int = Field(400_000, ge=1_000, description="training tokens of every arm (equal for all)")
+    arms: list[str] = Field(["raw", "proportional", "uniform", "temperature", "unimax", "remix"], min_length=1,
+                            description="raw = the ingested corpus as is; a baseline name = the curated domains with that baseline's weights; remix = the remix shards")
+    seeds: int = Field(1, ge=1, le=16, description="proxy runs per arm (different seeds), losses averaged")
+
+
 class Config(Model):
     run: RunConfig
     ingest: IngestConfig | None = None
@@ -436,6 +498,9 @@ class Config(Model):
     dedup: DedupConfig | None = None
     score: ScoreConfig | None = None
     cluster: ClusterConfig | None = None
+    mix: MixConfig | None = None
+    remix: RemixConfig | None = None
+    evaluate: EvaluateConfig | None = None
 
     def stage_hash(self, stage: str) -> str:
         """Hash of what determines a stage's output: its own section plus the shared knobs."""
@@ -444,7 +509,7 @@ class Config(Model):
         return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
 
 
-STAGES = ("ingest", "filter", "dedup", "score", "cluster")  # canonical order (ingest, filter, dedup, score, cluster, mix, remix); `curate run` runs those present in the config
+STAGES = ("ingest", "filter", "dedup", "score", "cluster", "mix", "remix", "evaluate")  # canonical order (ingest, filter, dedup, score, cluster, mix, remix); `curate run` runs those present in the config
 
 
 def _loc(loc: tuple) -> str:
