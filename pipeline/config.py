@@ -186,7 +186,7 @@ class SemanticDedupConfig(Model):
 class DedupConfig(Model):
     method: list[str] = Field(["exact", "fuzzy"], description="any of exact, fuzzy, semantic (a string or a list); identical texts are always collapsed first")
     keep: str = Field("best", pattern="^(best|longest|first)$", description="which document of a group stays: best = highest score_column, then longest, then first by id")
-    score_column: str | None = Field("quality_score", description="column whose highest value wins with keep: best (ignored when absent)")
+    score_column: str | None = Field("quality", description="column whose highest value wins with keep: best (ignored when absent; the score stage writes `quality`, so run score before dedup to use it)")
     partitions: int | None = Field(None, ge=1, le=65536, description="hash partitions of the global steps (LSH buckets, groups); null = number of input shards, or the --against index's")
     against: list[Path] = Field([], description="earlier dedup output dirs: drop documents that duplicate their kept documents (incremental dedup)")
     write_index: bool = Field(True, description="write _index/ (band hashes of kept documents) so later batches can dedup against this output")
@@ -487,8 +487,11 @@ class RemixConfig(Model):
 class EvaluateConfig(Model):
     tokens: int = Field(400_000, ge=1_000, description="training tokens of every arm (equal for all)")
     arms: list[str] = Field(["raw", "proportional", "uniform", "temperature", "unimax", "remix"], min_length=1,
-                            description="raw = the ingested corpus as is; a baseline name = the curated domains with that baseline's weights; remix = the remix shards")
+                            description="raw = the ingested corpus as is; uniform/proportional/temperature/unimax = the curated domains with that baseline's weights; mix = the curated domains with the optimizer's weights; remix = the remix shards")
     seeds: int = Field(1, ge=1, le=16, description="proxy runs per arm (different seeds), losses averaged")
+    raw: Path | None = Field(None, description="dataset dir of the raw arm; null = <run.output>/ingest")
+    mix: Path | None = Field(None, description="mix output dir (weights, tokenizer, domain streams, target splits); null = <run.output>/mix")
+    remix: Path | None = Field(None, description="remix output dir; null = <run.output>/remix")
 
 
 class Config(Model):

@@ -22,18 +22,26 @@ class StagePlan:
     out: Path
 
 
+ARTIFACTS = ("mix", "remix", "evaluate")  # read the last dataset stage's dir; later stages do not read theirs
+
+
 def plan(cfg: Config, only: list[str] | None = None, inp: Path | None = None, out: Path | None = None) -> list[StagePlan]:
-    """Stages present in the config (or `only`), chained through `<run.output>/<stage>` dirs."""
+    """Stages present in the config (or `only`), chained through `<run.output>/<stage>` dirs. A stage
+    reads the output of the dataset stage before it (mix, remix and evaluate read the same one: the
+    clustered documents; they find the mix weights and the other run dirs under run.output)."""
     present = [s for s in STAGES if getattr(cfg, s, None) is not None]
     names = [s for s in present if only is None or s in only]
-    prev = inp
-    if prev is None and names and present.index(names[0]) > 0:  # `--stage dedup`: read the run's previous stage
-        prev = cfg.run.output / present[present.index(names[0]) - 1]
+    last_data = inp
     plans = []
     for i, name in enumerate(names):
         o = out if (out is not None and i == len(names) - 1) else cfg.run.output / name
-        plans.append(StagePlan(name, prev, Path(o)))
-        prev = Path(o)
+        src = last_data
+        if src is None:  # `--stage dedup`: read the run's previous dataset stage
+            prior = [s for s in present[:present.index(name)] if s not in ARTIFACTS]
+            src = cfg.run.output / prior[-1] if prior else None
+        plans.append(StagePlan(name, src, Path(o)))
+        if name not in ARTIFACTS:
+            last_data = Path(o)
     return plans
 
 

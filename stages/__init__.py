@@ -1,4 +1,11 @@
-"""Stages in pipeline order. Each module exposes `STAGE` and `tasks(cfg, inp, out) -> (tasks, input_fingerprint)`."""
-from stages import cluster, dedup, filter, ingest, score
+"""Stages in pipeline order. Each module exposes `STAGE` and either `tasks(cfg, inp, out) -> (tasks,
+input_fingerprint)` (one pass of per-shard tasks) or `run(cfg, inp, out, phase)` (multi-pass)."""
+from stages import cluster, dedup, evaluate, filter, ingest, mix, score
 
-REGISTRY = {m.STAGE: m for m in (ingest, filter, dedup, score, cluster)}
+REGISTRY = {m.STAGE: m for m in (ingest, filter, dedup, score, cluster, mix, evaluate)}
+try:  # being written
+    from stages import remix
+
+    REGISTRY["remix"] = remix
+except ImportError:
+    pass

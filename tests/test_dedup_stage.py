@@ -228,7 +228,7 @@ def test_rerun_is_a_noop_and_changed_config_is_refused(small, fuzzy_run):
 def test_keep_rule_prefers_score_then_length_then_id(tmp_path, ray_session):
     base = "the quick brown fox jumps over the lazy dog near the river bank today"
     rows = {"id": ["d", "c", "b", "a", "e", "f"], "text": [base, base.upper(), base + " !", base, "unrelated words here and there", base],
-            "source": ["s"] * 6, "meta": ["{}"] * 6, "n_tokens": [14] * 6, "quality_score": [0.1, 0.9, 0.5, 0.1, 0.3, None]}
+            "source": ["s"] * 6, "meta": ["{}"] * 6, "n_tokens": [14] * 6, "quality": [0.1, 0.9, 0.5, 0.1, 0.3, None]}
     inp = tmp_path / "in"
     inp.mkdir()
     pq.write_table(pa.table(rows), inp / "part-00000.parquet")

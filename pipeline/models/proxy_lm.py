@@ -1,0 +1,302 @@
+"""Tiny GPT proxy language model: train on a weighted mixture of token streams, report target losses.
+
+Mixture search (RegMix, CLIMB) trains many small proxies, one per candidate mixture, each on the
+same number of tokens, and ranks mixtures by the proxies' cross-entropy on held-out target sets.
+This module is that proxy: pure torch + numpy, no other `pipeline` imports, so a Ray worker can
+import it alone.
+
+- Model: token embedding tied with the output head, learned positions, pre-LayerNorm blocks of
+  causal self-attention (`scaled_dot_product_attention`) and a 4x GELU MLP, no dropout.
+- Data: the whole run's (stream, offset) windows are drawn up front from the seed (`sample_plan`);
+  each stream gets its share of sequences by largest remainder, so even a short run realizes the
+  weights to within one sequence; windows start uniformly over the stream. Streams may be memmaps:
+  only the sampled windows are read, and streams of weight 0 are never touched.
+- Optimizer: AdamW (decay on matrices only), linear warmup then cosine decay to 10% of lr, clipping.
+- Device: "auto" = CUDA when present (bf16 autocast), else CPU (fp32, `threads` torch threads,
+  bitwise reproducible for a given seed and thread count).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ProxySpec:
+    """Shape and budget of one proxy run (same field names as `pipeline.config.ProxyConfig`)."""
+
+    vocab_size: int
+    n_layer: int = 2
+    n_head: int = 4
+    d_model: int = 128
+    ctx: int = 128
+    batch_size: int = 16
+    lr: float = 3e-3
+    tokens: int = 200_000
+    eval_tokens: int = 50_000
+    device: str = "auto"
+    threads: int | None = 1
+    warmup: float = 0.05  # fraction of steps
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg_model, vocab_size: int) -> "ProxySpec":
+        """A spec from any object with (some of) these attribute names, e.g. a `ProxyConfig`."""
+        kw = {f.name: getattr(cfg_model, f.name) for f in fields(cls)
+              if f.name != "vocab_size" and hasattr(cfg_model, f.name)}
+        return cls(vocab_size=int(vocab_size), **kw)
+
+    def __post_init__(self):
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
+        if self.vocab_size < 2 or self.ctx < 1 or self.batch_size < 1 or self.tokens < 1:
+            raise ValueError(f"invalid proxy spec: {asdict(self)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+
+
+# ----------------------------------------------------------------------------------------- model
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, d: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.fc = nn.Linear(d, 4 * d)
+        self.out = nn.Linear(4 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(a.transpose(1, 2).reshape(b, t, d))
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class TinyGPT(nn.Module):
+    """GPT-2-shaped decoder; the output head is the token embedding (tied), logits in fp32 shape."""
+
+    def __init__(self, spec: ProxySpec):
+        super().__init__()
+        self.tok = nn.Embedding(spec.vocab_size, spec.d_model)
+        self.pos = nn.Embedding(spec.ctx, spec.d_model)
+        self.blocks = nn.ModuleList(Block(spec.d_model, spec.n_head) for _ in range(spec.n_layer))
+        self.ln_f = nn.LayerNorm(spec.d_model)
+        self._init(spec.n_layer)
+
+    def _init(self, n_layer: int) -> None:
+        """GPT-2 init: N(0, 0.02), residual output projections scaled by 1/sqrt(2 n_layer)."""
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                continue
+            std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(("proj.weight", "out.weight")) else 0.02
+            nn.init.normal_(p, 0.0, std)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        t = idx.shape[1]
+        x = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))
+        for blk in self.blocks:
+            x = blk(x)
+        return self.ln_f(x) @ self.tok.weight.t()
+
+
+def n_params(spec: ProxySpec) -> int:
+    """Parameters of the proxy for `spec` (tied head counted once); builds on the meta device."""
+    with torch.device("meta"):
+        model = TinyGPT(spec)
+    return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------- sampling
+
+
+def _check_mixture(lengths: Sequence[int], weights: Sequence[float], ctx: int) -> np.ndarray:
+    """Normalized weights; one-line ValueError for mismatched, negative, all-zero or too short."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or len(w) != len(lengths):
+        raise ValueError(f"{len(lengths)} streams but {w.size} weights")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"weights must be finite and non-negative, got {w.tolist()}")
+    if w.sum() <= 0:
+        raise ValueError("all mixture weights are zero")
+    for i, (n, wi) in enumerate(zip(lengths, w)):
+        if wi > 0 and n < ctx + 1:
+            raise ValueError(f"stream {i} has {n} tokens, fewer than ctx+1 = {ctx + 1} needed for one window")
+    return w / w.sum()
+
+
+def _largest_remainder(w: np.ndarray, n: int) -> np.ndarray:
+    """Integer counts summing to n, each within 1 of w*n (ties go to the lower index)."""
+    exact = w * n
+    counts = np.floor(exact).astype(np.int64)
+    short = n - int(counts.sum())
+    if short > 0:
+        order = np.argsort(-(exact - counts), kind="stable")
+        counts[order[:short]] += 1
+    return counts
+
+
+def sample_plan(lengths: Sequence[int], weights: Sequence[float], n_seqs: int, ctx: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The training windows of a run: (stream index, start offset) per sequence, in training order.
+
+    Stream i gets round(w_i * n_seqs) sequences (largest remainder, exact to within one), shuffled
+    over the run; each window of ctx+1 tokens starts uniformly in [0, len_i - ctx - 1].
+    """
+    lengths = np.asarray([int(n) for n in lengths], dtype=np.int64)
+    w = _check_mixture(lengths, weights, ctx)
+    counts = _largest_remainder(w, int(n_seqs))
+    stream = rng.permutation(np.repeat(np.arange(len(w), dtype=np.int64), counts))
+    offsets = rng.integers(0, np.maximum(lengths[stream] - ctx, 1))
+    return stream, offsets.astype(np.int64)
+
+
+def _batch(streams: Sequence[np.ndarray], stream_idx: np.ndarray, offsets: np.ndarray,
+           ctx: int, vocab_size: int) -> np.ndarray:
+    """(B, ctx+1) int64 windows read from the (possibly memory-mapped) streams."""
+    out = np.empty((len(stream_idx), ctx + 1), dtype=np.int64)
+    for r, (s, o) in enumerate(zip(stream_idx, offsets)):
+        out[r] = streams[s][o:o + ctx + 1]
+    if out.max() >= vocab_size or out.min() < 0:
+        raise ValueError(f"token id {int(out.max())} outside the vocabulary of {vocab_size}")
+    return out
+
+
+# -------------------------------------------------------------------------------------- training
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def _lr_at(step: int, steps: int, spec: ProxySpec) -> float:
+    """Linear warmup over warmup*steps, then cosine decay from lr to 0.1*lr at the last step."""
+    warm = max(1, round(spec.warmup * steps)) if spec.warmup > 0 else 0
+    if step < warm:
+        return spec.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, steps - warm - 1)
+    return spec.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _optimizer(model: nn.Module, spec: ProxySpec, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices (embeddings included), none on biases and norms."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=(0.9, 0.95), eps=1e-8,
+                             fused=device.type == "cuda")
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op context on CPU (fp32)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _loss(model: nn.Module, xy: torch.Tensor, device: torch.device, reduction: str = "mean") -> torch.Tensor:
+    with _autocast(device):
+        logits = model(xy[:, :-1])
+    return F.cross_entropy(logits.float().flatten(0, 1), xy[:, 1:].flatten(), reduction=reduction)
+
+
+def _eval_windows(arr: np.ndarray, spec: ProxySpec) -> np.ndarray:
+    """Non-overlapping windows of ctx+1 tokens from the start of `arr`, within eval_tokens."""
+    n = min(len(arr), spec.eval_tokens)
+    w = spec.ctx + 1
+    if n >= w:
+        return np.asarray(arr[: (n // w) * w], dtype=np.int64).reshape(-1, w)
+    if n >= 2:  # shorter than one window: evaluate what there is
+        return np.asarray(arr[:n], dtype=np.int64).reshape(1, n)
+    raise ValueError(f"eval set has {len(arr)} tokens, at least 2 are needed")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, arr: np.ndarray, spec: ProxySpec, device: torch.device,
+             batch: int = 64) -> float:
+    """Mean token cross-entropy (nats) over every predicted position of the eval windows."""
+    win = _eval_windows(arr, spec)
+    if win.max() >= spec.vocab_size or win.min() < 0:
+        raise ValueError(f"eval token id {int(win.max())} outside the vocabulary of {spec.vocab_size}")
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(win), batch):
+        xy = torch.from_numpy(win[i:i + batch]).to(device)
+        total += float(_loss(model, xy, device, reduction="sum"))
+        count += xy.shape[0] * (xy.shape[1] - 1)
+    return total / count
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: dict[str, np.ndarray],
+                spec: ProxySpec, seed: int) -> dict:
+    """Train one proxy on the mixture `weights` of `streams` for spec.tokens tokens; return
+    {"loss": mean over targets, "losses": {target: CE nats}, "tokens", "steps", "seconds"
+    (training only), "eval_seconds", "tokens_per_s", "params", "device"}. No evals: loss is nan."""
+    device = _device(spec.device)
+    steps = math.ceil(spec.tokens / (spec.batch_size * spec.ctx))
+    rng = np.random.Generator(np.random.PCG64(seed))
+    stream_idx, offsets = sample_plan([len(s) for s in streams], weights, steps * spec.batch_size, spec.ctx, rng)
+    old_threads = torch.get_num_threads()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    try:
+        torch.manual_seed(seed)
+        model = TinyGPT(spec).to(device)
+        opt = _optimizer(model, spec, device)
+        model.train()
+        _sync(device)
+        t0 = time.perf_counter()
+        for step in range(steps):
+            sl = slice(step * spec.batch_size, (step + 1) * spec.batch_size)
+            xy = torch.from_numpy(_batch(streams, stream_idx[sl], offsets[sl], spec.ctx, spec.vocab_size)).to(device)
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, steps, spec)
+            loss = _loss(model, xy, device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if spec.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+            opt.step()
+        _sync(device)
+        seconds = time.perf_counter() - t0
+        losses = {name: evaluate(model, arr, spec, device) for name, arr in evals.items()}
+        eval_seconds = time.perf_counter() - t0 - seconds
+    finally:
+        torch.set_num_threads(old_threads)
+    tokens = steps * spec.batch_size * spec.ctx
+    return {
+        "loss": float(np.mean(list(losses.values()))) if losses else float("nan"),
+        "losses": losses,
+        "tokens": tokens,
+        "steps": steps,
+        "seconds": seconds,
+        "eval_seconds": eval_seconds,
+        "tokens_per_s": tokens / seconds if seconds > 0 else float("inf"),
+        "params": sum(p.numel() for p in model.parameters()),
+        "device": str(device),
+    }

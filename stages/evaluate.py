@@ -1,0 +1,152 @@
+"""evaluate: the data-value check. The same proxy LM, trained at equal tokens on
+
+  raw           the ingested corpus as it came in (every document, natural proportions);
+  <baseline>    the curated domains (the mix stage's streams) with uniform / proportional /
+                temperature / unimax weights;
+  mix           the curated domains with the optimizer's weights;
+  remix         the remix stage's training shards (its token shards, or its text re-tokenized),
+
+and scored on the held-out `eval` part of every target set (the mixture search only saw the
+`search` part). Writes <out>/evaluate.json and prints the table; each (arm, seed) run is a runner
+task, so a killed evaluation resumes.
+"""
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import io, runner, tokenstreams as ts
+from pipeline.config import Config, ConfigError, EvaluateConfig
+from pipeline.version import __version__
+
+STAGE = "evaluate"
+BASELINES = ("uniform", "proportional", "temperature", "unimax")
+STREAM_CAP = 20
+
+
+def _dirs(cfg: Config) -> tuple[Path, Path, Path]:
+    c: EvaluateConfig = cfg.evaluate
+    root = cfg.run.output
+    return Path(c.raw or root / "ingest"), Path(c.mix or root / "mix"), Path(c.remix or root / "remix")
+
+
+def _phase_into(phase, name: str, d: Path, tasks: list, h: str, fp: str) -> runner.StageResult:
+    old = io.read_json(d / io.MANIFEST) if (d / io.MANIFEST).exists() else None
+    stale = bool(old) and (old.get("config_hash"), old.get("input_fingerprint")) != (h, fp)
+    return phase(name, d, tasks, config_hash=h, input_fingerprint=fp, force=stale)
+
+
+def _single_stream(phase, name: str, src: Path, work: Path, tok: Path, cap: int, seed: int, batch_size: int):
+    """A dataset dir's documents as one token stream (seeded document order, at most `cap` tokens)."""
+    shards = io.shard_files(src)
+    if not shards:
+        raise ConfigError(f"evaluate: {src} has no part-*.parquet shards; run the stage that writes it first")
+    fp = io.dataset_fingerprint(src)
+    tasks = [runner.Task(p.stem, ts.tokenize_shard, dict(path=str(p), work=str(work / name), key=p.stem, tokenizer=str(tok),
+                                                         domain_column=None, batch_size=batch_size)) for p in shards]
+    r = _phase_into(phase, f"evaluate:{name}", work / name, tasks, ts.digest(io.sha256_file(tok)), fp)
+    if not r.ok:
+        return r
+    key = ts.digest(fp, io.sha256_file(tok), cap, seed)
+    idx = work / f"{name}-stream" / "index.json"
+    if not idx.exists() or io.read_json(idx).get("key") != key:
+        built = ts.build_streams(work / name, [p.stem for p in shards], [""], cap, seed, work / f"{name}-stream")
+        io.write_json({"key": key, "domains": built}, idx)
+    return str(work / f"{name}-stream" / "0000.npy"), fp
+
+
+def _remix_stream(remix: Path, work: Path) -> tuple[str, str] | None:
+    """The remix's token shards (already in training order) concatenated; None when it wrote none."""
+    files = sorted(remix.glob("part-*.tokens.npy"))
+    if not files:
+        return None
+    key = ts.digest(*(io.sha256_file(f) for f in files))
+    dest = work / "remix-stream.npy"
+    meta = work / "remix-stream.json"
+    if not dest.exists() or not meta.exists() or io.read_json(meta).get("key") != key:
+        arr = np.concatenate([np.load(f, mmap_mode="r") for f in files])
+        ts._save_npy(arr, dest)
+        io.write_json({"key": key, "files": [f.name for f in files]}, meta)
+    return str(dest), key
+
+
+def run(cfg: Config, inp: Path | None, out: Path, phase) -> runner.StageResult:
+    c: EvaluateConfig = cfg.evaluate
+    raw, mixd, remixd = _dirs(cfg)
+    wpath = mixd / "weights.json"
+    if not wpath.exists():
+        raise ConfigError(f"evaluate: {wpath} not found; run the mix stage first (or set evaluate.mix)")
+    weights = io.read_json(wpath)
+    tok = mixd / "tokenizer.json"
+    unknown = [a for a in c.arms if a not in ("raw", "mix", "remix", *BASELINES)]
+    if unknown:
+        raise ConfigError(f"evaluate.arms: unknown arm(s) {unknown}; choose from raw, mix, remix, {', '.join(BASELINES)}")
+    out = Path(out)
+    force = bool(getattr(phase, "keywords", {}).get("force", False))
+    t0 = time.perf_counter()
+    h = cfg.stage_hash(STAGE)
+    wsha = io.sha256_file(wpath)
+    with io.dir_lock(out):
+        if force:
+            io.clear_dir(out)
+        io.prepare_dir(out)
+        work = out / "_work"
+        ph = partial(phase, force=False)
+        cap = STREAM_CAP * c.tokens
+        streams: dict[str, tuple[list[str], list[float]]] = {}
+        fps = [wsha]
+        index = io.read_json(mixd / weights.get("streams", "domains/index.json"))
+        dstreams = [str(mixd / "domains" / d["file"]) for d in index["domains"]]
+        dnames = [d["name"] for d in index["domains"]]
+        for arm in c.arms:
+            if arm == "raw":
+                r = _single_stream(ph, "raw", raw, work, tok, cap, cfg.run.seed, cfg.run.batch_size)
+                if isinstance(r, runner.StageResult):
+                    return r
+                streams[arm], fps = ([r[0]], [1.0]), fps + [r[1]]
+            elif arm == "remix":
+                r = _remix_stream(remixd, work)
+                if r is None:
+                    r = _single_stream(ph, "remix", remixd, work, tok, cap, cfg.run.seed, cfg.run.batch_size)
+                    if isinstance(r, runner.StageResult):
+                        return r
+                streams[arm], fps = ([r[0]], [1.0]), fps + [r[1]]
+            else:
+                w = weights["baselines"][arm] if arm in BASELINES else {d["name"]: d["weight"] for d in weights["domains"]}
+                streams[arm] = (dstreams, [float(w.get(n, 0.0)) for n in dnames])
+        evals = {n: str(mixd / "targets" / v["eval"]["file"]) for n, v in weights["target_splits"].items()}
+        spec = {**weights["proxy"], "tokens": c.tokens}
+        tasks = [runner.Task(f"{arm}-s{s}", ts.proxy_task, dict(streams=st, weights=w, evals=evals, spec=spec, seed=cfg.run.seed + s))
+                 for arm, (st, w) in streams.items() for s in range(c.seeds)]
+        header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": ts.digest(*fps)}
+        res = _phase_into(ph, "evaluate:arms", work / "arms", tasks, ts.digest(h, spec, *fps), header["input_fingerprint"])
+        if not res.ok:
+            manifest = {**header, "status": "incomplete", "totals": {}, "failed": res.failed}
+            io.write_json(manifest, out / io.MANIFEST)
+            return runner.StageResult(STAGE, out, manifest, res.failed, res.seconds)
+        table = _table(work / "arms", c, list(streams), list(evals))
+        result = {"tokens": c.tokens, "seeds": c.seeds, "targets": list(evals), "split": "eval" if weights.get("eval_fraction") else "search",
+                  "method": weights.get("method"), "proxy": spec, "arms": table}
+        io.write_json(result, out / "evaluate.json")
+        manifest = {**header, "status": "complete", "totals": {}, "outputs": {"evaluate": "evaluate.json"}}
+        io.write_json(manifest, out / io.MANIFEST)
+        io.write_json({"timings": {"wall_seconds": round(time.perf_counter() - t0, 3)}}, out / io.STATS)
+    return runner.StageResult(STAGE, out, manifest, [], time.perf_counter() - t0)
+
+
+def _table(d: Path, c: EvaluateConfig, arms: list[str], targets: list[str]) -> list[dict]:
+    rows = []
+    for arm in arms:
+        ms = [io.read_marker(d, f"{arm}-s{s}") for s in range(c.seeds)]
+        losses = {t: float(np.mean([m["losses"][t] for m in ms])) for t in targets}
+        loss = float(np.mean([m["loss"] for m in ms]))
+        rows.append({"arm": arm, "loss": loss, "losses": losses, "std": float(np.std([m["loss"] for m in ms])),
+                     "seconds": round(sum(m.get("seconds", 0.0) for m in ms), 3),
+                     "tokens_per_s": float(np.mean([m.get("tokens_per_s") or 0 for m in ms]))})
+    raw = next((r["loss"] for r in rows if r["arm"] == "raw"), None)
+    for r in rows:
+        r["vs_raw"] = None if raw is None else (r["loss"] - raw) / raw
+    return rows

@@ -1,0 +1,247 @@
+"""mix: choose mixture weights over domains (clusters, sources ...) for a target, with proxy LMs.
+
+Passes (each resumable; a killed run re-trains no finished proxy):
+
+  1. tokenizer  (driver)    train a byte-level BPE on a seeded sample of the input (or load
+                            mix.tokenizer.path) -> <out>/tokenizer.json
+  2. tokenize   (per shard) BPE ids per document -> <out>/_work/tokens; per-domain docs/tokens
+  3. streams    (driver)    per-domain token streams for the proxies -> <out>/domains/<i>.npy
+                            (whole documents in a seeded order, at most 20x proxy.tokens each);
+                            target sets split by example-id hash into search / eval parts ->
+                            <out>/targets/ (evaluate uses the eval parts, the search never sees them)
+  4. search     (rounds)    baselines need no proxy; RegMix and CLIMB call an evaluator that trains
+                            one proxy per mixture as a runner task (<out>/_work/rounds/<r>, markers
+                            keyed by the mixture), so identical mixtures are never trained twice
+  5. verify     (one round) the chosen weights and the uniform and proportional baselines trained
+                            once more, so weights.json reports trained (not only predicted) losses
+  6. outputs                weights.json (+ Megatron / HF / MosaicML forms), search.parquet
+
+Weights respect mix.constraints (min/max weight, max epochs of a domain within budget_tokens).
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import io, runner, tokenstreams as ts
+from pipeline.config import Config, ConfigError, MixConfig
+from pipeline.version import __version__
+
+STAGE = "mix"
+STREAM_CAP = 20  # per-domain proxy stream: at most this many times proxy.tokens
+
+
+class _RoundFailed(RuntimeError):
+    def __init__(self, res: runner.StageResult):
+        super().__init__(res.stage)
+        self.res = res
+
+
+def _work_phase(phase, name: str, d: Path, tasks: list, config_hash: str, fp: str) -> runner.StageResult:
+    """A pass into <out>/_work/...: derived state, recomputed (not refused) when its inputs changed."""
+    old = io.read_json(d / io.MANIFEST) if (d / io.MANIFEST).exists() else None
+    stale = bool(old) and (old.get("config_hash"), old.get("input_fingerprint")) != (config_hash, fp)
+    return phase(name, d, tasks, config_hash=config_hash, input_fingerprint=fp, force=stale)
+
+
+def _incomplete(out: Path, header: dict, res: runner.StageResult) -> runner.StageResult:
+    manifest = {**header, "status": "incomplete", "phase": res.stage, "totals": {}, "failed": res.failed}
+    io.write_json(manifest, out / io.MANIFEST)
+    return runner.StageResult(STAGE, out, manifest, res.failed or [{"key": res.stage, "error": "pass incomplete"}], res.seconds)
+
+
+def _tokenizer(c: MixConfig, shards: list[Path], out: Path, seed: int, fp: str) -> Path:
+    from pipeline.models import bpe
+
+    dest = out / "tokenizer.json"
+    if c.tokenizer.path is not None:
+        src = Path(c.tokenizer.path)
+        if not src.exists():
+            raise ConfigError(f"mix.tokenizer.path: {src} does not exist; point it at a tokenizers JSON or leave it null to train one")
+        if not dest.exists() or io.sha256_file(dest) != io.sha256_file(src):
+            io._atomic(dest, lambda tmp: shutil.copyfile(src, tmp))
+        return dest
+    key = ts.digest(fp, c.tokenizer.model_dump(), seed)
+    cached = out / "_work" / f"tokenizer-{key}.json"
+    if not cached.exists():
+        texts = ts.sample_texts(shards, c.tokenizer.train_docs, seed)
+        bpe.train_bpe(texts, c.tokenizer.vocab_size, cached)
+    if not dest.exists() or io.sha256_file(dest) != io.sha256_file(cached):
+        io._atomic(dest, lambda tmp: shutil.copyfile(cached, tmp))
+    return dest
+
+
+def proxy_spec(c: MixConfig, tokenizer: Path) -> dict:
+    from pipeline.models import bpe, proxy_lm
+
+    spec = proxy_lm.ProxySpec.from_config(c.proxy, bpe.load(str(tokenizer)).get_vocab_size())
+    return dataclasses.asdict(spec)
+
+
+class Evaluator:
+    """evaluate(round, W) for the search: one proxy task per mixture, run as a resumable runner pass."""
+
+    def __init__(self, phase, work: Path, streams: list[str], evals: dict[str, str], spec: dict, seed: int, fp: str):
+        self.phase, self.work, self.streams, self.evals, self.spec, self.seed, self.fp = phase, work, streams, evals, spec, seed, fp
+        self.records: list[dict] = []
+
+    def __call__(self, rnd, W: np.ndarray) -> np.ndarray:
+        W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+        keys = [f"r{rnd}-{i:03d}-{ts.digest(w.round(12).tobytes(), self.seed)[:8]}" for i, w in enumerate(W)]
+        tasks = [runner.Task(k, ts.proxy_task, dict(streams=self.streams, weights=w.tolist(), evals=self.evals,
+                                                     spec=self.spec, seed=self.seed)) for k, w in zip(keys, W)]
+        d = self.work / "rounds" / str(rnd)
+        res = _work_phase(self.phase, f"mix:round{rnd}", d, tasks, ts.digest(W.round(12).tobytes(), self.spec, self.seed), self.fp)
+        if not res.ok:
+            raise _RoundFailed(res)
+        losses = []
+        for k in keys:
+            m = io.read_marker(d, k)
+            losses.append(m["loss"])
+            self.records.append({"round": str(rnd), "run": k, "loss": m["loss"], "losses": m.get("losses", {}),
+                                 "weights": m["weights"], "seconds": m.get("seconds", 0.0), "tokens": m.get("tokens", 0),
+                                 "tokens_per_s": m.get("tokens_per_s")})
+        return np.asarray(losses, dtype=np.float64)
+
+
+def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
+    c: MixConfig = cfg.mix
+    if inp is None:
+        raise ConfigError("mix: no input dataset dir; use `curate mix --input DIR`, or run the stage before it too")
+    inp, out = Path(inp), Path(out)
+    shards = io.shard_files(inp)
+    if not shards:
+        raise ConfigError(f"mix: {inp} has no part-*.parquet shards; run the stages before it first")
+    names = pq.read_schema(shards[0]).names
+    if c.domain_column not in names:
+        raise ConfigError(f"mix.domain_column: column {c.domain_column!r} is not in {inp} (columns: {', '.join(names)}); "
+                          "run the cluster stage first or set domain_column: source")
+    force = bool(getattr(phase, "keywords", {}).get("force", False))
+    fp, h = io.dataset_fingerprint(inp), cfg.stage_hash(STAGE)
+    header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
+    old = io.read_json(out / io.MANIFEST) if (out / io.MANIFEST).exists() else None
+    if old and (old.get("config_hash"), old.get("input_fingerprint")) != (h, fp) and not force:
+        what = "config" if old.get("config_hash") != h else "input"
+        raise runner.StageConflict(f"{out}: holds stage 'mix' output from a different {what}; re-run with --force "
+                                   "(finished proxy runs of identical mixtures are reused), or choose another output dir")
+    t0 = time.perf_counter()
+    with io.dir_lock(out):
+        io.prepare_dir(out)
+        io.write_json({**header, "status": "running"}, out / io.MANIFEST)
+        try:
+            result = _run(cfg, inp, out, partial(phase, force=False), shards, fp, header)
+        except _RoundFailed as e:
+            return _incomplete(out, header, e.res)
+        if isinstance(result, runner.StageResult):
+            return result
+        manifest = {**header, "status": "complete", "totals": {}, "outputs": result}
+        io.write_json(manifest, out / io.MANIFEST)
+        io.write_json({"timings": {"wall_seconds": round(time.perf_counter() - t0, 3)}}, out / io.STATS)
+    return runner.StageResult(STAGE, out, manifest, [], time.perf_counter() - t0)
+
+
+def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, header: dict):
+    from pipeline.mixture import baselines, constraints, formats, search
+    from pipeline.train import load_targets
+
+    c: MixConfig = cfg.mix
+    seed, work = cfg.run.seed, out / "_work"
+    tok = _tokenizer(c, shards, out, seed, fp)
+    tok_sha = io.sha256_file(tok)
+
+    tasks = [runner.Task(p.stem, ts.tokenize_shard, dict(path=str(p), work=str(work / "tokens"), key=p.stem, tokenizer=str(tok),
+                                                         domain_column=c.domain_column, batch_size=cfg.run.batch_size)) for p in shards]
+    r = _work_phase(phase, "mix:tokenize", work / "tokens", tasks, ts.digest(tok_sha, c.domain_column), fp)
+    if not r.ok:
+        return _incomplete(out, header, r)
+    markers = {p.stem: io.read_marker(work / "tokens", p.stem) for p in shards}
+    totals = ts.domain_totals(markers)
+    dnames = list(totals)
+    docs = np.array([totals[d][0] for d in dnames], dtype=np.int64)
+    tokens = np.array([totals[d][1] for d in dnames], dtype=np.int64)
+    if len(dnames) < 2:
+        raise ConfigError(f"mix.domain_column: {c.domain_column!r} has {len(dnames)} value(s) in {inp}; a mixture needs at least 2 domains")
+
+    streams_key = ts.digest(tok_sha, fp, c.domain_column, c.proxy.tokens, seed)
+    sdir = out / "domains"
+    index = sdir / "index.json"
+    if not index.exists() or io.read_json(index).get("key") != streams_key:
+        built = ts.build_streams(work / "tokens", [p.stem for p in shards], dnames, STREAM_CAP * c.proxy.tokens, seed, sdir)
+        io.write_json({"key": streams_key, "domain_column": c.domain_column, "domains": built}, index)
+    streams = [str(sdir / d["file"]) for d in io.read_json(index)["domains"]]
+
+    targets = load_targets(c.targets)
+    tinfo = ts.split_targets(targets, str(tok), c.eval_fraction, out / "targets")
+    evals = {n: str(out / "targets" / v["search"]["file"]) for n, v in tinfo.items()}
+
+    budget = int(c.budget_tokens or tokens.sum())
+    k = c.constraints
+    bounds = constraints.Bounds(min_weight=k.min_weight, max_weight=k.max_weight, max_epochs=k.max_epochs)
+    try:
+        base = {b: baselines.baseline(b, tokens, budget, bounds, tau=c.temperature) for b in baselines.BASELINES}
+    except ValueError as e:
+        raise ConfigError(f"mix.constraints: {e}") from None
+    spec = proxy_spec(c, tok)
+    ev = Evaluator(phase, work, streams, evals, spec, seed, fp)
+    s = c.search
+    common = dict(candidates=s.candidates, top_k=s.top_k, predictor=s.predictor, seed=seed, conc_range=tuple(s.concentration))
+    prior = tokens / tokens.sum()
+    predicted, rho, method = None, None, c.method
+    if method == "regmix":
+        res = search.regmix(ev, prior, tokens, budget, bounds, runs=s.runs, **common)
+    elif method == "climb":
+        res = search.climb(ev, prior, tokens, budget, bounds, rounds=list(s.rounds), **common)
+    else:
+        res = None
+    if res is not None:
+        weights, predicted, rho = np.asarray(res.weights), res.predicted_loss, res.rho
+        preds = {(r_["round"], i): r_.get("predicted") for i, r_ in enumerate(res.runs)}
+    else:
+        weights, preds = base[method], {}
+    # verify: the chosen mixture and two baselines, trained (ids show which is which in search.parquet)
+    verify = {"chosen": weights, "uniform": base["uniform"], "proportional": base["proportional"]}
+    vl = ev("final", np.stack(list(verify.values())))
+    trained = {name: float(v) for name, v in zip(verify, vl)}
+
+    runs_rows = _search_rows(ev.records, dnames, res.runs if res is not None else [])
+    _write_search(out / "search.parquet", runs_rows, dnames, list(targets))
+    extra = {
+        "domain_column": c.domain_column, "tokenizer": "tokenizer.json", "targets": list(targets), "eval_fraction": c.eval_fraction,
+        "predicted_loss": None if predicted is None else float(predicted), "predictor_rho": None if rho is None else float(rho),
+        "trained_loss": trained, "proxy": spec, "seed": seed,
+        "baselines": {b: {d: float(x) for d, x in zip(dnames, w)} for b, w in base.items()},
+        "streams": "domains/index.json", "target_splits": tinfo,
+    }
+    formats.write_outputs(out, dnames, weights, tokens, docs, budget, bounds, method, extra)
+    return {"weights": "weights.json", "search": "search.parquet", "tokenizer": "tokenizer.json", "proxy_runs": len(ev.records),
+            "trained_loss": trained}
+
+
+def _search_rows(records: list[dict], dnames: list[str], search_runs: list[dict]) -> list[dict]:
+    """One row per proxy run; the predictor's guess made before it was trained, where the search recorded one."""
+    guess = {}
+    for r in search_runs:
+        if r.get("predicted") is not None:
+            guess[(str(r["round"]), tuple(np.round(r["weights"], 9)))] = r["predicted"]
+    rows = []
+    for r in records:
+        rows.append({**r, "predicted": guess.get((r["round"], tuple(np.round(r["weights"], 9))))})
+    return rows
+
+
+def _write_search(path: Path, rows: list[dict], dnames: list[str], tnames: list[str]) -> None:
+    cols: dict[str, list] = {"round": [r["round"] for r in rows], "run": [r["run"] for r in rows],
+                             "loss": [r["loss"] for r in rows], "predicted": [r["predicted"] for r in rows],
+                             "seconds": [r["seconds"] for r in rows], "tokens": [r["tokens"] for r in rows]}
+    for j, d in enumerate(dnames):
+        cols[f"w_{d}"] = [float(r["weights"][j]) for r in rows]
+    for t in tnames:
+        cols[f"loss_{t}"] = [r["losses"].get(t) for r in rows]
+    io.write_parquet(pa.table({k: pa.array(v, pa.float64() if k not in ("round", "run", "tokens") else None) for k, v in cols.items()}), path)
