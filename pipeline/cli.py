@@ -292,6 +292,114 @@ def train_lm(input: Path = typer.Option(..., "--input", "-i", help="reference do
     out.print_json(json.dumps({k: meta[k] for k in ("order", "tokens", "vocab", "ngrams", "discounts", "files")}))
 
 
+@app.command()
+def mix(input: Path = typer.Option(..., "--input", "-i", help="dataset dir whose domain column the weights are over (e.g. the cluster stage's output)"),
+        output: Path = typer.Option(..., "--output", "-o"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML whose mix: section sets proxy, search, constraints"),
+        method: Optional[str] = typer.Option(None, "--method", "-m", help="climb|regmix|uniform|proportional|temperature|unimax (default: climb)"),
+        target: Optional[list[Path]] = typer.Option(None, "--target", "-t", help="target set the mixture should be good at: JSONL/Parquet with a text field (repeatable; default: data/benchmarks)"),
+        domain_column: Optional[str] = typer.Option(None, "--domain-column", help="column holding the domain (default: cluster)"),
+        budget: Optional[int] = typer.Option(None, "--budget", help="training tokens the weights are for (epoch caps)"),
+        max_epochs: Optional[float] = typer.Option(None, "--max-epochs", help="repeat a domain at most this often within the budget"),
+        rounds: Optional[str] = typer.Option(None, "--rounds", help="CLIMB proxies per round, e.g. 16,8,4"),
+        proxy_tokens: Optional[int] = typer.Option(None, "--proxy-tokens", help="training tokens per proxy run"),
+        resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
+    """Choose mixture weights over domains for a target set: baselines, RegMix, or CLIMB's iterative
+    search with proxy LMs. Writes weights.json (+ Megatron/HF/MosaicML forms) and search.parquet."""
+    import yaml
+
+    base = (yaml.safe_load(config.read_text()) or {}) if config else {}
+    section = dict(base.get("mix") or {}) if isinstance(base, dict) else {}
+    for key, value in (("method", method), ("domain_column", domain_column), ("budget_tokens", budget)):
+        if value is not None:
+            section[key] = value
+    if target:
+        section["targets"] = [{"name": "".join(ch if ch.isalnum() else "_" for ch in Path(t).name.split(".")[0].lower()), "path": str(Path(t).resolve())}
+                              for t in target]
+    if max_epochs is not None:
+        section["constraints"] = {**(section.get("constraints") or {}), "max_epochs": max_epochs}
+    if rounds:
+        try:
+            section["search"] = {**(section.get("search") or {}), "rounds": [int(x) for x in rounds.split(",") if x.strip()]}
+        except ValueError:
+            _fail(f"--rounds: use comma-separated integers like 16,8,4, not {rounds!r}")
+    if proxy_tokens is not None:
+        section["proxy"] = {**(section.get("proxy") or {}), "tokens": proxy_tokens}
+    _single_stage("mix", section, config, input, output, resume, ray_address, no_ray, quiet)
+
+
+@app.command()
+def remix(input: Path = typer.Option(..., "--input", "-i", help="dataset dir the weights' domains come from"),
+          output: Path = typer.Option(..., "--output", "-o"),
+          weights: Path = typer.Option(..., "--weights", "-w", help="weights.json from `curate mix`"),
+          tokens: Optional[int] = typer.Option(None, "--tokens", "-n", help="token budget of the training shards (default: the weights' budget)"),
+          max_epochs: Optional[float] = typer.Option(None, "--max-epochs", help="repeat a domain at most this often (default: the weights')"),
+          tokenized: bool = typer.Option(True, "--tokenized/--text-only", help="also write token-id shards (.npy + index)"),
+          config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with run: settings (seed, shard size)"),
+          resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
+    """Sample documents per domain by weight under a token budget (repeating up to the epoch cap),
+    shuffle globally by seed and write training shards (Parquet: id, text, domain, n_tokens)."""
+    if not weights.exists():
+        _fail(f"--weights: {weights} does not exist; run `curate mix` first")
+    data = {"weights": str(weights.resolve()), "tokens": tokens, "max_epochs": max_epochs, "tokenized": tokenized}
+    _single_stage("remix", data, config, input, output, resume, ray_address, no_ray, quiet)
+
+
+@app.command()
+def evaluate(output: Path = typer.Option(..., "--output", "-o"),
+             mix_dir: Path = typer.Option(..., "--mix", help="output dir of `curate mix` (weights, tokenizer, domain streams, target splits)"),
+             raw: Optional[Path] = typer.Option(None, "--raw", help="dataset dir of the raw arm (e.g. the ingest output)"),
+             remix_dir: Optional[Path] = typer.Option(None, "--remix", help="output dir of `curate remix`"),
+             tokens: Optional[int] = typer.Option(None, "--tokens", "-n", help="training tokens of every arm"),
+             arms: Optional[str] = typer.Option(None, "--arms", help="comma-separated: raw,uniform,proportional,temperature,unimax,mix,remix"),
+             seeds: Optional[int] = typer.Option(None, "--seeds", help="proxy runs per arm"),
+             config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with run:/evaluate: settings"),
+             resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
+    """Train the same proxy LM at equal tokens on the raw corpus, the baselines, the optimizer's mixture
+    and the remix shards; print target-set loss per arm (the data-value table)."""
+    chosen = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
+    if chosen is None:
+        chosen = [a for a in ("raw", "proportional", "uniform", "temperature", "unimax", "mix", "remix")
+                  if (a != "raw" or raw) and (a != "remix" or remix_dir)]
+    data = {"mix": str(mix_dir.resolve()), "raw": str(raw.resolve()) if raw else None,
+            "remix": str(remix_dir.resolve()) if remix_dir else None, "arms": chosen}
+    for k, v in (("tokens", tokens), ("seeds", seeds)):
+        if v is not None:
+            data[k] = v
+    _single_stage("evaluate", data, config, None, output, resume, ray_address, no_ray, quiet)
+
+
+@app.command(name="train-tokenizer")
+def train_tokenizer(input: Path = typer.Option(..., "--input", "-i", help="dataset dir (Parquet shards)"),
+                    output: Path = typer.Option(..., "--output", "-o", help="tokenizers JSON to write"),
+                    vocab_size: int = typer.Option(4096, "--vocab-size"),
+                    docs: int = typer.Option(20_000, "--docs", help="documents sampled to train on"),
+                    seed: int = typer.Option(0)):
+    """Train a byte-level BPE on a dataset dir; set run.tokens.tokenizer to it to count n_tokens with it."""
+    from pipeline import tokenstreams
+    from pipeline.models import bpe
+
+    shards = io.shard_files(input) if input.is_dir() else []
+    if not shards:
+        _fail(f"--input: {input} has no part-*.parquet shards")
+    texts = tokenstreams.sample_texts(shards, docs, seed)
+    bpe.train_bpe(texts, vocab_size, output)
+    out.print(f"wrote {output} (vocab {bpe.load(str(output)).get_vocab_size()}, trained on {len(texts):,} documents)")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="run dir (holds one dir per stage)"),
+           output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file (default: RUN_DIR/report.html)")):
+    """Write one self-contained report.html: funnel, rejection reasons, score histograms, clusters,
+    mixture weights and search trace, evaluation."""
+    from pipeline.report import write_report
+
+    if not run_dir.is_dir():
+        _fail(f"{run_dir}: no such run directory")
+    path = write_report(run_dir, output)
+    out.print(f"wrote {path}")
+
+
 @app.command(name="stats")
 def stats_(path: Path = typer.Argument(..., help="dataset dir or run dir"),
            sql: Optional[str] = typer.Option(None, "--sql", help="DuckDB SQL over views kept/rejected/quarantine (run dir: <stage>, <stage>_rejected, rejected …)")):

@@ -95,9 +95,45 @@ def print_summary(dirs: list[Path], out: Console | None = None) -> None:
         t = dedup_table(d)
         if t is not None:
             out.print(t)
-        t = clusters_table(d)
-        if t is not None:
-            out.print(t)
+        for table in (clusters_table, mix_table, evaluate_table):
+            t = table(d)
+            if t is not None:
+                out.print(t)
+
+
+def mix_table(d: Path) -> Table | None:
+    """A mix dir's weights.json: weight, tokens, epochs per domain next to the baselines."""
+    p = Path(d) / "weights.json"
+    if not p.exists():
+        return None
+    w = io.read_json(p)
+    trained = w.get("trained_loss") or {}
+    extra = ", ".join(f"{k} {v:.4f}" for k, v in trained.items())
+    t = Table(title=f"mixture ({w.get('method')}, budget {_fmt(w.get('budget_tokens'))} tokens, max {w.get('max_epochs')} epochs)"
+                    + (f"; trained proxy loss: {extra}" if extra else ""))
+    base = w.get("baselines") or {}
+    for col in ("domain", "weight", "tokens", "docs", "epochs", *base):
+        t.add_column(col, justify="left" if col == "domain" else "right")
+    for dom in w.get("domains", []):
+        t.add_row(str(dom["name"]), f"{dom['weight']:.4f}", _fmt(dom.get("tokens")), _fmt(dom.get("docs")), f"{dom.get('epochs', 0):.2f}",
+                  *(f"{base[b].get(str(dom['name']), 0):.4f}" for b in base))
+    return t
+
+
+def evaluate_table(d: Path) -> Table | None:
+    """An evaluate dir's evaluate.json: target-set loss per arm at equal training tokens."""
+    p = Path(d) / "evaluate.json"
+    if not p.exists():
+        return None
+    e = io.read_json(p)
+    targets = e.get("targets", [])
+    t = Table(title=f"evaluate: proxy LM target loss ({e.get('split')} split) at {_fmt(e.get('tokens'))} training tokens per arm")
+    for col in ("arm", "loss", "vs raw", *targets):
+        t.add_column(col, justify="left" if col == "arm" else "right")
+    for a in e.get("arms", []):
+        vs = "-" if a.get("vs_raw") is None else f"{100 * a['vs_raw']:+.2f}%"
+        t.add_row(a["arm"], f"{a['loss']:.4f}", vs, *(f"{a['losses'].get(x, float('nan')):.4f}" for x in targets))
+    return t
 
 
 def clusters_table(d: Path, terms: int = 8) -> Table | None:

@@ -105,7 +105,7 @@ class Evaluator:
         for k in keys:
             m = io.read_marker(d, k)
             losses.append(m["loss"])
-            self.records.append({"round": str(rnd), "run": k, "loss": m["loss"], "losses": m.get("losses", {}),
+            self.records.append({"round": rnd, "kind": "verify" if rnd == "final" else "search", "run": k, "loss": m["loss"], "losses": m.get("losses", {}),
                                  "weights": m["weights"], "seconds": m.get("seconds", 0.0), "tokens": m.get("tokens", 0),
                                  "tokens_per_s": m.get("tokens_per_s")})
         return np.asarray(losses, dtype=np.float64)
@@ -225,23 +225,26 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
 
 
 def _search_rows(records: list[dict], dnames: list[str], search_runs: list[dict]) -> list[dict]:
-    """One row per proxy run; the predictor's guess made before it was trained, where the search recorded one."""
+    """One row per proxy run (verification runs get the round after the last); the predictor's guess
+    made before a run was trained, where the search recorded one."""
     guess = {}
     for r in search_runs:
         if r.get("predicted") is not None:
-            guess[(str(r["round"]), tuple(np.round(r["weights"], 9)))] = r["predicted"]
+            guess[(r["round"], tuple(np.round(r["weights"], 9)))] = r["predicted"]
+    last = max([r["round"] for r in records if r["kind"] == "search"], default=0)
     rows = []
     for r in records:
-        rows.append({**r, "predicted": guess.get((r["round"], tuple(np.round(r["weights"], 9))))})
+        rnd = last + 1 if r["kind"] == "verify" else r["round"]
+        rows.append({**r, "round": int(rnd), "predicted": guess.get((r["round"], tuple(np.round(r["weights"], 9))))})
     return rows
 
 
 def _write_search(path: Path, rows: list[dict], dnames: list[str], tnames: list[str]) -> None:
-    cols: dict[str, list] = {"round": [r["round"] for r in rows], "run": [r["run"] for r in rows],
+    cols: dict[str, list] = {"round": [r["round"] for r in rows], "kind": [r["kind"] for r in rows], "run": [r["run"] for r in rows],
                              "loss": [r["loss"] for r in rows], "predicted": [r["predicted"] for r in rows],
                              "seconds": [r["seconds"] for r in rows], "tokens": [r["tokens"] for r in rows]}
     for j, d in enumerate(dnames):
         cols[f"w_{d}"] = [float(r["weights"][j]) for r in rows]
     for t in tnames:
         cols[f"loss_{t}"] = [r["losses"].get(t) for r in rows]
-    io.write_parquet(pa.table({k: pa.array(v, pa.float64() if k not in ("round", "run", "tokens") else None) for k, v in cols.items()}), path)
+    io.write_parquet(pa.table({k: pa.array(v, pa.float64() if k not in ("round", "kind", "run", "tokens") else None) for k, v in cols.items()}), path)

@@ -1,0 +1,257 @@
+"""remix stage: weighted shares, epoch caps, determinism, token shards, resume (local runner, no Ray)."""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import config, io, runner
+from stages import remix as R
+
+WORDS = ("alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega river stone cloud "
+         "light north south quick brown fox jumps over lazy dog code data model token").split()
+PHASE = partial(runner.run_stage, use_ray=False, show_progress=False, max_retries=0)
+# 3 domains of 300 docs; domain 0 short docs, 2 long ones: ~ 7.5k, 18k, 38k words
+LENGTHS = {0: (10, 40), 1: (30, 90), 2: (60, 200)}
+
+
+def make_input(d: Path, n_per: int = 300, shards: int = 3, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for dom, (a, b) in LENGTHS.items():
+        for i in range(n_per):
+            k = int(rng.integers(a, b))
+            text = " ".join(rng.choice(WORDS, k).tolist())
+            rows.append({"id": f"d{dom}/{i}", "text": text, "source": "synthetic", "n_tokens": k, "cluster": dom})
+    order = rng.permutation(len(rows))
+    rows = [rows[i] for i in order]
+    d.mkdir(parents=True, exist_ok=True)
+    per = math.ceil(len(rows) / shards)
+    for s in range(shards):
+        part = rows[s * per:(s + 1) * per]
+        t = pa.table({"id": pa.array([r["id"] for r in part], pa.string()),
+                      "text": pa.array([r["text"] for r in part], pa.large_string()),
+                      "source": [r["source"] for r in part],
+                      "n_tokens": pa.array([r["n_tokens"] for r in part], pa.int64()),
+                      "cluster": pa.array([r["cluster"] for r in part], pa.int32())})
+        pq.write_table(t, d / f"part-{s:05d}.parquet", row_group_size=40)
+    return d
+
+
+def write_weights(path: Path, weights: list[float], budget: int, max_epochs: float = 4.0, tokenizer: str | None = None,
+                  names=("0", "1", "2")) -> Path:
+    doc = {"method": "climb", "domain_column": "cluster", "budget_tokens": budget, "max_epochs": max_epochs,
+           "domains": [{"name": n, "weight": w} for n, w in zip(names, weights)]}
+    if tokenizer:
+        doc["tokenizer"] = tokenizer
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def make_cfg(tmp: Path, weights: Path, seed: int = 0, target_rows: int = 150, **remix) -> config.Config:
+    return config.parse({"run": {"output": str(tmp / "run"), "seed": seed, "shard": {"target_rows": target_rows}},
+                         "remix": {"weights": str(weights), "tokenized": False, **remix}})
+
+
+def read_out(out: Path) -> pa.Table:
+    return pa.concat_tables([pq.read_table(p) for p in io.shard_files(out)])
+
+
+@pytest.fixture(scope="module")
+def inp(tmp_path_factory) -> Path:
+    return make_input(tmp_path_factory.mktemp("remix") / "inp")
+
+
+def domain_tokens(inp: Path) -> dict[str, int]:
+    t = pa.concat_tables([pq.read_table(p, columns=["cluster", "n_tokens"]) for p in io.shard_files(inp)])
+    c = Counter()
+    for d, n in zip(t.column("cluster").to_pylist(), t.column("n_tokens").to_pylist()):
+        c[str(d)] += n
+    return dict(c)
+
+
+@pytest.mark.parametrize("weights,budget", [
+    ([1 / 3, 1 / 3, 1 / 3], 30_000),
+    ([0.2, 0.3, 0.5], 50_000),
+    ([0.6, 0.1, 0.3], 40_000),  # domain 0 (~7.5k tokens) upsampled ~3.2x
+    ([0.0, 0.5, 0.5], 20_000),  # a zero-weight domain is not sampled
+])
+def test_shares_within_tolerance(tmp_path, inp, weights, budget):
+    wp = write_weights(tmp_path / "weights.json", weights, budget)
+    out = tmp_path / "out"
+    res = R.run(make_cfg(tmp_path, wp), inp, out, PHASE)
+    assert res.ok, res.failed
+    t = read_out(out)
+    toks = Counter()
+    for d, n in zip(t.column("domain").to_pylist(), t.column("n_tokens").to_pylist()):
+        toks[d] += n
+    total = sum(toks.values())
+    assert abs(total - budget) <= 0.01 * budget
+    for name, w in zip("012", weights):
+        assert abs(toks[name] / total - w) <= 0.005  # 300 docs per domain: much tighter than 2%
+        assert abs(toks[name] - w * budget) <= 0.01 * budget
+    rep = io.read_json(out / R.REMIX_JSON)
+    assert rep["max_abs_share_error"] <= 0.005 and rep["tokens"] == total and rep["samples"] == t.num_rows
+    assert rep["weights_sha256"] == io.sha256_file(wp)
+    assert len(set(t.column("id").to_pylist())) == t.num_rows  # unique ids even with repeats
+    # accounting: rows_in = kept per shard; shards are target_rows long except the last
+    man = io.read_json(out / io.MANIFEST)
+    assert man["status"] == "complete" and man["totals"]["rows_in"] == man["totals"]["kept"] == t.num_rows
+    sizes = [pq.ParquetFile(p).metadata.num_rows for p in io.shard_files(out)]
+    assert all(s == 150 for s in sizes[:-1]) and 0 < sizes[-1] <= 150
+    assert t.schema.field("epoch").type == pa.int16() and t.schema.field("n_tokens").type == pa.int64()
+
+
+def test_epoch_cap_and_error(tmp_path, inp):
+    avail = domain_tokens(inp)
+    budget = 60_000
+    w0 = 2.5 * avail["0"] / budget  # domain 0 needs 2.5 epochs
+    wp = write_weights(tmp_path / "w.json", [w0, (1 - w0) / 2, (1 - w0) / 2], budget, max_epochs=2.5)
+    out = tmp_path / "out"
+    assert R.run(make_cfg(tmp_path, wp), inp, out, PHASE).ok
+    t = read_out(out)
+    base = Counter(i.split("#e")[0] for i in t.column("id").to_pylist())
+    assert max(base.values()) <= 3  # ceil(2.5)
+    epochs = Counter(zip(t.column("domain").to_pylist(), t.column("epoch").to_pylist()))
+    assert epochs[("0", 0)] == epochs[("0", 1)] == 300 and 0 < epochs[("0", 2)] < 300
+    rep = io.read_json(out / R.REMIX_JSON)
+    d0 = rep["domains"][0]
+    assert d0["max_repeats"] == 3 and 2.4 < d0["epochs"] <= 2.5
+    # the same budget with a cap of 2 epochs is impossible: one clear line
+    wp2 = write_weights(tmp_path / "w2.json", [w0, (1 - w0) / 2, (1 - w0) / 2], budget, max_epochs=2.0)
+    with pytest.raises(config.ConfigError, match=r"domain '0' needs 2\.50 epochs .*raise max_epochs or lower tokens") as e:
+        R.run(make_cfg(tmp_path, wp2), inp, tmp_path / "out2", PHASE)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_weights(tmp_path, inp):
+    with pytest.raises(config.ConfigError, match="not found"):
+        R.run(make_cfg(tmp_path, tmp_path / "nope.json"), inp, tmp_path / "o1", PHASE)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(config.ConfigError, match="not valid JSON"):
+        R.run(make_cfg(tmp_path, tmp_path / "bad.json"), inp, tmp_path / "o2", PHASE)
+    wp = write_weights(tmp_path / "w.json", [0.5, 0.5], 10_000, names=("1", "7"))
+    with pytest.raises(config.ConfigError, match="domain '7' of the weights .* has no documents"):
+        R.run(make_cfg(tmp_path, wp), inp, tmp_path / "o3", PHASE)
+    # data domains absent from the weights get weight 0
+    wp = write_weights(tmp_path / "w2.json", [0.5, 0.5], 10_000, names=("1", "2"))
+    out = tmp_path / "o4"
+    assert R.run(make_cfg(tmp_path, wp), inp, out, PHASE).ok
+    assert set(read_out(out).column("domain").to_pylist()) == {"1", "2"}
+    assert io.read_json(out / R.REMIX_JSON)["unweighted_docs"] == {"0": 300}
+
+
+def test_deterministic_and_seeded(tmp_path, inp):
+    wp = write_weights(tmp_path / "w.json", [0.5, 0.2, 0.3], 30_000)
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for out, seed in ((a, 1), (b, 1), (c, 2)):
+        assert R.run(make_cfg(tmp_path, wp, seed=seed), inp, out, PHASE).ok
+    ha = {p.name: io.sha256_file(p) for p in io.shard_files(a)}
+    assert ha == {p.name: io.sha256_file(p) for p in io.shard_files(b)}
+    ids_a, ids_c = read_out(a).column("id").to_pylist(), read_out(c).column("id").to_pylist()
+    assert ids_a != ids_c
+    assert io.read_json(a / R.REMIX_JSON) == io.read_json(b / R.REMIX_JSON)
+
+
+def test_resume_and_conflict(tmp_path, inp, monkeypatch):
+    wp = write_weights(tmp_path / "w.json", [0.3, 0.3, 0.4], 20_000)
+    out = tmp_path / "out"
+    cfg = make_cfg(tmp_path, wp)
+    assert R.run(cfg, inp, out, PHASE).ok
+    before = {p.name: io.sha256_file(p) for p in io.shard_files(out)}
+
+    def boom(**kw):
+        raise AssertionError("no task should run on resume")
+
+    monkeypatch.setattr(R, "census_shard", boom)
+    monkeypatch.setattr(R, "write_shard", boom)
+    monkeypatch.setattr(R, "plan", boom)
+    monkeypatch.setattr(R, "scatter_shard", boom)
+    res = R.run(cfg, inp, out, PHASE)
+    assert res.ok and {p.name: io.sha256_file(p) for p in io.shard_files(out)} == before
+    monkeypatch.undo()
+    # a lost output shard is rewritten, nothing else
+    victim = io.shard_files(out)[1]
+    victim.unlink()
+    monkeypatch.setattr(R, "census_shard", boom)
+    assert R.run(cfg, inp, out, PHASE).ok
+    assert {p.name: io.sha256_file(p) for p in io.shard_files(out)} == before
+    monkeypatch.undo()
+    # changed weights: refused without force, redone with it (census reused)
+    write_weights(wp, [0.5, 0.25, 0.25], 20_000)
+    with pytest.raises(runner.StageConflict, match="different config or weights"):
+        R.run(cfg, inp, out, PHASE)
+    monkeypatch.setattr(R, "census_shard", boom)  # new weights: the census is reused
+    res = R.run(cfg, inp, out, partial(PHASE, force=True))
+    assert res.ok and io.read_json(out / R.REMIX_JSON)["domains"][0]["weight"] == 0.5
+
+
+def test_cli_function_budget_override(tmp_path, inp):
+    wp = write_weights(tmp_path / "w.json", [0.3, 0.3, 0.4], 20_000)
+    out = tmp_path / "out"
+    res = R.remix(inp, out, wp, 10_000, seed=3, max_epochs=None, tokenized=False, tokenizer=None, target_rows=1000, phase=PHASE)
+    assert res.ok
+    rep = io.read_json(out / R.REMIX_JSON)
+    assert rep["budget_tokens"] == 10_000 and abs(rep["tokens"] - 10_000) < 100 and rep["shards"] == 1
+
+
+def train_bpe(path: Path, inp: Path) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    texts = [t for p in io.shard_files(inp) for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()]
+    tok.train_from_iterator(texts, trainer)
+    tok.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenized_run(tmp_path_factory, inp):
+    d = tmp_path_factory.mktemp("remix_tok")
+    (d / "mix").mkdir()
+    train_bpe(d / "mix" / "tokenizer.json", inp)
+    wp = write_weights(d / "mix" / "weights.json", [0.5, 0.2, 0.3], 40_000, tokenizer="tokenizer.json")
+    cfg = config.parse({"run": {"output": str(d / "run"), "seed": 0, "shard": {"target_rows": 100}},
+                        "remix": {"weights": str(wp), "tokenized": True}})
+    out = d / "out"
+    assert R.run(cfg, inp, out, PHASE).ok
+    return out, d / "mix" / "tokenizer.json"
+
+
+def test_tokenized_shards_decode(tokenized_run):
+    from tokenizers import Tokenizer
+
+    out, tp = tokenized_run
+    tok = Tokenizer.from_file(str(tp))
+    eos = tok.token_to_id("<|endoftext|>")
+    rep = io.read_json(out / R.REMIX_JSON)
+    assert rep["tokenizer"] == "tokenizer.json" and rep["tokenized"]
+    assert rep["max_abs_share_error"] <= 0.01
+    total = 0
+    for p in io.shard_files(out):
+        t = pq.read_table(p)
+        ids = np.load(p.with_name(p.stem + ".tokens.npy"))
+        index = np.load(p.with_name(p.stem + ".index.npy"))
+        assert ids.dtype == np.uint16 and index.dtype == np.int64 and len(index) == t.num_rows + 1
+        assert index[0] == 0 and index[-1] == len(ids)
+        ntok = t.column("n_tokens").to_pylist()
+        for j, text in enumerate(t.column("text").to_pylist()):
+            doc = ids[index[j]:index[j + 1]]
+            assert len(doc) == ntok[j] + 1 and doc[-1] == eos
+            assert ntok[j] == len(tok.encode(text, add_special_tokens=False).ids)  # recounted, not the input's word count
+            if j < 5:
+                assert tok.decode(doc[:-1].tolist()) == text
+        total += int(sum(ntok))
+    assert total == rep["tokens"]
