@@ -459,7 +459,7 @@ class SearchConfig(Model):
     runs: int = Field(24, ge=2, description="RegMix: proxy runs on Dirichlet-sampled mixtures")
     candidates: int = Field(100_000, ge=100, description="mixtures drawn and scored by the predictor per step")
     top_k: int = Field(128, ge=1, description="RegMix: the final mixture averages the top_k predicted; CLIMB: next round picks from the top max(n^2, top_k)")
-    predictor: str = Field("lightgbm", pattern="^(lightgbm|linear)$", description="regressor from weights to target loss")
+    predictor: str = Field("auto", pattern="^(auto|lightgbm|linear)$", description="regressor from weights to target loss; auto = lightgbm (the papers' choice) from 64 proxy runs on, else ridge on weights and log-weights (steadier with few runs, bench/mixture.py)")
     concentration: list[float] = Field([0.1, 5.0], min_length=2, max_length=2, description="Dirichlet concentration range (log-spaced draws, times the prior)")
 
 

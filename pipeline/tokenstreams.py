@@ -2,8 +2,8 @@
 
 The mix and evaluate stages share these pieces (stages never import each other):
 
-  tokenize_shard   one task per input shard: <work>/<key>.tokens.npy (every document's BPE ids,
-                   each followed by EOS, in row order) + <key>.docs.parquet (domain, n_tokens,
+  tokenize_shard   one task per input shard: <work>/tokens-<key>.npy (every document's BPE ids,
+                   each followed by EOS, in row order) + docs-<key>.parquet (domain, n_tokens,
                    offset). Its marker counts documents and tokens per domain.
   build_streams    driver step: per domain, whole documents in a seeded order until `cap` tokens,
                    concatenated into <dest>/<i>.npy. Proxies read these with mmap.
@@ -83,15 +83,23 @@ def tokenize_shard(path: str, work: str, key: str, tokenizer: str, domain_column
     lens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     offsets = np.concatenate([[0], np.cumsum(lens + 1)[:-1]]).astype(np.int64) if len(lens) else np.zeros(0, np.int64)
     w = Path(work)
-    _save_npy(ids, w / f"{key}.tokens.npy")
+    _save_npy(ids, w / f"tokens-{key}.npy")
     io.write_parquet(pa.table({"domain": pa.array(domains, pa.string()), "n_tokens": pa.array(lens, pa.int64()),
-                               "offset": pa.array(offsets, pa.int64())}), w / f"{key}.docs.parquet")
+                               "offset": pa.array(offsets, pa.int64())}), w / f"docs-{key}.parquet")
     per: dict[str, list[int]] = {}
     for d, n in zip(domains, lens.tolist()):
         c = per.setdefault(d, [0, 0])
         c[0] += 1
         c[1] += n
     return {**ZERO, "domains": per, "tokens": int(lens.sum()), "docs": len(lens)}
+
+
+def drop_stale_markers(work: Path, keys: list[str]) -> None:
+    """A finished tokenize task whose files went away (deleted, moved) runs again."""
+    for k in keys:
+        m = io.marker_path(work, k)
+        if m.exists() and not ((work / f"tokens-{k}.npy").exists() and (work / f"docs-{k}.parquet").exists()):
+            m.unlink()
 
 
 def domain_totals(markers: dict[str, dict]) -> dict[str, tuple[int, int]]:
@@ -109,7 +117,7 @@ def domain_totals(markers: dict[str, dict]) -> dict[str, tuple[int, int]]:
 def build_streams(work: Path, keys: list[str], names: list[str], cap: int, seed: int, dest: Path) -> list[dict]:
     """Per domain: whole documents (EOS included) in a seeded order until `cap` tokens -> <dest>/<i>.npy.
     Returns one entry per name: file, tokens in the stream, documents in it."""
-    docs = {k: pq.read_table(work / f"{k}.docs.parquet") for k in keys}
+    docs = {k: pq.read_table(work / f"docs-{k}.parquet") for k in keys}
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for i, name in enumerate(names):
@@ -129,7 +137,7 @@ def build_streams(work: Path, keys: list[str], names: list[str], cap: int, seed:
             chosen.append(refs[j])
             total += refs[j][2]
         chosen.sort()  # read each shard's token file in order
-        mm = {k: np.load(work / f"{k}.tokens.npy", mmap_mode="r") for k in {c[0] for c in chosen}}
+        mm = {k: np.load(work / f"tokens-{k}.npy", mmap_mode="r") for k in {c[0] for c in chosen}}
         arr = np.concatenate([mm[k][o:o + n] for k, o, n in chosen]) if chosen else np.zeros(0, np.uint16)
         f = dest / f"{i:04d}.npy"
         _save_npy(np.ascontiguousarray(arr), f)

@@ -47,6 +47,7 @@ def _single_stream(phase, name: str, src: Path, work: Path, tok: Path, cap: int,
     fp = io.dataset_fingerprint(src)
     tasks = [runner.Task(p.stem, ts.tokenize_shard, dict(path=str(p), work=str(work / name), key=p.stem, tokenizer=str(tok),
                                                          domain_column=None, batch_size=batch_size)) for p in shards]
+    ts.drop_stale_markers(work / name, [p.stem for p in shards])
     r = _phase_into(phase, f"evaluate:{name}", work / name, tasks, ts.digest(io.sha256_file(tok)), fp)
     if not r.ok:
         return r

@@ -91,19 +91,24 @@ class Evaluator:
     def __init__(self, phase, work: Path, streams: list[str], evals: dict[str, str], spec: dict, seed: int, fp: str):
         self.phase, self.work, self.streams, self.evals, self.spec, self.seed, self.fp = phase, work, streams, evals, spec, seed, fp
         self.records: list[dict] = []
+        self.done: dict[str, dict] = {}  # weights digest -> marker of its finished proxy run
 
     def __call__(self, rnd, W: np.ndarray) -> np.ndarray:
         W = np.atleast_2d(np.asarray(W, dtype=np.float64))
-        keys = [f"r{rnd}-{i:03d}-{ts.digest(w.round(12).tobytes(), self.seed)[:8]}" for i, w in enumerate(W)]
+        wkeys = [ts.digest(w.round(12).tobytes(), self.seed)[:12] for w in W]
+        keys = [f"r{rnd}-{i:03d}-{wk}" for i, wk in enumerate(wkeys)]
+        # a mixture trained in an earlier round (e.g. the uniform anchor, re-checked in `final`) is not trained again
         tasks = [runner.Task(k, ts.proxy_task, dict(streams=self.streams, weights=w.tolist(), evals=self.evals,
-                                                     spec=self.spec, seed=self.seed)) for k, w in zip(keys, W)]
+                                                     spec=self.spec, seed=self.seed))
+                 for k, wk, w in zip(keys, wkeys, W) if wk not in self.done]
         d = self.work / "rounds" / str(rnd)
         res = _work_phase(self.phase, f"mix:round{rnd}", d, tasks, ts.digest(W.round(12).tobytes(), self.spec, self.seed), self.fp)
         if not res.ok:
             raise _RoundFailed(res)
         losses = []
-        for k in keys:
-            m = io.read_marker(d, k)
+        for k, wk in zip(keys, wkeys):
+            m = self.done.get(wk) or io.read_marker(d, k)
+            self.done[wk] = m
             losses.append(m["loss"])
             self.records.append({"round": rnd, "kind": "verify" if rnd == "final" else "search", "run": k, "loss": m["loss"], "losses": m.get("losses", {}),
                                  "weights": m["weights"], "seconds": m.get("seconds", 0.0), "tokens": m.get("tokens", 0),
@@ -158,6 +163,7 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
 
     tasks = [runner.Task(p.stem, ts.tokenize_shard, dict(path=str(p), work=str(work / "tokens"), key=p.stem, tokenizer=str(tok),
                                                          domain_column=c.domain_column, batch_size=cfg.run.batch_size)) for p in shards]
+    ts.drop_stale_markers(work / "tokens", [p.stem for p in shards])
     r = _work_phase(phase, "mix:tokenize", work / "tokens", tasks, ts.digest(tok_sha, c.domain_column), fp)
     if not r.ok:
         return _incomplete(out, header, r)
@@ -191,7 +197,9 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     spec = proxy_spec(c, tok)
     ev = Evaluator(phase, work, streams, evals, spec, seed, fp)
     s = c.search
-    common = dict(candidates=s.candidates, top_k=s.top_k, predictor=s.predictor, seed=seed, conc_range=tuple(s.concentration))
+    n_runs = s.runs if c.method == "regmix" else sum(s.rounds)
+    kind = s.predictor if s.predictor != "auto" else ("lightgbm" if n_runs >= 64 else "linear")
+    common = dict(candidates=s.candidates, top_k=s.top_k, predictor=kind, seed=seed, conc_range=tuple(s.concentration))
     prior = tokens / tokens.sum()
     predicted, rho, method = None, None, c.method
     if method == "regmix":
@@ -200,11 +208,18 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
         res = search.climb(ev, prior, tokens, budget, bounds, rounds=list(s.rounds), **common)
     else:
         res = None
+    predicted_base = None
     if res is not None:
+        from pipeline.mixture.predictor import Predictor
+
         weights, predicted, rho = np.asarray(res.weights), res.predicted_loss, res.rho
-        preds = {(r_["round"], i): r_.get("predicted") for i, r_ in enumerate(res.runs)}
+        # the baselines under a predictor fit on every search run: is the choice better than them?
+        ok = [r_ for r_ in res.runs if r_["loss"] is not None]
+        pr = Predictor(kind, seed).fit(np.array([r_["weights"] for r_ in ok]), np.array([r_["loss"] for r_ in ok]))
+        cand = {"chosen": weights, **base}
+        predicted_base = {b: float(v) for b, v in zip(cand, pr.predict(np.stack(list(cand.values()))))}
     else:
-        weights, preds = base[method], {}
+        weights = base[method]
     # verify: the chosen mixture and two baselines, trained (ids show which is which in search.parquet)
     verify = {"chosen": weights, "uniform": base["uniform"], "proportional": base["proportional"]}
     vl = ev("final", np.stack(list(verify.values())))
@@ -215,7 +230,7 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     extra = {
         "domain_column": c.domain_column, "tokenizer": "tokenizer.json", "targets": list(targets), "eval_fraction": c.eval_fraction,
         "predicted_loss": None if predicted is None else float(predicted), "predictor_rho": None if rho is None else float(rho),
-        "trained_loss": trained, "proxy": spec, "seed": seed,
+        "predicted_baselines": predicted_base, "predictor": kind if res is not None else None, "trained_loss": trained, "proxy": spec, "seed": seed,
         "baselines": {b: {d: float(x) for d, x in zip(dnames, w)} for b, w in base.items()},
         "streams": "domains/index.json", "target_splits": tinfo,
     }

@@ -123,25 +123,23 @@ def project(w, tokens, budget: float, bounds: Bounds = Bounds()) -> np.ndarray:
     W[zero] = 1.0 / hi.size
     s[zero] = 1.0
     W = np.clip(W / s, lo, hi)
+    act = np.nonzero(np.abs(1.0 - W.sum(axis=1)) > _TOL)[0]  # rows still off the simplex
     for _ in range(2 * hi.size + 4):  # each pass either finishes a row or pins >= 1 more domain at a bound
-        d = 1.0 - W.sum(axis=1)
-        if np.all(np.abs(d) <= _TOL):
+        if act.size == 0:
             break
-        up, dn = d > _TOL, d < -_TOL
-        if up.any():
-            Wu = W[up]
-            free = Wu < hi - _TOL
-            mass = np.where(free, Wu, 0.0).sum(axis=1, keepdims=True)
-            nfree = free.sum(axis=1, keepdims=True)
-            # proportional to the free weights; uniform over free domains when those are all zero
-            share = np.where(mass > _TOL, np.where(free, Wu, 0.0) / np.maximum(mass, _TOL), free / np.maximum(nfree, 1))
-            W[up] = np.minimum(Wu + d[up, None] * share, hi)
-        if dn.any():
-            Wd = W[dn]
-            free = Wd > lo + _TOL
-            mass = np.where(free, Wd, 0.0).sum(axis=1, keepdims=True)
-            share = np.where(free, Wd, 0.0) / np.maximum(mass, _TOL)
-            W[dn] = np.maximum(Wd + d[dn, None] * share, lo)
+        A = W[act]
+        d = 1.0 - A.sum(axis=1)
+        up = d[:, None] > 0
+        # moving up: domains below their cap share d in proportion to their weights (uniformly when
+        # those are all zero); moving down: domains above their floor give in proportion to weight
+        free = np.where(up, A < hi - _TOL, A > lo + _TOL)
+        fw = np.where(free, A, 0.0)
+        mass = fw.sum(axis=1, keepdims=True)
+        nfree = free.sum(axis=1, keepdims=True)
+        share = np.where(mass > _TOL, fw / np.maximum(mass, _TOL), free / np.maximum(nfree, 1))
+        A = np.clip(A + d[:, None] * share, lo, hi)
+        W[act] = A
+        act = act[np.abs(1.0 - A.sum(axis=1)) > _TOL]
     # final rounding residual: give it to the domain with the most room in its direction
     d = 1.0 - W.sum(axis=1)
     rows = np.nonzero(d != 0)[0]

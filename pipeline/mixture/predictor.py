@@ -5,6 +5,8 @@ regression, lr 0.01, up to 1000 trees, reg_alpha = reg_lambda = 1, max_depth 4, 
 early stopping on held-out runs. Adapted for the few dozen proxy runs a small machine affords:
 
 - min_child_samples = clamp(n // 4, 2, 5) and min_data_in_bin = 1, so trees can split at all;
+- the target is standardized (z-scores), else the L1/L2 leaf penalties zero every leaf when a
+  few dozen losses differ by ~0.01;
 - with n >= 10 runs, 5-fold cross-validation (instead of one 90/10 split, which would hold out
   one or two runs): every fold early-stops on its held-out runs (patience 50), the out-of-fold
   predictions give `rho` (Spearman, RegMix's fit criterion), and the final model is refit on all
@@ -84,34 +86,39 @@ class Predictor:
     """`fit(W, y)` then `predict(W)`; `rho` = Spearman of held-out predictions (None when n < 10)."""
 
     def __init__(self, kind: str = "lightgbm", seed: int = 0, *, learning_rate: float = 0.01,
-                 n_estimators: int = 1000, n_estimators_small: int = 300, patience: int = 50):
+                 n_estimators: int = 1000, n_estimators_small: int = 300, patience: int = 50,
+                 min_iter: int = 100):
         if kind not in KINDS:
             raise ValueError(f"unknown predictor {kind!r}; use one of {list(KINDS)}")
         self.kind, self.seed = kind, int(seed)
         self.learning_rate, self.n_estimators = learning_rate, n_estimators
-        self.n_estimators_small, self.patience = n_estimators_small, patience
+        self.n_estimators_small, self.patience, self.min_iter = n_estimators_small, patience, min_iter
         self.rho: float | None = None
         self.n_iter: int | None = None
         self.model = None
+        self.y_mu, self.y_sd = 0.0, 1.0
 
     # -- lightgbm --------------------------------------------------------------------------
-    def _lgb(self, n: int, n_estimators: int):
+    def _params(self, n: int) -> dict:
+        return dict(objective="regression", learning_rate=self.learning_rate, max_depth=4, num_leaves=15,
+                    lambda_l1=1.0, lambda_l2=1.0, min_data_in_leaf=int(np.clip(n // 4, 2, 5)),
+                    min_sum_hessian_in_leaf=1e-3, min_data_in_bin=1, feature_pre_filter=False,
+                    deterministic=True, force_row_wise=True, num_threads=1, verbose=-1, seed=self.seed)
+
+    def _cv_lgb(self, W, y) -> tuple[np.ndarray, int]:
+        """5-fold CV, early-stopped on the mean held-out l2: out-of-fold predictions, best iteration."""
         import lightgbm as lgb
 
-        return lgb.LGBMRegressor(
-            learning_rate=self.learning_rate, n_estimators=n_estimators, max_depth=4, num_leaves=15,
-            reg_alpha=1.0, reg_lambda=1.0, min_child_samples=int(np.clip(n // 4, 2, 5)),
-            min_child_weight=1e-3, min_data_in_bin=1, subsample=1.0, colsample_bytree=1.0,
-            deterministic=True, force_row_wise=True, num_threads=1, verbose=-1, random_state=self.seed)
-
-    def _fit_lgb_fold(self, Wtr, ytr, Wva, yva):
-        import lightgbm as lgb
-
-        m = self._lgb(len(ytr), self.n_estimators)
-        m.fit(Wtr, ytr, eval_set=[(Wva, yva)], eval_metric="l2",
-              callbacks=[lgb.early_stopping(self.patience, first_metric_only=True, verbose=False)])
-        best = m.best_iteration_ or self.n_estimators
-        return m, int(best)
+        n = len(y)
+        folds = [(np.setdiff1d(np.arange(n), va), va) for va in _folds(n, self.seed)]
+        res = lgb.cv(self._params(n - len(folds[0][1])), lgb.Dataset(W, y, free_raw_data=False),
+                     num_boost_round=self.n_estimators, folds=folds, metrics="l2", seed=self.seed,
+                     callbacks=[lgb.early_stopping(self.patience, verbose=False)], return_cvbooster=True)
+        best = len(res["valid l2-mean"])
+        oof = np.empty(n)
+        for (_, va), b in zip(folds, res["cvbooster"].boosters):
+            oof[va] = b.predict(W[va], num_iteration=best)
+        return oof, best
 
     # -- public ----------------------------------------------------------------------------
     def fit(self, W, y) -> "Predictor":
@@ -122,23 +129,28 @@ class Predictor:
         if len(y) < 2 or not np.all(np.isfinite(W)) or not np.all(np.isfinite(y)):
             raise ValueError(f"fit needs >= 2 runs with finite weights and losses, got {len(y)}")
         n = len(y)
-        self.rho, iters = None, []
-        if n >= MIN_RHO_RUNS:
-            oof = np.empty(n)
-            for va in _folds(n, self.seed):
-                tr = np.setdiff1d(np.arange(n), va)
-                if self.kind == "linear":
-                    oof[va] = _Linear().fit(W[tr], y[tr]).predict(W[va])
-                else:
-                    m, best = self._fit_lgb_fold(W[tr], y[tr], W[va], y[va])
-                    oof[va] = m.predict(W[va], num_iteration=best)
-                    iters.append(best)
-            self.rho = spearman(oof, y)
+        self.rho = self.n_iter = None
+        # standardized target: the L1/L2 leaf penalties (1.0, tuned on hundreds of runs) would
+        # otherwise zero every leaf when a dozen losses differ by ~0.01
+        self.y_mu, self.y_sd = float(y.mean()), float(y.std()) or 1.0
+        y = (y - self.y_mu) / self.y_sd
         if self.kind == "linear":
+            if n >= MIN_RHO_RUNS:
+                oof = np.empty(n)
+                for va in _folds(n, self.seed):
+                    tr = np.setdiff1d(np.arange(n), va)
+                    oof[va] = _Linear().fit(W[tr], y[tr]).predict(W[va])
+                self.rho = spearman(oof, y)
             self.model = _Linear().fit(W, y)
-        else:
-            self.n_iter = int(np.median(iters)) if iters else self.n_estimators_small
-            self.model = self._lgb(n, max(self.n_iter, 1)).fit(W, y)
+            return self
+        import lightgbm as lgb
+
+        self.n_iter = self.n_estimators_small
+        if n >= MIN_RHO_RUNS:
+            oof, best = self._cv_lgb(W, y)
+            self.rho = spearman(oof, y)
+            self.n_iter = max(best, self.min_iter)
+        self.model = lgb.train(self._params(n), lgb.Dataset(W, y), num_boost_round=self.n_iter)
         return self
 
     def predict(self, W) -> np.ndarray:
@@ -146,5 +158,5 @@ class Predictor:
             raise RuntimeError("Predictor.predict called before fit")
         W = np.asarray(W, dtype=np.float64)
         one = W.ndim == 1
-        out = np.asarray(self.model.predict(np.atleast_2d(W)), dtype=np.float64)
+        out = np.asarray(self.model.predict(np.atleast_2d(W)), dtype=np.float64) * self.y_sd + self.y_mu
         return out[0] if one else out
