@@ -144,12 +144,14 @@ def _check_mixture(lengths: Sequence[int], weights: Sequence[float], ctx: int) -
 
 
 def _largest_remainder(w: np.ndarray, n: int) -> np.ndarray:
-    """Integer counts summing to n, each within 1 of w*n (ties go to the lower index)."""
+    """Integer counts summing to n, each within 1 of w*n (ties go to the lower index); a weight
+    of 0 always gets 0."""
     exact = w * n
     counts = np.floor(exact).astype(np.int64)
     short = n - int(counts.sum())
     if short > 0:
-        order = np.argsort(-(exact - counts), kind="stable")
+        frac = np.where(w > 0, exact - counts, -1.0)
+        order = np.argsort(-frac, kind="stable")
         counts[order[:short]] += 1
     return counts
 
@@ -184,6 +186,7 @@ def _batch(streams: Sequence[np.ndarray], stream_idx: np.ndarray, offsets: np.nd
 
 
 def _device(name: str) -> torch.device:
+    """auto -> cuda when torch sees one, else cpu; an explicit cuda without one is an error."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -215,29 +218,31 @@ def _autocast(device: torch.device):
 
 
 def _loss(model: nn.Module, xy: torch.Tensor, device: torch.device, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy of (B, T+1) windows: predict xy[:, 1:] from xy[:, :-1] (fp32 loss)."""
     with _autocast(device):
         logits = model(xy[:, :-1])
     return F.cross_entropy(logits.float().flatten(0, 1), xy[:, 1:].flatten(), reduction=reduction)
 
 
-def _eval_windows(arr: np.ndarray, spec: ProxySpec) -> np.ndarray:
-    """Non-overlapping windows of ctx+1 tokens from the start of `arr`, within eval_tokens."""
+def eval_windows(arr: np.ndarray, spec: ProxySpec) -> np.ndarray:
+    """Non-overlapping (n, ctx+1) int64 windows from the start of `arr`, within eval_tokens (a
+    remainder shorter than a window is dropped; a set shorter than one window is one short window)."""
     n = min(len(arr), spec.eval_tokens)
     w = spec.ctx + 1
     if n >= w:
-        return np.asarray(arr[: (n // w) * w], dtype=np.int64).reshape(-1, w)
-    if n >= 2:  # shorter than one window: evaluate what there is
-        return np.asarray(arr[:n], dtype=np.int64).reshape(1, n)
-    raise ValueError(f"eval set has {len(arr)} tokens, at least 2 are needed")
+        win = np.asarray(arr[: (n // w) * w], dtype=np.int64).reshape(-1, w)
+    elif n >= 2:
+        win = np.asarray(arr[:n], dtype=np.int64).reshape(1, n)
+    else:
+        raise ValueError(f"eval set has {len(arr)} tokens, at least 2 are needed")
+    if win.max() >= spec.vocab_size or win.min() < 0:
+        raise ValueError(f"eval token id {int(win.max())} outside the vocabulary of {spec.vocab_size}")
+    return win
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, arr: np.ndarray, spec: ProxySpec, device: torch.device,
-             batch: int = 64) -> float:
-    """Mean token cross-entropy (nats) over every predicted position of the eval windows."""
-    win = _eval_windows(arr, spec)
-    if win.max() >= spec.vocab_size or win.min() < 0:
-        raise ValueError(f"eval token id {int(win.max())} outside the vocabulary of {spec.vocab_size}")
+def evaluate(model: nn.Module, win: np.ndarray, device: torch.device, batch: int = 64) -> float:
+    """Mean token cross-entropy (nats) over every predicted position of the windows `win`."""
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(win), batch):
@@ -248,6 +253,7 @@ def evaluate(model: nn.Module, arr: np.ndarray, spec: ProxySpec, device: torch.d
 
 
 def _sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so wall-clock timings are real."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -261,6 +267,7 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
     steps = math.ceil(spec.tokens / (spec.batch_size * spec.ctx))
     rng = np.random.Generator(np.random.PCG64(seed))
     stream_idx, offsets = sample_plan([len(s) for s in streams], weights, steps * spec.batch_size, spec.ctx, rng)
+    windows = {name: eval_windows(arr, spec) for name, arr in evals.items()}  # fail before training
     old_threads = torch.get_num_threads()
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -284,7 +291,7 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
             opt.step()
         _sync(device)
         seconds = time.perf_counter() - t0
-        losses = {name: evaluate(model, arr, spec, device) for name, arr in evals.items()}
+        losses = {name: evaluate(model, win, device) for name, win in windows.items()}
         eval_seconds = time.perf_counter() - t0 - seconds
     finally:
         torch.set_num_threads(old_threads)
