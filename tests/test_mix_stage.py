@@ -104,7 +104,8 @@ def test_search_finds_the_target_domain(tmp_path, corpus, method):
     assert w["trained_loss"]["chosen"] < w["trained_loss"]["uniform"], w["trained_loss"]
     assert w["trained_loss"]["chosen"] < w["trained_loss"]["proportional"], w["trained_loss"]
     # ... and on the predicted loss
-    assert w["predicted_loss"] < w["predicted_baselines"]["uniform"], (w["predicted_loss"], w["predicted_baselines"])
+    pb = w["predicted_baselines"]
+    assert pb["chosen"] < pb["uniform"] and w["predicted_loss"] < pb["uniform"], (w["predicted_loss"], pb)
     # every proxy run is in search.parquet with its weights and loss
     s = pq.read_table(out / "search.parquet").to_pandas()
     n_search = sum([6, 4]) if method == "climb" else 10
