@@ -49,7 +49,7 @@ class RunConfig(Model):
 
 
 class InputConfig(Model):
-    path: Path = Field(..., description="file, directory or glob of input files")
+    path: str = Field(..., description="file, directory or glob of input files: a local path or an fsspec URL (s3://, gs://, memory://, file://)")
     pattern: str | None = Field(None, description="glob inside a directory, e.g. '*.jsonl.zst'")
     format: str | None = Field(None, description="jsonl|parquet|hf|warc|html; null = by extension")
     text_field: str = Field("text", description="field (JSONL key / column) holding the document text")
@@ -543,11 +543,21 @@ def parse(data: Any, path: str = "<config>", base_dir: Path | None = None) -> Co
     base = base_dir or Path.cwd()
     cfg.run.output = _abs(cfg.run.output, base)
     if cfg.ingest:
+        from pipeline import storage
+
         for i, inp in enumerate(cfg.ingest.inputs):
-            inp.path = _abs(inp.path, base)
-            if not any(ch in str(inp.path) for ch in "*?[") and not inp.path.exists():
+            if storage.is_url(inp.path):  # object store / fsspec: existence checked remotely, never overlaps a local run dir
+                try:
+                    found = storage.has_magic(inp.path) or storage.exists(inp.path)
+                except storage.StorageError as e:
+                    raise ConfigError(f"{path}: ingest.inputs[{i}].path: {e}") from None
+                if not found:
+                    raise ConfigError(f"{path}: ingest.inputs[{i}].path: {inp.path} does not exist; fix the URL")
+                continue
+            inp.path = str(_abs(Path(inp.path), base))
+            if not any(ch in inp.path for ch in "*?[") and not Path(inp.path).exists():
                 raise ConfigError(f"{path}: ingest.inputs[{i}].path: {inp.path} does not exist; fix the path")
-            if _inside(cfg.run.output, inp.path) or _inside(inp.path, cfg.run.output):
+            if _inside(cfg.run.output, Path(inp.path)) or _inside(Path(inp.path), cfg.run.output):
                 raise ConfigError(f"{path}: run.output: {cfg.run.output} overlaps input {inp.path}; choose a separate output dir")
     if cfg.filter:
         import filters

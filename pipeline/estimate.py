@@ -48,9 +48,11 @@ def plan_table(cfg: Config, plans: list[StagePlan]) -> Table:
     for p in plans:
         if p.stage == "ingest":
             files = ingest.plan(cfg)
-            disk = sum(os.path.getsize(f) for _, f, _ in files if os.path.isfile(f))
+            from pipeline import storage
+
+            disk = sum(storage.size(f) for _, f, _ in files if storage.isfile(f))
             first = _count_first(cfg, files)
-            first_size = os.path.getsize(files[0][1]) if files and os.path.isfile(files[0][1]) else 0
+            first_size = storage.size(files[0][1]) if files and storage.isfile(files[0][1]) else 0
             if first and first_size:
                 docs = int(first[0] * disk / first_size)
                 text_bytes = int(first[1] * disk / first_size)

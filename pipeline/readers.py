@@ -4,6 +4,10 @@
 is one line, "<file>:<pos>: <what was wrong>[; <what to do>]", and every good record still comes
 through as a `Record`. Whole-file problems are `Bad(pos=0)`. Memory stays bounded: compressed
 JSONL is decompressed as a stream, Parquet/HF are read in batches.
+
+Inputs may be fsspec URLs (`s3://bucket/dir`, `gs://...`, `memory://...`, `file:///...`): listing,
+format detection and every reader work on them through `pipeline.storage`; local paths keep the
+plain `os`/`open` path.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from functools import partial
 from typing import Any, Iterator
 
 import zstandard
+
+from pipeline import storage
 
 try:
     import orjson
@@ -63,17 +69,19 @@ class _BadInput(Exception):
 
 
 def _is_hf_dir(path: str) -> bool:
+    if storage.is_url(path):
+        return storage.isdir(path) and any(storage.isfile(storage.join(path, m)) for m in _HF_MARKERS)
     return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, m)) for m in _HF_MARKERS)
 
 
 def detect_format(path: str) -> str:
     """Format of `path` by its extension (or, for a directory, datasets.save_to_disk markers)."""
-    if os.path.isdir(path):
+    if storage.isdir(path):
         if _is_hf_dir(path):
             return "hf"
         raise UnknownFormat(f"{path}: unknown input format (directory without dataset_info.json/state.json); "
                             "point the input at files or at a datasets.save_to_disk directory")
-    name = os.path.basename(path).lower()
+    name = storage.basename(path).lower()
     if name.endswith(_JSONL_EXTS):
         return "jsonl"
     if name.endswith(".parquet"):
@@ -93,7 +101,10 @@ def list_inputs(path: str, pattern: str | None = None) -> list[str]:
     Hidden and underscore-prefixed files/dirs below `path` are skipped (`_SUCCESS`, `.crc`,
     `_quarantine/`); a saved HF dataset directory is one input. `pattern` (fnmatch) filters by
     file name or by path relative to `path`. A missing non-glob path raises FileNotFoundError.
+    A URL `path` gives URLs (see `pipeline.storage`).
     """
+    if storage.is_url(path):
+        return _list_url_inputs(path, pattern)
     if glob.has_magic(path):
         out = []
         for p in sorted(glob.glob(path, recursive=True)):
@@ -119,6 +130,30 @@ def list_inputs(path: str, pattern: str | None = None) -> list[str]:
             rel = os.path.relpath(full, path)
             if pattern is None or fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(rel, pattern):
                 out.append(full)
+    return sorted(out)
+
+
+def _list_url_inputs(url: str, pattern: str | None) -> list[str]:
+    if storage.has_magic(url):
+        out = []
+        for p in storage.glob(url):
+            if storage.isdir(p) and not _is_hf_dir(p):
+                out.extend(_list_url_inputs(p, pattern))
+            elif pattern is None or fnmatch.fnmatch(storage.basename(p), pattern):
+                out.append(p)
+        return sorted(set(out))
+    if not storage.exists(url):
+        raise FileNotFoundError(f"{url}: input path does not exist")
+    if not storage.isdir(url) or _is_hf_dir(url):
+        return [url]
+    out = []
+    for full in storage.walk_files(url, skip_dir=lambda d: d.startswith((".", "_")), dir_is_file=_is_hf_dir):
+        name = storage.basename(full)
+        if name.startswith((".", "_")):
+            continue
+        rel = storage.relpath(full, url)
+        if pattern is None or fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(rel, pattern):
+            out.append(full)
     return sorted(out)
 
 
@@ -285,9 +320,18 @@ def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield b"".join(tail)
 
 
+def _sniff(fh) -> bytes:
+    """First 4 bytes of `fh`, leaving its position at 0 (fsspec files have no peek)."""
+    if hasattr(fh, "peek"):
+        return fh.peek(4)[:4]
+    magic = fh.read(4)
+    fh.seek(0)
+    return magic
+
+
 def _read_jsonl(path, text_field, id_field, max_text_bytes):
-    with open(path, "rb") as fh:
-        magic = fh.peek(4)[:4]
+    with storage.open_binary(path) as fh:
+        magic = _sniff(fh)
         if magic.startswith(_GZIP_MAGIC):  # sniff content, not extension
             kind, chunks = "gzip", iter(partial(gzip.GzipFile(fileobj=fh).read1, CHUNK), b"")
         elif magic == _ZSTD_MAGIC:
@@ -348,10 +392,18 @@ def _read_batches(path, batches, start, opts, what, extra=None):
 
 
 def _read_parquet(path, *opts):
+    if storage.is_url(path):
+        with storage.open_binary(path) as fh:  # pyarrow reads the footer and row groups by seek + read
+            yield from _read_parquet_file(path, fh, *opts)
+    else:
+        yield from _read_parquet_file(path, path, *opts)
+
+
+def _read_parquet_file(path, source, *opts):
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(source)
         names, sizes = pf.schema_arrow.names, [pf.metadata.row_group(k).num_rows for k in range(pf.num_row_groups)]
     except Exception as e:
         yield Bad(0, b"", _err(path, 0, f"corrupt or unreadable Parquet file ({type(e).__name__}: {e}); "
@@ -378,7 +430,7 @@ def _read_hf(path, *opts):
                                         "re-save it with datasets.save_to_disk"))
         return
     for split, d in splits:
-        where = os.path.join(path, split) if split else path
+        where = storage.join(path, split) if split else path
         if bad := _no_text_column(where, d.column_names, opts[0]):
             yield bad
             continue
@@ -422,7 +474,7 @@ def _read_warc(path, text_field, id_field, max_text_bytes):
     from warcio.archiveiterator import ArchiveIterator
 
     n = -1
-    with open(path, "rb") as fh:
+    with storage.open_binary(path) as fh:
         try:
             for n, rec in enumerate(ArchiveIterator(fh)):
                 if rec.format != "warc" or not rec.rec_type:  # warcio reads some junk as ARC/untyped records
@@ -453,9 +505,9 @@ def _read_warc(path, text_field, id_field, max_text_bytes):
 
 
 def _read_html(path, text_field, id_field, max_text_bytes):
-    with open(path, "rb") as fh:
+    with storage.open_binary(path) as fh:
         html = fh.read()
-    yield _html_record(path, 0, html, {"path": os.path.basename(path)}, max_text_bytes)
+    yield _html_record(path, 0, html, {"path": storage.basename(path)}, max_text_bytes)
 
 
 _READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "hf": _read_hf, "warc": _read_warc,
@@ -473,15 +525,15 @@ def read_records(path: str, fmt: str | None = None, text_field: str = "text", id
         fmt = fmt or detect_format(path)
         if fmt not in FORMATS:
             raise UnknownFormat(f"{path}: unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
-        if not os.path.exists(path):
+        if not storage.exists(path):
             yield Bad(0, b"", _err(path, 0, "input does not exist; check the input path"))
             return
-        if fmt != "parquet" and os.path.isfile(path) and os.path.getsize(path) == 0:
+        if fmt != "parquet" and storage.isfile(path) and storage.size(path) == 0:
             return  # an empty file has no records (an empty Parquet file is corrupt: no footer)
         for item in _READERS[fmt](path, text_field, id_field, max_text_bytes):
             pos = item.pos
             yield item
-    except UnknownFormat as e:
+    except (UnknownFormat, storage.StorageError) as e:
         msg = str(e)
         yield Bad(0, b"", _err(path, 0, msg[len(path) + 2:] if msg.startswith(f"{path}: ") else msg))
     except Exception as e:  # anything unforeseen: report it, never crash the caller

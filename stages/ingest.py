@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from pipeline import runner
+from pipeline import runner, storage
 from pipeline.config import Config, InputConfig
 from pipeline.io import fingerprint
 from pipeline.readers import Bad, list_inputs, read_records
@@ -27,9 +27,9 @@ def plan(cfg: Config) -> list[tuple[InputConfig, str, str]]:
     """(input spec, file path, path relative to the input root) for every input file, in a stable order."""
     files = []
     for spec in cfg.ingest.inputs:
-        root = Path(spec.path)
-        for f in list_inputs(str(root), spec.pattern):
-            rel = Path(f).relative_to(root).as_posix() if root.is_dir() and Path(f) != root else Path(f).name
+        root = str(spec.path)
+        for f in list_inputs(root, spec.pattern):
+            rel = storage.relpath(f, root) if storage.isdir(root) and f != root else storage.basename(f)
             files.append((spec, f, rel))
     return files
 
@@ -37,7 +37,7 @@ def plan(cfg: Config) -> list[tuple[InputConfig, str, str]]:
 def ingest_file(path: str, relpath: str, spec: dict, out: str, key: str, target_rows: int, target_bytes: int,
                 batch_size: int, tokenizer: str | None, max_text_bytes: int | None) -> dict:
     spec = InputConfig.model_validate(spec)
-    default_source = spec.source or Path(spec.path).name.split(".")[0] or "input"
+    default_source = spec.source or storage.basename(str(spec.path)).split(".")[0] or "input"
     res = TaskOutput(Path(out), key, STAGE, target_rows, target_bytes)
     seen: dict[str, int] = {}
     buf: dict[str, list] = {"id": [], "text": [], "source": [], "meta": []}
