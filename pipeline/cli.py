@@ -25,9 +25,33 @@ NO_RAY = typer.Option(False, "--no-ray", help="run tasks in this process, one af
 QUIET = typer.Option(False, "--quiet", "-q", help="no progress bars or summary")
 
 
+LOG_FORMAT = typer.Option(None, "--log-format", help="text (progress bars, tables) or json (one event per line on stderr, for schedulers); default: CURATE_LOG_FORMAT or text")
+
+
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    from pipeline import logs
+
+    if logs.json_mode():
+        logs.event("error", level="error", message=msg, exit_code=code)
+    else:
+        err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _log_format(value: str | None) -> None:
+    from pipeline import logs
+
+    if value is not None:
+        try:
+            logs.configure(value)
+        except ValueError as e:
+            _fail(str(e))
+
+
+@app.callback()
+def _main(log_format: Optional[str] = LOG_FORMAT):
+    """curate: data curation for LLM pretraining corpora."""
+    _log_format(log_format)
 
 
 def _execute(cfg, plans, resume: bool, ray_address: str | None, no_ray: bool, quiet: bool, summary: Path | None = None) -> None:
@@ -36,11 +60,14 @@ def _execute(cfg, plans, resume: bool, ray_address: str | None, no_ray: bool, qu
         results = driver.run(cfg, plans, force=not resume, use_ray=not no_ray, ray_address=ray_address, show_progress=not quiet)
     except (ConfigError, runner.StageConflict, io.Locked) as e:
         _fail(str(e))
-    if not quiet:
+    from pipeline import logs
+
+    if not quiet and not logs.json_mode():
         stats.print_summary([r.out for r in results], out)
     failed = [f for r in results for f in r.failed]
     for f in failed:
-        err.print(f"[red]failed shard[/red] {f['key']}: {f['error']}", highlight=False, soft_wrap=True)
+        if not logs.json_mode():
+            err.print(f"[red]failed shard[/red] {f['key']}: {f['error']}", highlight=False, soft_wrap=True)
     incomplete = [r for r in results if not r.ok] or len(results) < len(plans)
     code = 1 if (failed or incomplete) else 0
     if summary is not None:  # for schedulers: one JSON file that says how the run went
@@ -50,8 +77,11 @@ def _execute(cfg, plans, resume: bool, ray_address: str | None, no_ray: bool, qu
                         "totals": r.manifest.get("totals", {}), "failed": r.failed} for r in results],
             "not_run": [p.stage for p in plans[len(results):]],
         }, summary)
+    logs.event("run_end", status="ok" if code == 0 else "failed", exit_code=code, stages=[r.stage for r in results],
+               seconds=round(time.time() - started, 3))
     if code:
-        err.print("some shards failed; re-run the same command to retry them (finished shards are kept)")
+        if not logs.json_mode():
+            err.print("some shards failed; re-run the same command to retry them (finished shards are kept)")
         raise typer.Exit(code)
 
 
@@ -66,8 +96,10 @@ def _load(config: Path, overrides: dict | None = None):
 def run(config: Path = typer.Argument(..., help="YAML config (see configs/default.yaml)"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (stages, shards, docs, time and memory estimates) and exit"),
         resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET,
-        only: Optional[list[str]] = typer.Option(None, "--stage", help="run only these stages (repeatable)")):
+        only: Optional[list[str]] = typer.Option(None, "--stage", help="run only these stages (repeatable)"),
+        log_format: Optional[str] = LOG_FORMAT):
     """Run every stage of CONFIG in order, each into <run.output>/<stage>."""
+    _log_format(log_format)
     cfg = _load(config)
     plans = driver.plan(cfg, only)
     if not plans:
