@@ -60,6 +60,8 @@ def _execute(cfg, plans, resume: bool, ray_address: str | None, no_ray: bool, qu
         results = driver.run(cfg, plans, force=not resume, use_ray=not no_ray, ray_address=ray_address, show_progress=not quiet)
     except (ConfigError, runner.StageConflict, io.Locked) as e:
         _fail(str(e))
+    except OSError as e:  # e.g. disk full outside a task (io.DiskFull is one line already)
+        _fail(str(e).splitlines()[0] if str(e) else repr(e), code=1)
     from pipeline import logs
 
     if not quiet and not logs.json_mode():
@@ -71,18 +73,43 @@ def _execute(cfg, plans, resume: bool, ray_address: str | None, no_ray: bool, qu
     incomplete = [r for r in results if not r.ok] or len(results) < len(plans)
     code = 1 if (failed or incomplete) else 0
     if summary is not None:  # for schedulers: one JSON file that says how the run went
-        io.write_json({
+        _write_summary(summary, {
             "status": "ok" if code == 0 else "failed", "exit_code": code, "started": started, "finished": time.time(),
             "stages": [{"stage": r.stage, "out": str(r.out), "status": r.manifest.get("status"), "seconds": round(r.seconds, 3),
                         "totals": r.manifest.get("totals", {}), "failed": r.failed} for r in results],
             "not_run": [p.stage for p in plans[len(results):]],
-        }, summary)
+        })
     logs.event("run_end", status="ok" if code == 0 else "failed", exit_code=code, stages=[r.stage for r in results],
                seconds=round(time.time() - started, 3))
     if code:
         if not logs.json_mode():
             err.print("some shards failed; re-run the same command to retry them (finished shards are kept)")
         raise typer.Exit(code)
+
+
+def _write_summary(path: Path, data: dict) -> None:
+    try:
+        io.write_json(data, path)
+    except OSError as e:
+        err.print(f"[yellow]warning:[/yellow] could not write {path}: {str(e).splitlines()[0]}", highlight=False, soft_wrap=True)
+
+
+def _yaml(config: Path | None) -> dict:
+    """A --config file of a stage verb: safe_load, one-line errors (exit 2)."""
+    import yaml
+
+    if config is None:
+        return {}
+    if not config.exists():
+        _fail(f"{config}: config file not found")
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        _fail(f"{config}{f':{mark.line + 1}' if mark else ''}: invalid YAML ({getattr(e, 'problem', None) or str(e).splitlines()[0]})")
+    if not isinstance(data, dict):
+        _fail(f"{config}: top level must be a mapping of sections (run, ingest, filter ...)")
+    return data
 
 
 def _load(config: Path, overrides: dict | None = None):
@@ -113,11 +140,7 @@ def run(config: Path = typer.Argument(..., help="YAML config (see configs/defaul
 
 
 def _single_stage(stage: str, data: dict, config: Path | None, inp: Path | None, output: Path, resume, ray_address, no_ray, quiet):
-    import yaml
-
-    base = yaml.safe_load(config.read_text()) if config else {}
-    if not isinstance(base, dict):
-        _fail(f"{config}: top level must be a mapping")
+    base = _yaml(config)
     base.setdefault("run", {}).setdefault("output", str(output))
     base[stage] = {**(base.get(stage) or {}), **data}
     try:
@@ -178,9 +201,8 @@ def cluster(input: Path = typer.Option(..., "--input", "-i", help="dataset dir")
             resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
     """Embed, k-means and refine clusters: adds `cluster` to every document and writes clusters.json
     (documents of pruned clusters go to _rejected/). Re-clustering reuses the cached embeddings."""
-    import yaml
 
-    base = (yaml.safe_load(config.read_text()) or {}) if config else {}
+    base = _yaml(config)
     section = dict(base.get("cluster") or {}) if isinstance(base, dict) else {}
     for sub, key, value in (("refine", "k", k), ("kmeans", "k_init", k_init), ("embed", "max_tokens", max_tokens)):
         if value is not None:
@@ -219,11 +241,10 @@ def score(input: Path = typer.Option(..., "--input", "-i", help="dataset dir"),
 
 def _train_section(config: Optional[Path], key: str) -> dict:
     """score.<key>.train of a YAML config (defaults for the train-* commands)."""
-    import yaml
 
     if config is None:
         return {}
-    base = yaml.safe_load(config.read_text()) or {}
+    base = _yaml(config)
     sec = ((base.get("score") or {}).get(key) or {}).get("train") or {}
     return dict(sec)
 
@@ -338,9 +359,8 @@ def mix(input: Path = typer.Option(..., "--input", "-i", help="dataset dir whose
         resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
     """Choose mixture weights over domains for a target set: baselines, RegMix, or CLIMB's iterative
     search with proxy LMs. Writes weights.json (+ Megatron/HF/MosaicML forms) and search.parquet."""
-    import yaml
 
-    base = (yaml.safe_load(config.read_text()) or {}) if config else {}
+    base = _yaml(config)
     section = dict(base.get("mix") or {}) if isinstance(base, dict) else {}
     for key, value in (("method", method), ("domain_column", domain_column), ("budget_tokens", budget)):
         if value is not None:

@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from pipeline import runner
-from pipeline.config import STAGES, Config
+from pipeline.config import STAGES, Config, ConfigError, _inside
 
 
 @dataclass
@@ -54,6 +54,8 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
     results = []
     for p in plans:
         mod = stages.REGISTRY[p.stage]
+        if p.inp is not None and (_inside(p.out, p.inp) or _inside(p.inp, p.out)):
+            raise ConfigError(f"{p.stage}: output {p.out} overlaps its input {p.inp}; choose a separate output dir")
         if p.inp is not None and not (Path(p.inp) / "_manifest.json").exists() and not list(Path(p.inp).glob("part-*.parquet")):
             raise runner.StageConflict(f"{p.stage}: input {p.inp} is not a dataset dir (no _manifest.json or part-*.parquet); run the previous stage first")
         phase = partial(runner.run_stage, force=force, use_ray=use_ray, max_retries=cfg.run.ray.max_retries,

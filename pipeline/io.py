@@ -12,6 +12,7 @@ Layout of a dataset directory (one per stage):
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -23,6 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline import faults
 
 REJECTED, QUARANTINE, DONE = "_rejected", "_quarantine", "_done"
 MANIFEST, STATS, LOCK = "_manifest.json", "_stats.json", "_lock"
@@ -50,17 +53,44 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class DiskFull(OSError):
+    """A write failed because the output filesystem is full (ENOSPC/EDQUOT). Its message is one
+    line: what failed, where, and what to do. Constructed as DiskFull(errno, message) so that it
+    pickles (Ray ships task exceptions to the driver)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def disk_full(e: BaseException, path: Path) -> DiskFull | None:
+    """`e` as a DiskFull naming `path`, when `e` is a no-space error (also pyarrow's, which may
+    carry the errno only in its text); else None."""
+    if isinstance(e, DiskFull):
+        return e
+    code = getattr(e, "errno", None)
+    if isinstance(e, OSError) and (code in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e)):
+        why = "disk quota exceeded" if code == errno.EDQUOT else "no space left on device"
+        return DiskFull(code or errno.ENOSPC, f"disk full: {why} writing {path}; free space (or choose another "
+                                              "output dir) and re-run: finished shards are kept")
+    return None
+
+
 def _atomic(path: Path, write) -> None:
-    """Write via `write(tmp_path)` to a temp name in the same dir, fsync, rename over `path`."""
+    """Write via `write(tmp_path)` to a temp name in the same dir, fsync, rename over `path`.
+    On any failure the temp file is removed and `path` is untouched (a full disk raises DiskFull)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_TAG}{os.getpid()}")
     try:
         write(tmp)
+        faults.maybe_enospc(path, tmp)  # no-op unless CURATE_FAULT is set
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        full = disk_full(e, path)
+        if full is not None and full is not e:
+            raise full from e
         raise
     _fsync_dir(path.parent)
 
@@ -155,7 +185,14 @@ def marker_path(out: Path, key: str) -> Path:
 
 
 def read_marker(out: Path, key: str) -> dict | None:
-    """A task's marker, if the task finished and all its files are still there."""
+    """A task's marker, if the task finished and all its files are still there and intact: each file
+    listed must exist, have the size the marker recorded and (Parquet) end with the footer magic.
+    A truncated or replaced shard thus makes its task run again. (Same-size corruption inside a file
+    would need a sha256 over all output; `verify_marker(..., sha256=True)` does that.)"""
+    return verify_marker(out, key)
+
+
+def verify_marker(out: Path, key: str, sha256: bool = False) -> dict | None:
     p = marker_path(out, key)
     if not p.exists():
         return None
@@ -163,10 +200,37 @@ def read_marker(out: Path, key: str) -> dict | None:
         m = read_json(p)
     except (OSError, ValueError):
         return None
+    if not isinstance(m, dict):
+        return None
     for sub, files in (("", m.get("kept_files", [])), (REJECTED, m.get("rejected_files", [])), (QUARANTINE, m.get("quarantine_files", []))):
-        if any(not (Path(out) / sub / f["name"]).exists() for f in files):
-            return None
+        for f in files:
+            try:
+                path = Path(out) / sub / safe_name(f["name"])
+            except (ValueError, KeyError, TypeError):  # not a marker this code wrote
+                return None
+            if not _file_intact(path, f, sha256):
+                return None
     return m
+
+
+def _file_intact(path: Path, entry: dict, sha256: bool) -> bool:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if "bytes" in entry and size != entry["bytes"]:
+        return False
+    if path.suffix == ".parquet":
+        if size < 12:
+            return False
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                if fh.read(4) != b"PAR1":
+                    return False
+        except OSError:
+            return False
+    return not (sha256 and "sha256" in entry and sha256_file(path) != entry["sha256"])
 
 
 def shard_files(directory: Path) -> list[Path]:

@@ -4,6 +4,10 @@ A task is a plain function `fn(**kwargs) -> counters` that writes its own output
 returns what it did (see `pipeline.stage_io.TaskOutput`). `execute_task` runs it and writes the
 completion marker last, so a task killed at any moment leaves either no marker (re-run) or a
 complete, verified set of files. The only module that knows about Ray is this one.
+
+Progress goes to a tqdm bar (text mode) or to one JSON event per line (`pipeline.logs`, json mode).
+Fault injection hooks (`pipeline.faults`, off unless CURATE_FAULT is set) sit in `execute_task`
+and in `io._atomic`.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline import io
+from pipeline import faults, io, logs
 from pipeline.version import __version__
 
 log = logging.getLogger("curate")
@@ -30,6 +34,7 @@ class Task:
     key: str  # unique within the stage; becomes the marker name
     fn: Callable[..., dict]
     kwargs: dict[str, Any]
+    num_gpus: float = 0.0  # GPUs Ray reserves for this task (0: CPU only)
 
 
 @dataclass
@@ -47,6 +52,7 @@ class StageResult:
 
 def execute_task(out: str, key: str, fn: Callable[..., dict], kwargs: dict) -> dict:
     """Run one task and write its marker. Safe to call twice: outputs are overwritten in place."""
+    faults.maybe_kill_worker(out, key)  # no-op unless CURATE_FAULT is set
     t0 = time.perf_counter()
     counters = fn(**kwargs)
     counters["seconds"] = round(time.perf_counter() - t0, 3)
@@ -74,8 +80,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
         os.environ["RAY_ADDRESS"] = address  # Ray prefers the variable over the argument
         ray.init(address=address, **quiet)
         return address
-    ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+    # An embedded Ray is private to this run: it listens on loopback only (not on the machine's
+    # network address) and sends no usage statistics (no network access at run time).
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     return "embedded"
+
+
+def _gpus_available(ray) -> float:
+    try:
+        return float(ray.cluster_resources().get("GPU", 0.0))
+    except Exception:  # pragma: no cover - a cluster that cannot report resources
+        return 0.0
 
 
 def _run_with_ray(out: Path, tasks: list[Task], max_retries: int, cpus: float, progress) -> list[dict]:
@@ -83,17 +99,26 @@ def _run_with_ray(out: Path, tasks: list[Task], max_retries: int, cpus: float, p
 
     remote = ray.remote(execute_task)
     opts = dict(max_retries=max_retries, retry_exceptions=True, num_cpus=cpus)
-    refs = {remote.options(name=f"curate:{t.key}", **opts).remote(str(out), t.key, t.fn, t.kwargs): t for t in tasks}
+    gpus = _gpus_available(ray) if any(t.num_gpus for t in tasks) else 0.0
+    if any(t.num_gpus for t in tasks) and not gpus:
+        # A GPU request no node can meet would leave the task pending forever: run on CPUs.
+        log.warning("%s: tasks ask for GPUs but the Ray cluster has none; running them on CPUs", out.name)
+    refs = {}
+    for t in tasks:
+        ng = min(t.num_gpus, gpus) if gpus else 0.0
+        refs[remote.options(name=f"curate:{t.key}", num_gpus=ng, **opts).remote(str(out), t.key, t.fn, t.kwargs)] = t
     failed, pending = [], list(refs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         for ref in ready:
             task = refs[ref]
             try:
-                progress(ray.get(ref))
+                marker = ray.get(ref)
             except Exception as e:  # task exhausted its retries
                 failed.append({"key": task.key, "error": _one_line(e)})
-                progress(None)
+                progress(None, key=task.key, error=failed[-1]["error"])
+            else:
+                progress(marker)
     return failed
 
 
@@ -102,20 +127,47 @@ def _run_local(out: Path, tasks: list[Task], max_retries: int, progress) -> list
     for t in tasks:
         for attempt in range(max_retries + 1):
             try:
-                progress(execute_task(str(out), t.key, t.fn, t.kwargs))
-                break
+                marker = execute_task(str(out), t.key, t.fn, t.kwargs)
             except Exception as e:
                 if attempt == max_retries:
                     failed.append({"key": t.key, "error": _one_line(e)})
-                    progress(None)
+                    progress(None, key=t.key, error=failed[-1]["error"])
+                else:
+                    logs.event("task_retry", level="warning", stage=out.name, key=t.key, attempt=attempt + 1, error=_one_line(e))
+            else:
+                progress(marker)
+                break
     return failed
 
 
 def _one_line(e: BaseException) -> str:
+    """What went wrong in a task, in one line: the task's own exception (unwrapped from Ray's
+    wrapper, which adds a traceback), or what happened to the worker process."""
+    try:
+        import ray.exceptions as rex
+    except ImportError:  # pragma: no cover - ray is a dependency
+        rex = None
+    if rex is not None:
+        if isinstance(e, rex.RayTaskError):
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, BaseException) and not isinstance(cause, rex.RayTaskError):
+                return _one_line(cause)
+        oom = getattr(rex, "OutOfMemoryError", ())
+        if oom and isinstance(e, oom):
+            return "worker ran out of memory (killed by Ray's memory monitor); lower run.batch_size or run.ray.num_cpus, then re-run"
+        died = tuple(c for c in (getattr(rex, "WorkerCrashedError", None), getattr(rex, "NodeDiedError", None)) if c)
+        if died and isinstance(e, died):
+            return "worker process died while running the task (killed by a signal or out of memory); re-run to retry it"
+    if isinstance(e, io.DiskFull):
+        return str(e)
     msg = str(e).strip().splitlines()
     # Ray wraps the task's exception; keep its last meaningful line.
-    lines = [m for m in msg if m.strip()]
-    return (lines[-1] if lines else type(e).__name__)[:500]
+    lines = [m.strip() for m in msg if m.strip()]
+    text = lines[-1] if lines else ""
+    name = type(e).__name__
+    if text and name not in text and type(e) is not RuntimeError:
+        text = f"{name}: {text}"
+    return (text or name)[:500]
 
 
 # ---------------------------------------------------------------- stage
@@ -125,6 +177,35 @@ def run_stage(stage: str, out: Path, tasks: list[Task], **kw) -> StageResult:
     """Run one stage into `out` under an exclusive lock of that dir (see `_run_stage`)."""
     with io.dir_lock(Path(out)):
         return _run_stage(stage, Path(out), tasks, **kw)
+
+
+def _refuse_output_over_input(out: Path, tasks: list[Task]) -> None:
+    """The output dir must not hold the stage's input files: `--force` clears the output dir and
+    tasks overwrite `part-*` names there, which would destroy the input (`curate filter -i d -o d`)."""
+    o = out.resolve()
+    for t in tasks:
+        for k in ("path", "input_path"):
+            v = t.kwargs.get(k)
+            if isinstance(v, (str, Path)):
+                p = Path(v).resolve()
+                if p == o or o in p.parents:
+                    raise StageConflict(f"{out}: the output dir holds this stage's input ({v}); writing there would "
+                                        "destroy it: choose a separate output dir")
+
+
+def _input_change(old: dict, tasks: list[Task], fp: str) -> str:
+    """What changed in a stage's input, for the refusal message: added/removed input files when
+    the old manifest and the tasks name them, else the fingerprints."""
+    before = {i for s in (old.get("shards") or {}).values() for i in s.get("inputs", [])}
+    now = {t.kwargs.get("path") for t in tasks}
+    parts = []
+    if before and all(isinstance(p, str) for p in now):
+        for what, names in (("added", sorted(now - before)), ("removed", sorted(before - now))):
+            if names:
+                parts.append(f"input {what}: {', '.join(names[:3])}" + (f" and {len(names) - 3} more" if len(names) > 3 else ""))
+    if not parts:
+        parts.append("an input file changed (size or mtime)" if before and all(isinstance(p, str) for p in now) else "input data changed")
+    return "; ".join(parts) + f" (fingerprint {old.get('input_fingerprint')} -> {fp})"
 
 
 def _run_stage(
@@ -147,42 +228,68 @@ def _run_stage(
     keys = [t.key for t in tasks]
     if len(set(keys)) != len(keys):
         raise ValueError(f"stage {stage}: duplicate task keys")
+    _refuse_output_over_input(out, tasks)
     old = io.read_json(out / io.MANIFEST) if (out / io.MANIFEST).exists() else None
     if old and (old.get("config_hash"), old.get("input_fingerprint")) != (config_hash, input_fingerprint) and not force:
-        what = "config" if old.get("config_hash") != config_hash else "input"
+        if old.get("config_hash") != config_hash:
+            what = f"a different config (hash {old.get('config_hash')} -> {config_hash})"
+        else:
+            what = f"a different input: {_input_change(old, tasks, input_fingerprint)}"
         raise StageConflict(
-            f"{out}: holds stage '{old.get('stage')}' output from a different {what} "
-            f"(hash {old.get('config_hash')}, input {old.get('input_fingerprint')}); "
-            "re-run with --force to overwrite it, or choose another output dir"
+            f"{out}: holds stage '{old.get('stage')}' output from {what}; "
+            "re-run with --force to recompute it, or choose another output dir"
         )
     if force:
         io.clear_dir(out)
     io.prepare_dir(out)
     header = {"stage": stage, "version": __version__, "config_hash": config_hash, "input_fingerprint": input_fingerprint}
-    io.write_json({**header, "status": "running"}, out / io.MANIFEST)
+    t0 = time.perf_counter()
+    try:
+        io.write_json({**header, "status": "running"}, out / io.MANIFEST)
+    except io.DiskFull as e:  # nothing ran: report it like a failed task (exit 1, re-run resumes)
+        return _driver_failed(stage, out, header, [], e, t0)
 
     pending = [t for t in tasks if io.read_marker(out, t.key) is None]
-    t0 = time.perf_counter()
-    bar = _progress(stage, total=len(tasks), initial=len(tasks) - len(pending), enabled=show_progress)
-    if use_ray:
-        failed = _run_with_ray(out, pending, max_retries, cpus_per_task, bar) if pending else []
-    else:
-        failed = _run_local(out, pending, max_retries, bar)
-    bar(None, close=True)
+    logs.event("stage_start", stage=stage, out=str(out), tasks=len(tasks), done=len(tasks) - len(pending), pending=len(pending))
+    bar = _progress(stage, total=len(tasks), initial=len(tasks) - len(pending), enabled=show_progress and not logs.json_mode())
+    try:
+        if use_ray:
+            failed = _run_with_ray(out, pending, max_retries, cpus_per_task, bar) if pending else []
+        else:
+            failed = _run_local(out, pending, max_retries, bar)
+    finally:
+        bar(None, close=True)
     seconds = time.perf_counter() - t0
 
-    markers = {k: io.read_marker(out, k) for k in keys}
-    missing = [k for k, m in markers.items() if m is None]
-    if finalize is not None and not missing:
-        finalize(out, markers)
+    try:
         markers = {k: io.read_marker(out, k) for k in keys}
-    manifest = build_manifest(header, {k: m for k, m in markers.items() if m}, complete=not missing)
-    manifest["failed"] = failed
-    if not missing:
-        _remove_orphans(out, markers.values())
-    io.write_json(manifest, out / io.MANIFEST)
-    io.write_json(build_stats(markers.values(), seconds), out / io.STATS)
+        missing = [k for k, m in markers.items() if m is None]
+        if finalize is not None and not missing:
+            finalize(out, markers)
+            markers = {k: io.read_marker(out, k) for k in keys}
+            missing = [k for k, m in markers.items() if m is None]
+        manifest = build_manifest(header, {k: m for k, m in markers.items() if m}, complete=not missing)
+        manifest["failed"] = failed
+        if not missing:
+            _remove_orphans(out, markers.values())
+        io.write_json(manifest, out / io.MANIFEST)
+        io.write_json(build_stats(markers.values(), seconds), out / io.STATS)
+    except io.DiskFull as e:  # the markers on disk stay valid: a re-run redoes only this step
+        return _driver_failed(stage, out, header, failed, e, t0)
+    totals = manifest["totals"]
+    logs.event("stage_end", level="info" if not missing else "error", stage=stage, status=manifest["status"], tasks=len(tasks),
+               done=len(tasks) - len(missing), failed=len(failed), seconds=round(seconds, 3),
+               **{c: totals.get(c, 0) for c in ("rows_in", "kept", "rejected", "quarantined")})
     return StageResult(stage, out, manifest, failed, seconds)
+
+
+def _driver_failed(stage: str, out: Path, header: dict, failed: list[dict], e: BaseException, t0: float) -> StageResult:
+    """A write of the driver itself (manifest, stats, finalize) failed with a full disk."""
+    failed = [*failed, {"key": f"{stage} (manifest)", "error": str(e)}]
+    logs.event("task_failed", level="error", stage=stage, key=failed[-1]["key"], error=str(e))
+    seconds = time.perf_counter() - t0
+    logs.event("stage_end", level="error", stage=stage, status="incomplete", failed=len(failed), seconds=round(seconds, 3))
+    return StageResult(stage, out, {**header, "status": "incomplete", "failed": failed}, failed, seconds)
 
 
 COUNTERS = ("rows_in", "kept", "rejected", "quarantined", "tokens_in", "tokens_kept", "tokens_rejected", "bytes_in", "bytes_kept")
@@ -226,18 +333,24 @@ def _remove_orphans(out: Path, markers) -> None:
 
 
 def _progress(stage: str, total: int, initial: int, enabled: bool):
+    """Progress callback: `update(marker)` for a finished task, `update(None, key=, error=)` for a
+    failed one. Draws a tqdm bar when enabled and emits task events (json mode)."""
     from tqdm import tqdm
 
     bar = tqdm(total=total, initial=initial, desc=f"{stage:>8}", unit="shard", disable=not enabled, leave=True, dynamic_ncols=True)
     docs = {"n": 0}
 
-    def update(marker: dict | None, close: bool = False) -> None:
+    def update(marker: dict | None, close: bool = False, key: str | None = None, error: str | None = None) -> None:
         if close:
             bar.close()
             return
         if marker:
             docs["n"] += marker.get("rows_in", 0)
             bar.set_postfix(docs=docs["n"], refresh=False)
+            logs.event("task_done", stage=stage, key=marker.get("key"), rows=marker.get("rows_in", 0), kept=marker.get("kept", 0),
+                       rejected=marker.get("rejected", 0), quarantined=marker.get("quarantined", 0), seconds=marker.get("seconds"))
+        elif key is not None:
+            logs.event("task_failed", level="error", stage=stage, key=key, error=error)
         bar.update(1)
 
     return update
