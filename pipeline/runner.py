@@ -354,3 +354,32 @@ def _progress(stage: str, total: int, initial: int, enabled: bool):
         bar.update(1)
 
     return update
+
+
+# ---------------------------------------------------------------- helpers of multi-pass stages
+
+
+def work_phase(phase, name: str, d: Path, tasks: list[Task], config_hash: str, fp: str) -> StageResult:
+    """A pass of a multi-pass stage into <out>/_work/...: derived state, recomputed (not refused)
+    when its config hash or input changed. `phase` is the driver's partial of `run_stage`."""
+    old = io.read_json(d / io.MANIFEST) if (d / io.MANIFEST).exists() else None
+    stale = bool(old) and (old.get("config_hash"), old.get("input_fingerprint")) != (config_hash, fp)
+    return phase(name, d, tasks, config_hash=config_hash, input_fingerprint=fp, force=stale)
+
+
+def stopped(stage: str, out: Path, header: dict, res: StageResult) -> StageResult:
+    """A pass left failed tasks: record the stage as incomplete (re-running resumes) and stop."""
+    manifest = {**header, "status": "incomplete", "phase": res.stage, "totals": {}, "shards": {}, "failed": res.failed}
+    io.prepare_dir(out)
+    io.write_json(manifest, out / io.MANIFEST)
+    return StageResult(stage, out, manifest, res.failed or [{"key": res.stage, "error": "pass incomplete"}], res.seconds)
+
+
+def refuse_other_output(out: Path, config_hash: str, fp: str, force: bool, stage: str, what_config: str = "config",
+                        hint: str = "") -> None:
+    """A multi-pass stage's output dir holding results of another config or input: refuse unless --force."""
+    old = io.read_json(out / io.MANIFEST) if (out / io.MANIFEST).exists() else None
+    if old and (old.get("config_hash"), old.get("input_fingerprint")) != (config_hash, fp) and not force:
+        what = what_config if old.get("config_hash") != config_hash else "input"
+        raise StageConflict(f"{out}: holds {stage} output from a different {what}; re-run with --force to overwrite it"
+                            f"{hint}, or choose another output dir")

@@ -368,19 +368,8 @@ def _input_shas(inp: Path) -> dict[str, str]:
     return {f["name"]: f["sha256"] for s in man.get("shards", {}).values() for f in s.get("files", []) if f.get("dir") == "" and f.get("sha256")}
 
 
-def _work_phase(phase, name: str, d: Path, tasks: list, config_hash: str, fp: str) -> runner.StageResult:
-    """A pass into <out>/_work/...: derived state, recomputed (not refused) when its inputs changed."""
-    old = io.read_json(d / io.MANIFEST) if (d / io.MANIFEST).exists() else None
-    stale = bool(old) and (old.get("config_hash"), old.get("input_fingerprint")) != (config_hash, fp)
-    return phase(name, d, tasks, config_hash=config_hash, input_fingerprint=fp, force=stale)
 
 
-def _stopped(out: Path, header: dict, res: runner.StageResult) -> runner.StageResult:
-    """A pass left failed shards: record an incomplete stage (re-running resumes) and stop."""
-    manifest = {**header, "status": "incomplete", "phase": res.stage, "totals": {}, "shards": {}, "failed": res.failed}
-    io.prepare_dir(out)
-    io.write_json(manifest, out / io.MANIFEST)
-    return runner.StageResult(STAGE, out, manifest, res.failed or [{"key": res.stage, "error": "pass incomplete"}], res.seconds)
 
 
 def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
@@ -391,11 +380,7 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     force = bool(getattr(phase, "keywords", {}).get("force", False))
     fp, h = io.dataset_fingerprint(inp), cfg.stage_hash(STAGE)
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
-    old = io.read_json(out / io.MANIFEST) if (out / io.MANIFEST).exists() else None
-    if old and (old.get("config_hash"), old.get("input_fingerprint")) != (h, fp) and not force:
-        what = "config" if old.get("config_hash") != h else "input"
-        raise runner.StageConflict(f"{out}: holds stage '{old.get('stage')}' output from a different {what}; "
-                                   "re-run with --force to overwrite it (cached embeddings are kept), or choose another output dir")
+    runner.refuse_other_output(out, h, fp, force, "cluster", hint=" (cached embeddings are kept)")
     shards = io.shard_files(inp)
     q = c.refine.quality_column
     if q and shards and q not in pq.read_schema(shards[0]).names:
@@ -431,10 +416,10 @@ def _prepare(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: s
             io.marker_path(work / "embed", p.stem).unlink()
     tasks = [_task(p.stem, embed_shard, dict(path=str(p), sha=shas.get(p.name), key=p.stem, work=str(work / "embed"),
                                              cache_dir=str(cache), embed=embed, batch_size=cfg.run.batch_size)) for p in shards]
-    r = _work_phase(phase, "cluster:embed", work / "embed", tasks, _hash(embed), fp)
+    r = runner.work_phase(phase, "cluster:embed", work / "embed", tasks, _hash(embed), fp)
     seconds["embed"] = r.seconds
     if not r.ok:
-        return _stopped(out, header, r)
+        return runner.stopped(STAGE, out, header, r)
     emarkers = {p.stem: io.read_marker(work / "embed", p.stem) for p in shards}
     files = [(str(p), str(cache / emarkers[p.stem]["embeddings"]), emarkers[p.stem]["rows_in"]) for p in shards]
 
@@ -444,10 +429,10 @@ def _prepare(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: s
     tasks = [_task(p.stem, census_shard, dict(path=str(p), key=p.stem, work=str(work / "census"), embeddings=f,
                                               centroids=fitted["centroids"], spherical=c.kmeans.spherical, quality_column=q))
              for p, (_, f, _) in zip(shards, files)]
-    r = _work_phase(phase, "cluster:census", work / "census", tasks, _hash(fitted["hash"], q), fp)
+    r = runner.work_phase(phase, "cluster:census", work / "census", tasks, _hash(fitted["hash"], q), fp)
     seconds["census"] = r.seconds
     if not r.ok:
-        return _stopped(out, header, r)
+        return runner.stopped(STAGE, out, header, r)
     k0 = fitted["k_init"]
     counts, qsum, qn = np.zeros(k0, np.int64), np.zeros(k0), np.zeros(k0)
     for p in shards:

@@ -119,10 +119,7 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     n_parts = _check_compatible(cfg, closure) or d.partitions or max(1, n)
     chash, fp = cfg.stage_hash(STAGE), _fingerprint(inp, closure)
     force = bool(getattr(phase, "keywords", {}).get("force", False))
-    old = io.read_json(out / io.MANIFEST) if (out / io.MANIFEST).exists() else None
-    if old and (old.get("config_hash"), old.get("input_fingerprint")) != (chash, fp) and not force:
-        what = "config" if old.get("config_hash") != chash else "input"
-        raise runner.StageConflict(f"{out}: holds dedup output from a different {what}; re-run with --force to overwrite it, or choose another output dir")
+    runner.refuse_other_output(out, chash, fp, force, "dedup")
     work = out / WORK
     if force:  # clear everything once, here: a forced final pass would delete _work under our feet
         with io.dir_lock(out):

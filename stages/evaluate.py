@@ -33,10 +33,6 @@ def _dirs(cfg: Config) -> tuple[Path, Path, Path]:
     return Path(c.raw or root / "ingest"), Path(c.mix or root / "mix"), Path(c.remix or root / "remix")
 
 
-def _phase_into(phase, name: str, d: Path, tasks: list, h: str, fp: str) -> runner.StageResult:
-    old = io.read_json(d / io.MANIFEST) if (d / io.MANIFEST).exists() else None
-    stale = bool(old) and (old.get("config_hash"), old.get("input_fingerprint")) != (h, fp)
-    return phase(name, d, tasks, config_hash=h, input_fingerprint=fp, force=stale)
 
 
 def _single_stream(phase, name: str, src: Path, work: Path, tok: Path, cap: int, seed: int, batch_size: int):
@@ -48,7 +44,7 @@ def _single_stream(phase, name: str, src: Path, work: Path, tok: Path, cap: int,
     tasks = [runner.Task(p.stem, ts.tokenize_shard, dict(path=str(p), work=str(work / name), key=p.stem, tokenizer=str(tok),
                                                          domain_column=None, batch_size=batch_size)) for p in shards]
     ts.drop_stale_markers(work / name, [p.stem for p in shards])
-    r = _phase_into(phase, f"evaluate:{name}", work / name, tasks, ts.digest(io.sha256_file(tok)), fp)
+    r = runner.work_phase(phase, f"evaluate:{name}", work / name, tasks, ts.digest(io.sha256_file(tok)), fp)
     if not r.ok:
         return r
     key = ts.digest(fp, io.sha256_file(tok), cap, seed)
@@ -123,7 +119,7 @@ def run(cfg: Config, inp: Path | None, out: Path, phase) -> runner.StageResult:
         tasks = [runner.Task(f"{arm}-s{s}", ts.proxy_task, dict(streams=st, weights=w, evals=evals, spec=spec, seed=cfg.run.seed + s))
                  for arm, (st, w) in streams.items() for s in range(c.seeds)]
         header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": ts.digest(*fps)}
-        res = _phase_into(ph, "evaluate:arms", work / "arms", tasks, ts.digest(h, spec, *fps), header["input_fingerprint"])
+        res = runner.work_phase(ph, "evaluate:arms", work / "arms", tasks, ts.digest(h, spec, *fps), header["input_fingerprint"])
         if not res.ok:
             manifest = {**header, "status": "incomplete", "totals": {}, "failed": res.failed}
             io.write_json(manifest, out / io.MANIFEST)

@@ -44,17 +44,8 @@ class _RoundFailed(RuntimeError):
         self.res = res
 
 
-def _work_phase(phase, name: str, d: Path, tasks: list, config_hash: str, fp: str) -> runner.StageResult:
-    """A pass into <out>/_work/...: derived state, recomputed (not refused) when its inputs changed."""
-    old = io.read_json(d / io.MANIFEST) if (d / io.MANIFEST).exists() else None
-    stale = bool(old) and (old.get("config_hash"), old.get("input_fingerprint")) != (config_hash, fp)
-    return phase(name, d, tasks, config_hash=config_hash, input_fingerprint=fp, force=stale)
 
 
-def _incomplete(out: Path, header: dict, res: runner.StageResult) -> runner.StageResult:
-    manifest = {**header, "status": "incomplete", "phase": res.stage, "totals": {}, "failed": res.failed}
-    io.write_json(manifest, out / io.MANIFEST)
-    return runner.StageResult(STAGE, out, manifest, res.failed or [{"key": res.stage, "error": "pass incomplete"}], res.seconds)
 
 
 def _tokenizer(c: MixConfig, shards: list[Path], out: Path, seed: int, fp: str) -> Path:
@@ -102,7 +93,7 @@ class Evaluator:
                                                      spec=self.spec, seed=self.seed))
                  for k, wk, w in zip(keys, wkeys, W) if wk not in self.done]
         d = self.work / "rounds" / str(rnd)
-        res = _work_phase(self.phase, f"mix:round{rnd}", d, tasks, ts.digest(W.round(12).tobytes(), self.spec, self.seed), self.fp)
+        res = runner.work_phase(self.phase, f"mix:round{rnd}", d, tasks, ts.digest(W.round(12).tobytes(), self.spec, self.seed), self.fp)
         if not res.ok:
             raise _RoundFailed(res)
         losses = []
@@ -131,11 +122,7 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     force = bool(getattr(phase, "keywords", {}).get("force", False))
     fp, h = io.dataset_fingerprint(inp), cfg.stage_hash(STAGE)
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
-    old = io.read_json(out / io.MANIFEST) if (out / io.MANIFEST).exists() else None
-    if old and (old.get("config_hash"), old.get("input_fingerprint")) != (h, fp) and not force:
-        what = "config" if old.get("config_hash") != h else "input"
-        raise runner.StageConflict(f"{out}: holds stage 'mix' output from a different {what}; re-run with --force "
-                                   "(finished proxy runs of identical mixtures are reused), or choose another output dir")
+    runner.refuse_other_output(out, h, fp, force, "mix", hint=" (finished proxy runs of identical mixtures are reused)")
     t0 = time.perf_counter()
     with io.dir_lock(out):
         io.prepare_dir(out)
@@ -143,7 +130,7 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
         try:
             result = _run(cfg, inp, out, partial(phase, force=False), shards, fp, header)
         except _RoundFailed as e:
-            return _incomplete(out, header, e.res)
+            return runner.stopped(STAGE, out, header, e.res)
         if isinstance(result, runner.StageResult):
             return result
         manifest = {**header, "status": "complete", "totals": {}, "outputs": result}
@@ -164,9 +151,9 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     tasks = [runner.Task(p.stem, ts.tokenize_shard, dict(path=str(p), work=str(work / "tokens"), key=p.stem, tokenizer=str(tok),
                                                          domain_column=c.domain_column, batch_size=cfg.run.batch_size)) for p in shards]
     ts.drop_stale_markers(work / "tokens", [p.stem for p in shards])
-    r = _work_phase(phase, "mix:tokenize", work / "tokens", tasks, ts.digest(tok_sha, c.domain_column), fp)
+    r = runner.work_phase(phase, "mix:tokenize", work / "tokens", tasks, ts.digest(tok_sha, c.domain_column), fp)
     if not r.ok:
-        return _incomplete(out, header, r)
+        return runner.stopped(STAGE, out, header, r)
     markers = {p.stem: io.read_marker(work / "tokens", p.stem) for p in shards}
     totals = ts.domain_totals(markers)
     dnames = list(totals)

@@ -425,17 +425,8 @@ def finalize(out: Path, markers: dict[str, dict], *, info: dict) -> None:
 # ---------------------------------------------------------------- the stage
 
 
-def _work_phase(phase, name: str, d: Path, tasks: list, config_hash: str, fp: str) -> runner.StageResult:
-    old = io.read_json(d / io.MANIFEST) if (d / io.MANIFEST).exists() else None
-    stale = bool(old) and (old.get("config_hash"), old.get("input_fingerprint")) != (config_hash, fp)
-    return phase(name, d, tasks, config_hash=config_hash, input_fingerprint=fp, force=stale)
 
 
-def _stopped(out: Path, header: dict, res: runner.StageResult) -> runner.StageResult:
-    manifest = {**header, "status": "incomplete", "phase": res.stage, "totals": {}, "shards": {}, "failed": res.failed}
-    io.prepare_dir(out)
-    io.write_json(manifest, out / io.MANIFEST)
-    return runner.StageResult(STAGE, out, manifest, res.failed or [{"key": res.stage, "error": "pass incomplete"}], res.seconds)
 
 
 def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
@@ -471,11 +462,7 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
     h = _hash(base_hash, io.sha256_file(weights_path), budget, cap, seed, tok_sha, bool(tokenized and tok), target_rows)
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
     force = bool(getattr(phase, "keywords", {}).get("force", False))
-    old = io.read_json(out / io.MANIFEST) if (out / io.MANIFEST).exists() else None
-    if old and (old.get("config_hash"), old.get("input_fingerprint")) != (h, fp) and not force:
-        what = "config or weights" if old.get("config_hash") != h else "input"
-        raise runner.StageConflict(f"{out}: holds stage '{old.get('stage')}' output from a different {what}; "
-                                   "re-run with --force to overwrite it, or choose another output dir")
+    runner.refuse_other_output(out, h, fp, force, "remix", what_config="config or weights")
     work = out / "_work"
     with io.dir_lock(out):
         if force:
@@ -489,9 +476,9 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
                 io.marker_path(cdir, p.stem).unlink()
         tasks = [runner.Task(p.stem, census_shard, dict(path=str(p), key=p.stem, work=str(cdir), domain_column=col,
                                                        tokenizer=str(tok) if tok else None, batch_size=batch_size)) for p in shards]
-        r = _work_phase(partial(phase, force=False), "remix:census", cdir, tasks, _hash(col, tok_sha), fp)
+        r = runner.work_phase(partial(phase, force=False), "remix:census", cdir, tasks, _hash(col, tok_sha), fp)
         if not r.ok:
-            return _stopped(out, header, r)
+            return runner.stopped(STAGE, out, header, r)
         census = [(str(cdir / m["census"]), m["rows"]) for m in (io.read_marker(cdir, p.stem) for p in shards)]
         ph = _hash(h, fp)
         plan_file, info_file = work / f"plan-{ph}.npy", work / f"plan-{ph}.json"
@@ -524,9 +511,9 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
             tasks = [runner.Task(p.stem, scatter_shard, dict(path=str(p), key=p.stem, work=str(sdir), plan_file=str(plan_file),
                                                             lo=bounds[i], hi=bounds[i + 1], domain_column=col, names=names,
                                                             target_rows=target_rows)) for i, p in enumerate(shards)]
-            r = _work_phase(partial(phase, force=False), "remix:scatter", sdir, tasks, ph, fp)
+            r = runner.work_phase(partial(phase, force=False), "remix:scatter", sdir, tasks, ph, fp)
             if not r.ok:
-                return _stopped(out, header, r)
+                return runner.stopped(STAGE, out, header, r)
             for p in shards:
                 m = io.read_marker(sdir, p.stem)
                 for j, g, _ in m["groups"]:

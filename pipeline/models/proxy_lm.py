@@ -36,9 +36,9 @@ class ProxySpec:
     n_layer: int = 2
     n_head: int = 4
     d_model: int = 128
-    ctx: int = 128
-    batch_size: int = 16
-    lr: float = 3e-3
+    ctx: int = 64
+    batch_size: int = 4
+    lr: float = 2e-3
     tokens: int = 200_000
     eval_tokens: int = 50_000
     device: str = "auto"
