@@ -17,7 +17,26 @@ from pipeline.driver import StagePlan
 
 # Per-core throughput in text bytes per second, measured by `make run` on the bundled corpus
 # (task_seconds in each stage's _stats.json); a rough guide, not a promise.
-BYTES_PER_SEC_PER_CORE = {"ingest": 4.6e6, "filter": 1.1e6}
+BYTES_PER_SEC_PER_CORE = {"ingest": 4.6e6, "filter": 1.1e6, "dedup": 1.4e6, "score": 3e5, "remix": 5e6}
+PROXY_TOKENS_PER_SEC_PER_CORE = 6_000  # default proxy spec, one thread (bench/README_proxy.md)
+EMBED_DOCS_PER_SEC_PER_CORE_AT_32 = 110  # MiniLM bf16 on CPU (bench/README_cluster.md)
+
+
+def _model_seconds(cfg: Config, stage: str, docs: int | None, text_bytes: int | None, cpus: int) -> float | None:
+    """Stages whose cost is model work, not bytes: embedding, proxy LM training."""
+    if stage == "cluster" and docs:
+        rate = EMBED_DOCS_PER_SEC_PER_CORE_AT_32 * 32 / max(cfg.cluster.embed.max_tokens, 32)
+        return docs / (rate * cpus)
+    if stage == "mix":
+        m = cfg.mix
+        runs = 3 + (m.search.runs if m.method == "regmix" else sum(m.search.rounds) if m.method == "climb" else 0)
+        tokenize = (text_bytes or 0) / (2e6 * cpus)
+        return tokenize + runs * m.proxy.tokens / (PROXY_TOKENS_PER_SEC_PER_CORE * min(cpus, max(runs, 1)))
+    if stage == "evaluate":
+        e = cfg.evaluate
+        n = len(e.arms) * e.seeds
+        return n * e.tokens / (PROXY_TOKENS_PER_SEC_PER_CORE * min(cpus, n))
+    return None
 SAMPLE_LIMIT = 20_000
 
 
@@ -70,6 +89,8 @@ def plan_table(cfg: Config, plans: list[StagePlan]) -> Table:
             src = str(p.inp) if p.inp else "previous stage"
         rate = BYTES_PER_SEC_PER_CORE.get(p.stage)
         secs = text_bytes / (rate * min(cpus, shards or 1)) if (text_bytes and rate) else None
+        if secs is None:
+            secs = _model_seconds(cfg, p.stage, docs, text_bytes, cpus)
         per_task = 3 * min(cfg.run.shard.target_bytes, (text_bytes or 0) / max(shards or 1, 1)) + 300e6
         mem = per_task * min(cpus, shards or 1)
         t.add_row(p.stage, src, str(p.out), _n(shards), ("≈" + _n(docs)) if docs else "?",
