@@ -116,15 +116,18 @@ def run(cfg: Config, inp: Path | None, out: Path, phase) -> runner.StageResult:
                 streams[arm] = (dstreams, [float(w.get(n, 0.0)) for n in dnames])
         evals = {n: str(mixd / "targets" / v["eval"]["file"]) for n, v in weights["target_splits"].items()}
         spec = {**weights["proxy"], "tokens": c.tokens}
+        # arms with the same data and weights (e.g. unimax = uniform when no epoch cap binds) share one run
+        same: dict[str, str] = {}
+        run_of = {arm: same.setdefault(ts.digest(st, [round(x, 12) for x in w]), arm) for arm, (st, w) in streams.items()}
         tasks = [runner.Task(f"{arm}-s{s}", ts.proxy_task, dict(streams=st, weights=w, evals=evals, spec=spec, seed=cfg.run.seed + s))
-                 for arm, (st, w) in streams.items() for s in range(c.seeds)]
+                 for arm, (st, w) in streams.items() if run_of[arm] == arm for s in range(c.seeds)]
         header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": ts.digest(*fps)}
         res = runner.work_phase(ph, "evaluate:arms", work / "arms", tasks, ts.digest(h, spec, *fps), header["input_fingerprint"])
         if not res.ok:
             manifest = {**header, "status": "incomplete", "totals": {}, "failed": res.failed}
             io.write_json(manifest, out / io.MANIFEST)
             return runner.StageResult(STAGE, out, manifest, res.failed, res.seconds)
-        table = _table(work / "arms", c, list(streams), list(evals))
+        table = _table(work / "arms", c, run_of, list(evals))
         result = {"tokens": c.tokens, "seeds": c.seeds, "targets": list(evals), "split": "eval" if weights.get("eval_fraction") else "search",
                   "method": weights.get("method"), "proxy": spec, "arms": table}
         io.write_json(result, out / "evaluate.json")
@@ -134,13 +137,13 @@ def run(cfg: Config, inp: Path | None, out: Path, phase) -> runner.StageResult:
     return runner.StageResult(STAGE, out, manifest, [], time.perf_counter() - t0)
 
 
-def _table(d: Path, c: EvaluateConfig, arms: list[str], targets: list[str]) -> list[dict]:
+def _table(d: Path, c: EvaluateConfig, run_of: dict[str, str], targets: list[str]) -> list[dict]:
     rows = []
-    for arm in arms:
-        ms = [io.read_marker(d, f"{arm}-s{s}") for s in range(c.seeds)]
+    for arm, ran in run_of.items():
+        ms = [io.read_marker(d, f"{ran}-s{s}") for s in range(c.seeds)]
         losses = {t: float(np.mean([m["losses"][t] for m in ms])) for t in targets}
         loss = float(np.mean([m["loss"] for m in ms]))
-        rows.append({"arm": arm, "loss": loss, "losses": losses, "std": float(np.std([m["loss"] for m in ms])),
+        rows.append({"arm": arm, "same_run_as": ran if ran != arm else None, "loss": loss, "losses": losses, "std": float(np.std([m["loss"] for m in ms])),
                      "seconds": round(sum(m.get("seconds", 0.0) for m in ms), 3),
                      "tokens_per_s": float(np.mean([m.get("tokens_per_s") or 0 for m in ms]))})
     raw = next((r["loss"] for r in rows if r["arm"] == "raw"), None)
