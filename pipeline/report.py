@@ -758,6 +758,8 @@ class Report:
 
     def _remix(self, r: dict) -> str:
         doms = r.get("domains") or {}
+        if isinstance(doms, list):  # the remix stage writes a list of {"name": ..., ...}
+            doms = {str(d.get("name")): d for d in doms if isinstance(d, dict)}
         if not doms:
             return note("_remix.json lists no domains.")
         names = sorted(doms, key=lambda n: (-float(doms[n].get("weight", 0) or 0), str(n)))

@@ -76,8 +76,8 @@ def write_synthetic_stages(run: Path) -> None:
     shares = w + rng.normal(0, 0.005, len(w))
     (run / "remix" / "_remix.json").write_text(json.dumps({
         "budget_tokens": 1_000_000, "max_share_error": float(np.abs(shares - w).max()),
-        "domains": {d: {"weight": float(x), "tokens": int(s * 1e6), "share": float(s), "epochs": 1.2, "samples": 100 + i}
-                    for i, (d, x, s) in enumerate(zip(doms, w, shares))}}))
+        "domains": [{"name": d, "weight": float(x), "tokens": int(s * 1e6), "share": float(s), "epochs": 1.2, "samples": 100 + i}
+                    for i, (d, x, s) in enumerate(zip(doms, w, shares))]}))  # the remix stage's schema: a list
     (run / "evaluate").mkdir(exist_ok=True)
     targets = ["gsm8k", "arc_challenge", "humaneval"]
     arms = [{"arm": a, "loss": 4.1 - j * 0.2, "losses": {t: 4.1 - j * 0.2 + k * 0.05 for k, t in enumerate(targets)},
