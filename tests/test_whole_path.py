@@ -70,6 +70,7 @@ def test_whole_path_through_the_cli(tmp_path):
     html = (run / "report.html").read_text()
     for section in ("funnel", "clusters", "mixture", "evaluate"):
         assert f'<section id="{section}">' in html
+    assert 'class="error"' not in html  # every real stage file was readable (bug: _remix.json's list of domains)
 
     # a second run finds everything done: same weights, same remix shards
     before = {p.name: p.read_bytes() for p in shards}
