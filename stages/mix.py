@@ -209,15 +209,24 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
         weights = base[method]
     # verify: the chosen mixture and two baselines, trained (ids show which is which in search.parquet)
     verify = {"chosen": weights, "uniform": base["uniform"], "proportional": base["proportional"]}
+    ok = [r_ for r_ in (res.runs if res is not None else []) if r_["loss"] is not None]
+    if ok:  # the best mixture a proxy actually trained on (already trained: not run again)
+        verify["best_run"] = np.asarray(min(ok, key=lambda r_: r_["loss"])["weights"])
     vl = ev("final", np.stack(list(verify.values())))
     trained = {name: float(v) for name, v in zip(verify, vl)}
+    picked = "predicted"
+    if "best_run" in trained and trained["best_run"] < trained["chosen"]:
+        # small proxies are noisy and the predictor is fit on few runs: when a trained run beat the
+        # predictor's pick at the same seed and tokens, keep the trained one (evaluate checks either
+        # on the held-out eval split, which neither choice has seen)
+        weights, picked = verify["best_run"], "best_run"
 
     runs_rows = _search_rows(ev.records, dnames, res.runs if res is not None else [])
     _write_search(out / "search.parquet", runs_rows, dnames, list(targets))
     extra = {
         "domain_column": c.domain_column, "tokenizer": "tokenizer.json", "targets": list(targets), "eval_fraction": c.eval_fraction,
         "predicted_loss": None if predicted is None else float(predicted), "predictor_rho": None if rho is None else float(rho),
-        "predicted_baselines": predicted_base, "predictor": kind if res is not None else None, "trained_loss": trained, "proxy": spec, "seed": seed,
+        "predicted_baselines": predicted_base, "predictor": kind if res is not None else None, "trained_loss": trained, "picked": picked, "proxy": spec, "seed": seed,
         "baselines": {b: {d: float(x) for d, x in zip(dnames, w)} for b, w in base.items()},
         "streams": "domains/index.json", "target_splits": tinfo,
     }
