@@ -201,9 +201,8 @@ def cluster(input: Path = typer.Option(..., "--input", "-i", help="dataset dir")
             resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
     """Embed, k-means and refine clusters: adds `cluster` to every document and writes clusters.json
     (documents of pruned clusters go to _rejected/). Re-clustering reuses the cached embeddings."""
-
     base = _yaml(config)
-    section = dict(base.get("cluster") or {}) if isinstance(base, dict) else {}
+    section = dict(base.get("cluster") or {})
     for sub, key, value in (("refine", "k", k), ("kmeans", "k_init", k_init), ("embed", "max_tokens", max_tokens)):
         if value is not None:
             section[sub] = {**(section.get(sub) or {}), key: value}
@@ -240,10 +239,7 @@ def score(input: Path = typer.Option(..., "--input", "-i", help="dataset dir"),
 
 
 def _train_section(config: Optional[Path], key: str) -> dict:
-    """score.<key>.train of a YAML config (defaults for the train-* commands)."""
-
-    if config is None:
-        return {}
+    """score.<key>.train of a YAML config (defaults for the train-* commands; none without a config)."""
     base = _yaml(config)
     sec = ((base.get("score") or {}).get(key) or {}).get("train") or {}
     return dict(sec)
@@ -359,9 +355,8 @@ def mix(input: Path = typer.Option(..., "--input", "-i", help="dataset dir whose
         resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
     """Choose mixture weights over domains for a target set: baselines, RegMix, or CLIMB's iterative
     search with proxy LMs. Writes weights.json (+ Megatron/HF/MosaicML forms) and search.parquet."""
-
     base = _yaml(config)
-    section = dict(base.get("mix") or {}) if isinstance(base, dict) else {}
+    section = dict(base.get("mix") or {})
     for key, value in (("method", method), ("domain_column", domain_column), ("budget_tokens", budget)):
         if value is not None:
             section[key] = value

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -97,6 +98,15 @@ def _atomic(path: Path, write) -> None:
 
 def write_parquet(table: pa.Table, path: Path) -> None:
     _atomic(Path(path), lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTS))
+
+
+def write_npy(arr, path: Path) -> None:
+    """One numpy array as .npy (np.load with mmap_mode reads it without copying)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr)
+
+    _atomic(Path(path), write)
 
 
 def write_json(obj: Any, path: Path) -> None:

@@ -22,18 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import io
+from pipeline import io, runner
 from pipeline.runner import COUNTERS
 
 ZERO = {c: 0 for c in COUNTERS}  # proxy tasks and token files move no documents: the accounting is trivially 0 = 0
-
-
-def _save_npy(arr: np.ndarray, path: Path) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr)
-
-    io._atomic(Path(path), write)
+STREAM_CAP = 20  # a proxy's token stream per domain: at most this many times its training tokens
 
 
 def digest(*parts) -> str:
@@ -83,7 +76,7 @@ def tokenize_shard(path: str, work: str, key: str, tokenizer: str, domain_column
     lens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     offsets = np.concatenate([[0], np.cumsum(lens + 1)[:-1]]).astype(np.int64) if len(lens) else np.zeros(0, np.int64)
     w = Path(work)
-    _save_npy(ids, w / f"tokens-{key}.npy")
+    io.write_npy(ids, w / f"tokens-{key}.npy")
     io.write_parquet(pa.table({"domain": pa.array(domains, pa.string()), "n_tokens": pa.array(lens, pa.int64()),
                                "offset": pa.array(offsets, pa.int64())}), w / f"docs-{key}.parquet")
     per: dict[str, list[int]] = {}
@@ -100,6 +93,16 @@ def drop_stale_markers(work: Path, keys: list[str]) -> None:
         m = io.marker_path(work, k)
         if m.exists() and not ((work / f"tokens-{k}.npy").exists() and (work / f"docs-{k}.parquet").exists()):
             m.unlink()
+
+
+def tokenize_pass(phase, name: str, shards: list[Path], work: Path, tokenizer: Path, tok_sha: str,
+                  domain_column: str | None, batch_size: int, fp: str) -> runner.StageResult:
+    """Every shard tokenized into `work` as one resumable runner pass (see tokenize_shard)."""
+    keys = [p.stem for p in shards]
+    drop_stale_markers(work, keys)
+    tasks = [runner.Task(p.stem, tokenize_shard, dict(path=str(p), work=str(work), key=p.stem, tokenizer=str(tokenizer),
+                                                      domain_column=domain_column, batch_size=batch_size)) for p in shards]
+    return runner.work_phase(phase, name, work, tasks, digest(tok_sha, domain_column), fp)
 
 
 def domain_totals(markers: dict[str, dict]) -> dict[str, tuple[int, int]]:
@@ -140,9 +143,19 @@ def build_streams(work: Path, keys: list[str], names: list[str], cap: int, seed:
         mm = {k: np.load(work / f"tokens-{k}.npy", mmap_mode="r") for k in {c[0] for c in chosen}}
         arr = np.concatenate([mm[k][o:o + n] for k, o, n in chosen]) if chosen else np.zeros(0, np.uint16)
         f = dest / f"{i:04d}.npy"
-        _save_npy(np.ascontiguousarray(arr), f)
+        io.write_npy(np.ascontiguousarray(arr), f)
         out.append({"name": name, "file": f.name, "tokens": int(total), "docs": len(chosen)})
     return out
+
+
+def cached_streams(work: Path, keys: list[str], names: list[str], cap: int, seed: int, dest: Path, key: str,
+                   **meta) -> list[dict]:
+    """build_streams, unless <dest>/index.json was written for the same `key` (what made them)."""
+    index = dest / "index.json"
+    if not index.exists() or io.read_json(index).get("key") != key:
+        built = build_streams(work, keys, names, cap, seed, dest)
+        io.write_json({"key": key, **meta, "domains": built}, index)
+    return io.read_json(index)["domains"]
 
 
 def split_targets(targets: dict[str, list[tuple[str, str]]], tokenizer: str, eval_fraction: float, dest: Path) -> dict:
@@ -164,7 +177,7 @@ def split_targets(targets: dict[str, list[tuple[str, str]]], tokenizer: str, eva
             if not texts:
                 raise ValueError(f"target set {name}: its {part} part is empty ({len(rows)} examples, eval_fraction {eval_fraction}); add examples or change mix.eval_fraction")
             ids, _ = bpe.encode_docs(tok, texts)
-            _save_npy(ids, dest / f"{name}.{part}.npy")
+            io.write_npy(ids, dest / f"{name}.{part}.npy")
             entry[part] = {"file": f"{name}.{part}.npy", "examples": len(texts), "tokens": int(len(ids))}
         info[name] = entry
     return info

@@ -64,14 +64,6 @@ def _task(key: str, fn, kwargs: dict) -> runner.Task:
     return t
 
 
-def _save_npy(arr: np.ndarray, path: Path) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr)
-
-    io._atomic(Path(path), write)
-
-
 def _npy_rows(path: Path) -> int | None:
     try:
         return int(np.load(path, mmap_mode="r").shape[0])
@@ -111,7 +103,7 @@ def embed_shard(path: str, sha: str | None, key: str, work: str, cache_dir: str,
         parts = [np.zeros((0, emb.dim if rows_in else 0), dtype=np.float16)]
         chunks = (rb.column(0).to_pylist() for rb in pf.iter_batches(batch_size=batch_size, columns=["text"]))
         parts += [e.astype(np.float16) for e in emb.encode_many(chunks)]
-        _save_npy(np.concatenate(parts), target)
+        io.write_npy(np.concatenate(parts), target)
     return _counters(Path(work), key, "cluster:embed", rows_in, _npy_rows(target) or 0,
                      embeddings=target.name, cached=cached, embedded=E.COUNTERS["texts"] - texts0,
                      model_loads=E.COUNTERS["model_loads"] - loads0, precision=emb.precision, inputs=[path])
@@ -147,7 +139,7 @@ def fit(files: list[tuple[str, str, int]], c: ClusterConfig, seed: int, work: Pa
     res = kmeans.fit(x, k, niter=c.kmeans.niter, seed=seed, spherical=c.kmeans.spherical, backend=c.kmeans.backend)
     meta = {"k_init": k, "sample_rows": int(len(x)), "rows": int(total), "objective": round(res.objective, 6),
             "backend": res.backend, "seconds": round(res.seconds, 3), "vocab": _vocabulary(texts, c.describe.vocab_size)}
-    _save_npy(res.centroids, cent_path)
+    io.write_npy(res.centroids, cent_path)
     io.write_json(meta, meta_path)
     return {**meta, "centroids": str(cent_path), "hash": h}
 
@@ -247,7 +239,7 @@ def write_shard(path: str, out: str, key: str, work: str, embeddings: str, refin
             _describe_batch(d, terms, vec, kept, lab[keep], xb[keep], final_c, scores, c)
     if start != res.rows_in:
         raise RuntimeError(f"{path}: {res.rows_in} rows but {embeddings} has {start}; delete the embedding file and re-run")
-    _save_npy(terms, Path(work) / "terms" / f"{key}.npy")
+    io.write_npy(terms, Path(work) / "terms" / f"{key}.npy")
     d["sources"] = [dict(s) for s in d["sources"]]
     return res.finish(inputs=[path], describe=d)
 
@@ -350,7 +342,7 @@ def finalize(out: Path, markers: dict[str, dict], *, work: Path, info: dict, voc
             "sources": dict(sorted(sources[i].items(), key=lambda kv: (-kv[1], kv[0]))[:20]),
             "examples": sorted(examples[i], key=lambda e: (-e["similarity"], e["id"]))[: info["examples"]],
         })
-    _save_npy(final_c.astype(np.float32), out / CENTROIDS)
+    io.write_npy(final_c.astype(np.float32), out / CENTROIDS)
     embedding = {k_: v for k_, v in info["embedding"].items() if k_ != "cache_dir"}  # no absolute paths: same run, same bytes
     doc = {**{k_: v for k_, v in info.items() if k_ != "examples"}, "embedding": embedding, "k": k, "clusters": clusters, "centroids": CENTROIDS,
            "totals": {"docs": n_docs, "tokens": n_tok, "pruned_docs": int(pruned_docs)}}

@@ -24,7 +24,6 @@ from pipeline.version import __version__
 
 STAGE = "evaluate"
 BASELINES = ("uniform", "proportional", "temperature", "unimax")
-STREAM_CAP = 20
 
 
 def _dirs(cfg: Config) -> tuple[Path, Path, Path]:
@@ -33,26 +32,18 @@ def _dirs(cfg: Config) -> tuple[Path, Path, Path]:
     return Path(c.raw or root / "ingest"), Path(c.mix or root / "mix"), Path(c.remix or root / "remix")
 
 
-
-
 def _single_stream(phase, name: str, src: Path, work: Path, tok: Path, cap: int, seed: int, batch_size: int):
     """A dataset dir's documents as one token stream (seeded document order, at most `cap` tokens)."""
     shards = io.shard_files(src)
     if not shards:
         raise ConfigError(f"evaluate: {src} has no part-*.parquet shards; run the stage that writes it first")
-    fp = io.dataset_fingerprint(src)
-    tasks = [runner.Task(p.stem, ts.tokenize_shard, dict(path=str(p), work=str(work / name), key=p.stem, tokenizer=str(tok),
-                                                         domain_column=None, batch_size=batch_size)) for p in shards]
-    ts.drop_stale_markers(work / name, [p.stem for p in shards])
-    r = runner.work_phase(phase, f"evaluate:{name}", work / name, tasks, ts.digest(io.sha256_file(tok)), fp)
+    fp, tok_sha = io.dataset_fingerprint(src), io.sha256_file(tok)
+    r = ts.tokenize_pass(phase, f"evaluate:{name}", shards, work / name, tok, tok_sha, None, batch_size, fp)
     if not r.ok:
         return r
-    key = ts.digest(fp, io.sha256_file(tok), cap, seed)
-    idx = work / f"{name}-stream" / "index.json"
-    if not idx.exists() or io.read_json(idx).get("key") != key:
-        built = ts.build_streams(work / name, [p.stem for p in shards], [""], cap, seed, work / f"{name}-stream")
-        io.write_json({"key": key, "domains": built}, idx)
-    return str(work / f"{name}-stream" / "0000.npy"), fp
+    dest = work / f"{name}-stream"
+    [built] = ts.cached_streams(work / name, [p.stem for p in shards], [""], cap, seed, dest, key=ts.digest(fp, tok_sha, cap, seed))
+    return str(dest / built["file"]), fp
 
 
 def _remix_stream(remix: Path, work: Path) -> tuple[str, str] | None:
@@ -65,7 +56,7 @@ def _remix_stream(remix: Path, work: Path) -> tuple[str, str] | None:
     meta = work / "remix-stream.json"
     if not dest.exists() or not meta.exists() or io.read_json(meta).get("key") != key:
         arr = np.concatenate([np.load(f, mmap_mode="r") for f in files])
-        ts._save_npy(arr, dest)
+        io.write_npy(arr, dest)
         io.write_json({"key": key, "files": [f.name for f in files]}, meta)
     return str(dest), key
 
@@ -92,7 +83,7 @@ def run(cfg: Config, inp: Path | None, out: Path, phase) -> runner.StageResult:
         io.prepare_dir(out)
         work = out / "_work"
         ph = partial(phase, force=False)
-        cap = STREAM_CAP * c.tokens
+        cap = ts.STREAM_CAP * c.tokens
         streams: dict[str, tuple[list[str], list[float]]] = {}
         fps = [wsha]
         index = io.read_json(mixd / weights.get("streams", "domains/index.json"))

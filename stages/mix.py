@@ -6,7 +6,7 @@ Passes (each resumable; a killed run re-trains no finished proxy):
                             mix.tokenizer.path) -> <out>/tokenizer.json
   2. tokenize   (per shard) BPE ids per document -> <out>/_work/tokens; per-domain docs/tokens
   3. streams    (driver)    per-domain token streams for the proxies -> <out>/domains/<i>.npy
-                            (whole documents in a seeded order, at most 20x proxy.tokens each);
+                            (whole documents in a seeded order, at most STREAM_CAP x proxy.tokens each);
                             target sets split by example-id hash into search / eval parts ->
                             <out>/targets/ (evaluate uses the eval parts, the search never sees them)
   4. search     (rounds)    baselines need no proxy; RegMix and CLIMB call an evaluator that trains
@@ -35,7 +35,6 @@ from pipeline.config import Config, ConfigError, MixConfig
 from pipeline.version import __version__
 
 STAGE = "mix"
-STREAM_CAP = 20  # per-domain proxy stream: at most this many times proxy.tokens
 
 
 class _RoundFailed(RuntimeError):
@@ -148,10 +147,7 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     tok = _tokenizer(c, shards, out, seed, fp)
     tok_sha = io.sha256_file(tok)
 
-    tasks = [runner.Task(p.stem, ts.tokenize_shard, dict(path=str(p), work=str(work / "tokens"), key=p.stem, tokenizer=str(tok),
-                                                         domain_column=c.domain_column, batch_size=cfg.run.batch_size)) for p in shards]
-    ts.drop_stale_markers(work / "tokens", [p.stem for p in shards])
-    r = runner.work_phase(phase, "mix:tokenize", work / "tokens", tasks, ts.digest(tok_sha, c.domain_column), fp)
+    r = ts.tokenize_pass(phase, "mix:tokenize", shards, work / "tokens", tok, tok_sha, c.domain_column, cfg.run.batch_size, fp)
     if not r.ok:
         return runner.stopped(STAGE, out, header, r)
     markers = {p.stem: io.read_marker(work / "tokens", p.stem) for p in shards}
@@ -162,21 +158,17 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     if len(dnames) < 2:
         raise ConfigError(f"mix.domain_column: {c.domain_column!r} has {len(dnames)} value(s) in {inp}; a mixture needs at least 2 domains")
 
-    streams_key = ts.digest(tok_sha, fp, c.domain_column, c.proxy.tokens, seed)
     sdir = out / "domains"
-    index = sdir / "index.json"
-    if not index.exists() or io.read_json(index).get("key") != streams_key:
-        built = ts.build_streams(work / "tokens", [p.stem for p in shards], dnames, STREAM_CAP * c.proxy.tokens, seed, sdir)
-        io.write_json({"key": streams_key, "domain_column": c.domain_column, "domains": built}, index)
-    streams = [str(sdir / d["file"]) for d in io.read_json(index)["domains"]]
+    built = ts.cached_streams(work / "tokens", [p.stem for p in shards], dnames, ts.STREAM_CAP * c.proxy.tokens, seed, sdir,
+                              key=ts.digest(tok_sha, fp, c.domain_column, c.proxy.tokens, seed), domain_column=c.domain_column)
+    streams = [str(sdir / d["file"]) for d in built]
 
     targets = load_targets(c.targets)
     tinfo = ts.split_targets(targets, str(tok), c.eval_fraction, out / "targets")
     evals = {n: str(out / "targets" / v["search"]["file"]) for n, v in tinfo.items()}
 
     budget = int(c.budget_tokens or tokens.sum())
-    k = c.constraints
-    bounds = constraints.Bounds(min_weight=k.min_weight, max_weight=k.max_weight, max_epochs=k.max_epochs)
+    bounds = constraints.Bounds.from_config(c.constraints)
     try:
         base = {b: baselines.baseline(b, tokens, budget, bounds, tau=c.temperature) for b in baselines.BASELINES}
     except ValueError as e:
@@ -196,12 +188,12 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     else:
         res = None
     predicted_base = None
+    ok = [r_ for r_ in (res.runs if res is not None else []) if r_["loss"] is not None]  # runs with a finite loss
     if res is not None:
         from pipeline.mixture.predictor import Predictor
 
         weights, predicted, rho = np.asarray(res.weights), res.predicted_loss, res.rho
         # the baselines under a predictor fit on every search run: is the choice better than them?
-        ok = [r_ for r_ in res.runs if r_["loss"] is not None]
         pr = Predictor(kind, seed).fit(np.array([r_["weights"] for r_ in ok]), np.array([r_["loss"] for r_ in ok]))
         cand = {"chosen": weights, **base}
         predicted_base = {b: float(v) for b, v in zip(cand, pr.predict(np.stack(list(cand.values()))))}
@@ -209,7 +201,6 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
         weights = base[method]
     # verify: the chosen mixture and two baselines, trained (ids show which is which in search.parquet)
     verify = {"chosen": weights, "uniform": base["uniform"], "proportional": base["proportional"]}
-    ok = [r_ for r_ in (res.runs if res is not None else []) if r_["loss"] is not None]
     if ok:  # the best mixture a proxy actually trained on (already trained: not run again)
         verify["best_run"] = np.asarray(min(ok, key=lambda r_: r_["loss"])["weights"])
     vl = ev("final", np.stack(list(verify.values())))
@@ -218,15 +209,14 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     # noisy proxies the lowest of ~20 trained losses is partly luck (winner's curse). On the bundled
     # corpus the best run (6.42 on the search split vs 6.53 for the pick) did worse on the held-out
     # eval split: remix -1.6 % vs raw, against -3.75 % for the predictor's pick with 12/6/4 rounds.
-    # The best run's trained loss stays in weights.json for comparison.
-    picked = "predicted"
+    # The best run's trained loss stays in weights.json for comparison (`picked` says which rule chose).
 
-    runs_rows = _search_rows(ev.records, dnames, res.runs if res is not None else [])
+    runs_rows = _search_rows(ev.records, res.runs if res is not None else [])
     _write_search(out / "search.parquet", runs_rows, dnames, list(targets))
     extra = {
         "domain_column": c.domain_column, "tokenizer": "tokenizer.json", "targets": list(targets), "eval_fraction": c.eval_fraction,
         "predicted_loss": None if predicted is None else float(predicted), "predictor_rho": None if rho is None else float(rho),
-        "predicted_baselines": predicted_base, "predictor": kind if res is not None else None, "trained_loss": trained, "picked": picked, "proxy": spec, "seed": seed,
+        "predicted_baselines": predicted_base, "predictor": kind if res is not None else None, "trained_loss": trained, "picked": "predicted", "proxy": spec, "seed": seed,
         "baselines": {b: {d: float(x) for d, x in zip(dnames, w)} for b, w in base.items()},
         "streams": "domains/index.json", "target_splits": tinfo,
     }
@@ -235,7 +225,7 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
             "trained_loss": trained}
 
 
-def _search_rows(records: list[dict], dnames: list[str], search_runs: list[dict]) -> list[dict]:
+def _search_rows(records: list[dict], search_runs: list[dict]) -> list[dict]:
     """One row per proxy run (verification runs get the round after the last); the predictor's guess
     made before a run was trained, where the search recorded one."""
     guess = {}

@@ -72,14 +72,6 @@ def _hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _save_npy(arr: np.ndarray, path: Path) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr)
-
-    io._atomic(Path(path), write)
-
-
 def _domain_strings(col) -> pa.Array:
     """Domain values as strings (the weights name domains by `str(value)`); nulls stay null."""
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
@@ -375,8 +367,8 @@ def write_shard(out: str, key: str, parts: list[list], rows: int, names: list[st
                 chunks.append(np.asarray(e.ids + [eos], dtype))
                 offsets[j + 1] = offsets[j] + len(e.ids) + 1
         arr = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
-        _save_npy(arr, Path(out) / f"{key}.tokens.npy")
-        _save_npy(offsets, Path(out) / f"{key}.index.npy")
+        io.write_npy(arr, Path(out) / f"{key}.tokens.npy")
+        io.write_npy(offsets, Path(out) / f"{key}.index.npy")
         extra = {"token_files": [f"{key}.tokens.npy", f"{key}.index.npy"], "token_ids": int(len(arr)), "token_dtype": str(dtype)}
     from pipeline.taskio import TaskOutput
 
@@ -490,7 +482,7 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
             info = {"stage": STAGE, "version": __version__, "weights": str(weights_path), "weights_sha256": io.sha256_file(weights_path),
                     "method": w.get("method"), "domain_column": col, "tokenizer": tok.name if tok else None,
                     "tokenizer_sha256": tok_sha, "tokenized": bool(tokenized and tok), **info, "shard_bounds": bounds}
-            _save_npy(grouped, plan_file)
+            io.write_npy(grouped, plan_file)
             io.write_json(info, info_file)
         for p in work.glob("plan-*"):
             if ph not in p.name:
