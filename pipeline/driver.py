@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pipeline import runner
+from pipeline import io, logs, runner
 from pipeline.config import STAGES, Config, ConfigError, _inside
 
 
@@ -23,6 +23,21 @@ class StagePlan:
 
 
 ARTIFACTS = ("mix", "remix", "evaluate")  # read the last dataset stage's dir; later stages do not read theirs
+# Stages whose every output depends on the whole input (trained models, corpus-wide thresholds,
+# centroids, weights): when their input gained shards (and lost or changed none) a scheduled re-run
+# recomputes them. Per-shard stages (ingest, filter) and dedup (against its own index) add the new
+# shards only. Any other change of the input is refused by the stage itself (needs --force).
+RECOMPUTE_ON_GROWTH = ("score", "cluster", "mix", "remix", "evaluate")
+INPUT_SHARDS = "_input_shards.json"  # the input's shard fingerprints when the stage last completed
+
+
+def _input_grew(inp: Path, out: Path) -> bool:
+    """`inp` holds every shard the last complete run of `out` read, unchanged, and more."""
+    rec = Path(out) / INPUT_SHARDS
+    if not rec.exists():
+        return False
+    before, now = io.read_json(rec), io.shard_fingerprints(inp)
+    return len(now) > len(before) and all(now.get(k) == v for k, v in before.items())
 
 
 def plan(cfg: Config, only: list[str] | None = None, inp: Path | None = None, out: Path | None = None) -> list[StagePlan]:
@@ -58,7 +73,11 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
             raise ConfigError(f"{p.stage}: output {p.out} overlaps its input {p.inp}; choose a separate output dir")
         if p.inp is not None and not (Path(p.inp) / "_manifest.json").exists() and not list(Path(p.inp).glob("part-*.parquet")):
             raise runner.StageConflict(f"{p.stage}: input {p.inp} is not a dataset dir (no _manifest.json or part-*.parquet); run the previous stage first")
-        phase = partial(runner.run_stage, force=force, use_ray=use_ray, max_retries=cfg.run.ray.max_retries,
+        grew = not force and p.stage in RECOMPUTE_ON_GROWTH and p.inp is not None and _input_grew(p.inp, p.out)
+        if grew:
+            logs.event("input_grew", stage=p.stage, out=str(p.out), message=f"{p.stage}: its input gained new shards; "
+                       "recomputing it (its models, thresholds or weights depend on every document)")
+        phase = partial(runner.run_stage, force=force or grew, use_ray=use_ray, max_retries=cfg.run.ray.max_retries,
                         cpus_per_task=cfg.run.ray.cpus_per_task, show_progress=show_progress)
         if hasattr(mod, "run"):
             res = mod.run(cfg, p.inp, p.out, phase)
@@ -69,4 +88,6 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
         results.append(res)
         if not res.ok:
             break  # later stages would read an incomplete input
+        if p.inp is not None:
+            io.write_json(io.shard_fingerprints(p.inp), Path(p.out) / INPUT_SHARDS)
     return results

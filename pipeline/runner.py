@@ -35,6 +35,11 @@ class Task:
     fn: Callable[..., dict]
     kwargs: dict[str, Any]
     num_gpus: float = 0.0  # GPUs Ray reserves for this task (0: CPU only)
+    # Fingerprint of what this task reads (a raw file's size+mtime, an upstream shard's sha256).
+    # Recorded in its marker; when every task of a stage has one, a re-run over a grown input runs
+    # only the new tasks, and refuses (naming the file) when a finished task's input changed or
+    # disappeared. None: the stage-level input fingerprint alone decides.
+    input_fp: str | None = None
 
 
 @dataclass
@@ -50,17 +55,16 @@ class StageResult:
         return not self.failed and self.manifest.get("status") == "complete"
 
 
-def execute_task(out: str, key: str, fn: Callable[..., dict], kwargs: dict) -> dict:
+def execute_task(out: str, key: str, fn: Callable[..., dict], kwargs: dict, input_fp: str | None = None) -> dict:
     """Run one task and write its marker. Safe to call twice: outputs are overwritten in place."""
     faults.maybe_kill_worker(out, key)  # no-op unless CURATE_FAULT is set
     t0 = time.perf_counter()
     counters = fn(**kwargs)
     counters["seconds"] = round(time.perf_counter() - t0, 3)
     counters["key"] = key
-    rows_in = counters["rows_in"]
-    accounted = counters["kept"] + counters["rejected"] + counters["quarantined"]
-    if rows_in != accounted:  # never write a marker for output that lost or invented rows
-        raise RuntimeError(f"task {key}: accounting broken: in={rows_in} != kept+rejected+quarantined={accounted}")
+    io.check_accounting(Path(out), key, counters)  # never write a marker for output that lost or invented rows
+    if input_fp is not None:
+        counters["input_fp"] = input_fp
     io.write_json(counters, io.marker_path(Path(out), key))
     return counters
 
@@ -106,7 +110,7 @@ def _run_with_ray(out: Path, tasks: list[Task], max_retries: int, cpus: float, p
     refs = {}
     for t in tasks:
         ng = min(t.num_gpus, gpus) if gpus else 0.0
-        refs[remote.options(name=f"curate:{t.key}", num_gpus=ng, **opts).remote(str(out), t.key, t.fn, t.kwargs)] = t
+        refs[remote.options(name=f"curate:{t.key}", num_gpus=ng, **opts).remote(str(out), t.key, t.fn, t.kwargs, t.input_fp)] = t
     failed, pending = [], list(refs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
@@ -127,7 +131,7 @@ def _run_local(out: Path, tasks: list[Task], max_retries: int, progress) -> list
     for t in tasks:
         for attempt in range(max_retries + 1):
             try:
-                marker = execute_task(str(out), t.key, t.fn, t.kwargs)
+                marker = execute_task(str(out), t.key, t.fn, t.kwargs, t.input_fp)
             except Exception as e:
                 if attempt == max_retries:
                     failed.append({"key": t.key, "error": _one_line(e)})
@@ -193,6 +197,29 @@ def _refuse_output_over_input(out: Path, tasks: list[Task]) -> None:
                                         "destroy it: choose a separate output dir")
 
 
+def task_input_change(old: dict, tasks: list[Task]) -> str | None:
+    """Compare a stage's finished tasks (old manifest) with the tasks of this run by their recorded
+    input fingerprints. None: only new tasks were added (an incremental run). Otherwise what changed,
+    naming the input ("" when the tasks do not carry fingerprints: the caller describes it)."""
+    shards = old.get("shards") or {}
+    if not tasks or any(t.input_fp is None for t in tasks) or not shards or any("input_fp" not in v for v in shards.values()):
+        return ""
+    now = {t.key: t for t in tasks}
+    removed = [k for k in shards if k not in now]
+    changed = [k for k in shards if k in now and shards[k]["input_fp"] != now[k].input_fp]
+    if not removed and not changed:
+        return None
+
+    def name(k: str) -> str:
+        t = now.get(k)
+        path = (t.kwargs.get("path") or t.kwargs.get("input_path")) if t else None
+        return str(path or ", ".join(shards[k].get("inputs", [])) or k)
+
+    parts = [f"input {what}: {', '.join(name(k) for k in keys[:3])}" + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+             for what, keys in (("changed", changed), ("removed", removed)) if keys]
+    return "; ".join(parts) + " (finished shards were made from it)"
+
+
 def _input_change(old: dict, tasks: list[Task], fp: str) -> str:
     """What changed in a stage's input, for the refusal message: added/removed input files when
     the old manifest and the tasks name them, else the fingerprints."""
@@ -233,12 +260,15 @@ def _run_stage(
     if old and (old.get("config_hash"), old.get("input_fingerprint")) != (config_hash, input_fingerprint) and not force:
         if old.get("config_hash") != config_hash:
             what = f"a different config (hash {old.get('config_hash')} -> {config_hash})"
+        elif (change := task_input_change(old, tasks)) is None:
+            what = None  # the input grew: finished tasks are kept, the new ones run
         else:
-            what = f"a different input: {_input_change(old, tasks, input_fingerprint)}"
-        raise StageConflict(
-            f"{out}: holds stage '{old.get('stage')}' output from {what}; "
-            "re-run with --force to recompute it, or choose another output dir"
-        )
+            what = f"a different input: {change or _input_change(old, tasks, input_fingerprint)}"
+        if what is not None:
+            raise StageConflict(
+                f"{out}: holds stage '{old.get('stage')}' output from {what}; "
+                "re-run with --force to recompute it, or choose another output dir"
+            )
     if force:
         io.clear_dir(out)
     io.prepare_dir(out)
@@ -268,6 +298,8 @@ def _run_stage(
             finalize(out, markers)
             markers = {k: io.read_marker(out, k) for k in keys}
             missing = [k for k, m in markers.items() if m is None]
+            failed += _recheck(out, markers)  # a global step may rewrite shards: same invariant after it
+            missing += [f["key"] for f in failed if f["key"] not in missing]
         manifest = build_manifest(header, {k: m for k, m in markers.items() if m}, complete=not missing)
         manifest["failed"] = failed
         if not missing:
@@ -281,6 +313,19 @@ def _run_stage(
                done=len(tasks) - len(missing), failed=len(failed), seconds=round(seconds, 3),
                **{c: totals.get(c, 0) for c in ("rows_in", "kept", "rejected", "quarantined")})
     return StageResult(stage, out, manifest, failed, seconds)
+
+
+def _recheck(out: Path, markers: dict[str, dict | None]) -> list[dict]:
+    failed = []
+    for k, m in markers.items():
+        if m is None:
+            continue
+        try:
+            io.check_accounting(out, k, m)
+        except (RuntimeError, OSError) as e:
+            failed.append({"key": k, "error": _one_line(e)})
+            logs.event("task_failed", level="error", stage=out.name, key=k, error=failed[-1]["error"])
+    return failed
 
 
 def _driver_failed(stage: str, out: Path, header: dict, failed: list[dict], e: BaseException, t0: float) -> StageResult:
@@ -302,7 +347,7 @@ def build_manifest(header: dict, markers: dict[str, dict], complete: bool) -> di
         shards[key] = {c: m.get(c, 0) for c in COUNTERS} | {
             "files": [dict(f, dir=d) for d, fk in (("", "kept_files"), (io.REJECTED, "rejected_files"), (io.QUARANTINE, "quarantine_files")) for f in m.get(fk, [])],
             "inputs": m.get("inputs", []),
-        }
+        } | ({"input_fp": m["input_fp"]} if "input_fp" in m else {})
         totals.update({c: m.get(c, 0) for c in COUNTERS})
     return {**header, "status": "complete" if complete else "incomplete", "totals": dict(totals), "shards": shards}
 

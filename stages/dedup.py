@@ -113,26 +113,66 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
         raise ConfigError("dedup: no input dataset dir; use `curate dedup --input DIR`, or run the stage before it too")
     inp, out = Path(inp), Path(out)
     shards = io.shard_files(inp)
+    fps = io.shard_fingerprints(inp)
+    chash = cfg.stage_hash(STAGE)
+    force = bool(getattr(phase, "keywords", {}).get("force", False))
+    finished = [] if force else _finished_shards(cfg, out, chash, shards, fps)
+    if finished is None:  # complete, and its input is what it was made from: nothing to do
+        return runner.StageResult(STAGE, out, io.read_json(out / io.MANIFEST))
+    if finished:  # incremental: dedup the new shards against everything this dir kept before
+        done = {t.key for t in finished}
+        shards = [p for p in shards if p.stem not in done]
     stems = [p.stem for p in shards]
     n = len(shards)
-    closure = against_closure(d.against)
+    closure = against_closure([*d.against, *([out] if finished else [])])
     n_parts = _check_compatible(cfg, closure) or d.partitions or max(1, n)
-    chash, fp = cfg.stage_hash(STAGE), _fingerprint(inp, closure)
-    force = bool(getattr(phase, "keywords", {}).get("force", False))
-    runner.refuse_other_output(out, chash, fp, force, "dedup")
-    work = out / WORK
+    fp = _fingerprint(inp, closure)
+    if not finished:
+        runner.refuse_other_output(out, chash, fp, force, "dedup")
+    work = out / WORK / (f"inc-{stems[0]}" if finished and stems else "")
     if force:  # clear everything once, here: a forced final pass would delete _work under our feet
         with io.dir_lock(out):
             io.clear_dir(out)
-            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(out / WORK, ignore_errors=True)
             shutil.rmtree(out / INDEX, ignore_errors=True)
     phase = partial(phase, force=False)
     with io.dir_lock(work):  # one dedup run per output dir (each pass also locks its own dir)
-        return _run(cfg, d, shards, stems, closure, n_parts, chash, fp, out, work, phase)
+        return _run(cfg, d, shards, stems, closure, n_parts, chash, fp, out, work, phase, fps, finished)
+
+
+def _finished_shards(cfg: Config, out: Path, chash: str, shards: list[Path], fps: dict[str, str]) -> list[runner.Task] | None:
+    """A complete earlier output of this config whose input has since grown by new shards only: its
+    finished shards (as tasks that never run again). Empty when there is no such output (the normal
+    path decides), None when it is complete and its input unchanged (and its files intact). A shard
+    it was made from that changed or disappeared is refused, naming it."""
+    old = io.read_json(out / io.MANIFEST) if (out / io.MANIFEST).exists() else None
+    if not old or old.get("config_hash") != chash or old.get("status") != "complete":
+        return []
+    prev = old.get("shards") or {}
+    if not prev or any("input_fp" not in v for v in prev.values()):
+        return []
+    now = {p.stem: fps[p.name] for p in shards}
+    gone = [k for k in prev if k not in now]
+    changed = [k for k in prev if k in now and prev[k]["input_fp"] != now[k]]
+    if gone or changed:
+        what = "; ".join(f"input shard {w}: {', '.join(ks[:3])}" for w, ks in (("changed", changed), ("removed", gone)) if ks)
+        raise runner.StageConflict(f"{out}: holds dedup output made from {what}; re-run with --force to recompute it, "
+                                   "or choose another output dir")
+    if set(now) == set(prev):
+        return None if all(io.read_marker(out, k) is not None for k in prev) else []
+    if not cfg.dedup.write_index or not (out / INDEX / "index.json").exists():
+        raise runner.StageConflict(f"{out}: its input grew, but it has no {INDEX}/index.json to dedup the new shards against "
+                                   "(dedup.write_index: false); re-run with --force to recompute it all")
+    return [runner.Task(k, _lost_finished_shard, dict(key=k, out=str(out)), input_fp=prev[k]["input_fp"]) for k in sorted(prev)]
+
+
+def _lost_finished_shard(key: str, out: str) -> dict:
+    raise RuntimeError(f"{out}: the output of shard {key}, finished by an earlier run, is missing or damaged; "
+                       "re-run with --force to recompute the stage")
 
 
 def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts: int, chash: str, fp: str, out: Path,
-         work: Path, phase) -> runner.StageResult:
+         work: Path, phase, fps: dict[str, str], finished: list[runner.Task]) -> runner.StageResult:
     n = len(shards)
     params = d.model_dump(mode="json")
     timings: dict[str, float] = {}
@@ -204,16 +244,16 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
     tasks = [runner.Task(stems[h], passes.final_task, dict(
         path=str(shards[h]), out=str(out), key=stems[h], h=h, decision_srcs=_for_part(decisions, h),
         bands_file=str(work / "sig" / f"bands-{stems[h]}.parquet"), sig_path=sig_path(h),
-        n_parts=n_parts, batch_size=cfg.run.batch_size, write_index=d.write_index)) for h in range(n)]
-    res = phase(STAGE, out, tasks, config_hash=chash, input_fingerprint=fp)
+        n_parts=n_parts, batch_size=cfg.run.batch_size, write_index=d.write_index), input_fp=fps[shards[h].name]) for h in range(n)]
+    res = phase(STAGE, out, [*finished, *tasks], config_hash=chash, input_fingerprint=fp)
     timings["write"] = round(res.seconds, 3)
     if res.ok:
-        final = {t.key: io.read_marker(out, t.key) for t in tasks}
+        final = {t.key: io.read_marker(out, t.key) for t in [*finished, *tasks]}
         if d.write_index:
             io.write_json({"version": 1, "partitions": n_parts, "params": _index_params(cfg), "method": d.method,
                            "files": [{"name": m["index_file"]["name"], "parts": m["index_file"]["parts"],
                                       "sha256": m["index_file"]["sha256"]} for m in final.values()],
-                           "includes": [str(dd) for dd, _ in closure]}, out / INDEX / "index.json")
+                           "includes": [str(dd) for dd, _ in closure if dd != out.resolve()]}, out / INDEX / "index.json")
         stats = io.read_json(out / io.STATS)
         stats["dedup"] = _stats(cfg, sig, bk, va, vb, sem, el, final, rounds, closure, timings)
         io.write_json(stats, out / io.STATS)

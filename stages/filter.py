@@ -2,8 +2,14 @@
 
 Filters run in config order; a document is rejected by the first filter that fails it, with that
 filter's precise reason. A filter can be limited to some sources (`sources`/`exclude_sources`), as
-web-text thresholds hurt man pages, licences or code. A filter that raises on a batch is retried
-document by document; documents it still raises on go to `_quarantine/` — the shard goes on.
+web-text thresholds hurt man pages, licences or code.
+
+Failures: filters load their models when a task sets up (before any document), and the driver
+checks the model files exist before any task, so a missing or broken model fails the task with one
+line naming the filter and the path. A filter that raises on a batch is retried document by
+document; documents it still raises on go to `_quarantine/` and the shard goes on, unless they are
+more than run.max_error_fraction of the shard or every document of the batch (a broken filter, not
+bad documents): then the task fails naming the filter, the count and the first error (exit 1).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import pyarrow.parquet as pq
 
 import filters
 from filters import Batch
+from filters.base import describe
 from pipeline import io, runner
 from pipeline.config import Config, FilterSpec
 from pipeline.schema import REASON, arrow_type
@@ -30,25 +37,31 @@ def _applies(spec: FilterSpec, source: str, lang: str | None) -> bool:
             and (spec.languages is None or lang in spec.languages))
 
 
-def _run_one(f: filters.Filter, batch: Batch, idx: list[int], errors: dict[int, str]):
-    """Run filter `f` on docs `idx`; on an exception, isolate the failing docs one by one."""
+def _run_one(f: filters.Filter, batch: Batch, idx: list[int], errors: dict[int, str], budget: filters.ErrorBudget,
+             rows: str = ""):
+    """Run filter `f` on docs `idx`; on an exception, isolate the failing docs one by one (the
+    budget fails the task when they are all of them, or too many for the shard)."""
     try:
         return idx, f(batch.take(idx))
     except Exception:
-        ok, results = [], []
+        ok, results, failed = [], [], []
         for i in idx:
             try:
                 results.append(f(batch.take([i])))
                 ok.append(i)
             except Exception as e:
-                errors[i] = f"filter '{f.name}' raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                errors[i] = f"filter '{f.name}' raised {describe(e)}"
+                failed.append(e)
+        budget.add(f.name, len(idx), failed, rows)
         merged = filters.FilterResult([r.reasons[0] for r in results],
                                       {c: [r.columns[c][0] for r in results] for c in (results[0].columns if results else {})})
         return ok, merged
 
 
-def apply_filters(table: pa.Table, built: list[tuple[FilterSpec, filters.Filter]]):
-    """-> (reasons, new columns, texts or None if unchanged, errors by row)."""
+def apply_filters(table: pa.Table, built: list[tuple[FilterSpec, filters.Filter]], budget: filters.ErrorBudget,
+                  offset: int = 0):
+    """-> (reasons, new columns, texts or None if unchanged, errors by row). `offset`: row of the
+    table's first document in the shard (for messages)."""
     texts = table.column("text").to_pylist()
     sources = table.column("source").to_pylist()
     n = len(texts)
@@ -64,7 +77,7 @@ def apply_filters(table: pa.Table, built: list[tuple[FilterSpec, filters.Filter]
             for c, t in f.output_columns.items():
                 added.setdefault(c, ([None] * n, arrow_type(t)))
             continue
-        done, res = _run_one(f, batch, idx, errors)
+        done, res = _run_one(f, batch, idx, errors, budget, f" (rows {offset}-{offset + n - 1})")
         for j, i in enumerate(done):
             reasons[i] = res.reasons[j]
         for c, values in res.columns.items():
@@ -82,18 +95,20 @@ def apply_filters(table: pa.Table, built: list[tuple[FilterSpec, filters.Filter]
     return reasons, added, (texts if text_changed else None), errors
 
 
-def filter_shard(path: str, out: str, key: str, specs: list[dict], batch_size: int, tokenizer: str | None) -> dict:
+def filter_shard(path: str, out: str, key: str, specs: list[dict], batch_size: int, tokenizer: str | None,
+                 max_error_fraction: float = 0.01) -> dict:
     specs = [FilterSpec.model_validate(s) for s in specs]
-    built = [(s, filters.build(s.type, s.params)) for s in specs]
+    built = [(s, filters.build(s.type, s.params, load=True)) for s in specs]  # models load here, before any document
     res = TaskOutput(Path(out), key, STAGE, target_rows=1 << 62, target_bytes=1 << 62, single=True)
     pf = pq.ParquetFile(path)
     res.rows_in = pf.metadata.num_rows
+    budget = filters.ErrorBudget(path, res.rows_in, max_error_fraction)
     offset = 0
     for rb in pf.iter_batches(batch_size=batch_size):
         table = pa.Table.from_batches([rb])
         res.tokens_in += int(pa.compute.sum(table.column("n_tokens")).as_py() or 0)
         res.bytes_in += int(pa.compute.sum(pa.compute.binary_length(table.column("text"))).as_py() or 0)
-        reasons, added, new_texts, errors = apply_filters(table, built)
+        reasons, added, new_texts, errors = apply_filters(table, built, budget, offset)
         if new_texts is not None:
             table = table.set_column(table.column_names.index("text"), "text", pa.array(new_texts, pa.large_string()))
             table = table.set_column(table.column_names.index("n_tokens"), "n_tokens", pa.array(count_tokens(new_texts, tokenizer)))
@@ -116,12 +131,17 @@ def filter_shard(path: str, out: str, key: str, specs: list[dict], batch_size: i
 
 
 def tasks(cfg: Config, inp: Path, out: Path) -> tuple[list[runner.Task], str]:
+    for s in cfg.filter.filters:  # in the driver, before any task: the model files exist (ModelError, exit 1)
+        filters.build(s.type, s.params).check()
     shards = io.shard_files(inp)
+    fps = io.shard_fingerprints(inp)  # per task: a grown input runs only its new shards
     specs = [s.model_dump(mode="json") for s in cfg.filter.filters]
     ts = [
         runner.Task(key=p.stem, fn=filter_shard,
                     kwargs=dict(path=str(p), out=str(out), key=p.stem, specs=specs,
-                                batch_size=cfg.run.batch_size, tokenizer=cfg.run.tokens.tokenizer))
+                                batch_size=cfg.run.batch_size, tokenizer=cfg.run.tokens.tokenizer,
+                                max_error_fraction=cfg.run.max_error_fraction),
+                    input_fp=fps[p.name])
         for p in shards
     ]
     return ts, io.dataset_fingerprint(inp)

@@ -103,7 +103,10 @@ def test_install_script_is_what_make_and_ci_run(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == f"VENV={venv} bash scripts/install.sh", r.stdout
-    assert any("-m pytest" in ln for ln in lines[1:])
+    # then what the tests need (test extra, Chromium), before pytest: CI's .ci/run needs nothing else
+    deps = lines.index(f"VENV={venv} bash scripts/install_test_deps.sh")
+    assert any("-m pytest" in ln for ln in lines[deps + 1:]), r.stdout
+    assert "install_chromium" not in " ".join(ci)
     r = subprocess.run(["make", "--no-print-directory", "-n", "run", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0 and f"VENV={venv} bash scripts/install.sh" in r.stdout
     script = (ROOT / "scripts" / "install.sh").read_text()

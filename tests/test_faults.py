@@ -305,27 +305,36 @@ def _truncated_zst(path: Path, n: int = 400) -> None:
 
 
 @pytest.mark.slow
-def test_corrupt_shard_added_to_input_is_refused_then_quarantined_with_force(tmp_path):
+def test_corrupt_shard_added_to_input_is_a_new_shard_with_its_tail_quarantined(tmp_path):
+    """A file added to the input between runs is a new task (incremental run, no --force); a cut
+    .zst keeps its readable start and quarantines the unread rest; finished shards are untouched."""
     inp = tmp_path / "in"
     shutil.copytree(SAMPLE_SMALL, inp)
     cfg = _config(tmp_path, "run", inp=inp)
     assert curate("run", cfg, "-q", "--no-ray").returncode == 0
+    before = output_hashes(tmp_path / "run")
     bad = inp / "shard-00002.jsonl.zst"
     _truncated_zst(bad)
     r = curate("run", cfg, "-q", "--no-ray")
-    assert r.returncode == 2
-    [line] = _error_lines(r.stderr)
-    assert "input added" in line and str(bad) in line and "--force" in line, line
-    r = curate("run", cfg, "-q", "--no-ray", "--force")
     assert r.returncode == 0, r.stderr
+    after = output_hashes(tmp_path / "run")
+    assert all(after.get(k) == v for k, v in before.items())
     q = pq.read_table(tmp_path / "run" / "ingest" / io.QUARANTINE).to_pylist()
     mine = [row for row in q if row["file"] == str(bad)]
     assert len(mine) == 1 and str(bad) in mine[0]["error"] and "\n" not in mine[0]["error"]
     assert any(w in mine[0]["error"].lower() for w in ("truncat", "corrupt", "unexpected end"))
     man = io.read_json(tmp_path / "run" / "ingest" / io.MANIFEST)
-    assert man["status"] == "complete" and man["totals"]["quarantined"] == 1
-    assert man["totals"]["rows_in"] == man["totals"]["kept"] + man["totals"]["rejected"] + 1
-    assert man["totals"]["kept"] > 1500  # the readable start of the cut file was kept
+    new = [s for s in man["shards"].values() if s["inputs"] == [str(bad)]]
+    assert man["status"] == "complete" and len(new) == 1 and new[0]["quarantined"] == 1
+    assert new[0]["rows_in"] == new[0]["kept"] + new[0]["rejected"] + 1
+    assert new[0]["kept"] > 100  # the readable start of the cut file (400 lines) was kept
+    # changing that file now is refused by name; --force recomputes
+    bad.write_bytes(bad.read_bytes()[:-100])
+    r = curate("run", cfg, "-q", "--no-ray")
+    assert r.returncode == 2
+    [line] = _error_lines(r.stderr)
+    assert "changed" in line and str(bad) in line and "--force" in line, line
+    assert curate("run", cfg, "-q", "--no-ray", "--force").returncode == 0
 
 
 @pytest.mark.slow

@@ -25,6 +25,9 @@ def write(path: Path, table: pa.Table, part: np.ndarray, n_parts: int) -> dict:
     order = np.argsort(part, kind="stable")
     table = table.take(order)
     counts = np.bincount(part, minlength=n_parts) if len(part) else np.zeros(n_parts, dtype=np.int64)
+    # rows per partition in the file's own metadata: readers check what they read against it
+    meta = {f"curate.rows.{int(p)}".encode(): str(int(counts[p])).encode() for p in np.flatnonzero(counts)}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
     parts: dict[str, list[int]] = {}
 
     def _write(tmp: Path) -> None:
@@ -59,12 +62,20 @@ def sources(directory: Path, markers: list[dict], key: str = "kept_files") -> li
 
 def read(srcs: list[tuple[str, dict]], p: int, columns: list[str] | None = None,
          schema: pa.Schema | None = None) -> pa.Table:
-    """All rows of partition `p` from the given shuffle files (in the order given)."""
+    """All rows of partition `p` from the given shuffle files (in the order given). A partition whose
+    row count differs from what its writer recorded (`part_rows`, in the file's own metadata) raises:
+    an intermediate file changed under a running stage is never read as if it were complete."""
     tables = []
     for path, parts in srcs:
         rg = parts.get(str(p))
         if rg:
-            tables.append(pq.ParquetFile(path).read_row_groups(list(range(rg[0], rg[1])), columns=columns))
+            pf = pq.ParquetFile(path)
+            t = pf.read_row_groups(list(range(rg[0], rg[1])), columns=columns)
+            want = (pf.schema_arrow.metadata or {}).get(f"curate.rows.{p}".encode())
+            if want is not None and t.num_rows != int(want):
+                raise RuntimeError(f"{path}: partition {p} holds {t.num_rows} rows but its writer wrote {int(want)}; "
+                                   "an intermediate file changed: re-run the stage with --force")
+            tables.append(t)
     if tables:
         return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     if schema is not None:
