@@ -4,7 +4,7 @@ Usage from config: `{type: gopher_quality, params: {...}, sources: [...]}` -> RE
 """
 from __future__ import annotations
 
-from .base import Batch, Filter, FilterResult, first_failing
+from .base import Batch, ErrorBudget, Filter, FilterResult, ModelError, first_failing
 
 REGISTRY: dict[str, type[Filter]] = {}
 
@@ -16,13 +16,19 @@ def register(cls: type[Filter]) -> type[Filter]:
     return cls
 
 
-def build(type_: str, params: dict | None = None) -> Filter:
+def build(type_: str, params: dict | None = None, load: bool = False) -> Filter:
+    """The filter `type_` with `params` (checked: ValueError naming the bad one). With `load`, its
+    models are loaded now (ModelError if one cannot be): the filter stage's task set-up does that;
+    config validation does not (it only checks parameters, cheaply, in the driver)."""
     if type_ not in REGISTRY:
         raise ValueError(f"unknown filter type '{type_}'; known: {sorted(REGISTRY)}")
-    return REGISTRY[type_](**(params or {}))
+    f = REGISTRY[type_](**(params or {}))
+    if load:
+        f.load()
+    return f
 
 
 # Importing the modules registers their filters.
 from . import c4, fineweb, gopher, langid, length  # noqa: E402,F401
 
-__all__ = ["Batch", "Filter", "FilterResult", "REGISTRY", "build", "first_failing", "register"]
+__all__ = ["Batch", "ErrorBudget", "Filter", "FilterResult", "ModelError", "REGISTRY", "build", "first_failing", "register"]

