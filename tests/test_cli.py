@@ -58,10 +58,10 @@ def test_locked_output_dir_is_refused_with_exit_2(tmp_path):
     import socket
 
     out = tmp_path / "html"
-    out.mkdir()
-    (out / io.LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # a live holder
-    r = curate("ingest", "--input", ROOT / "data/web/html", "--output", out, "-q")
-    assert r.returncode == 2 and "locked by pid" in r.stderr and not list(out.glob("part-*"))
+    with io.dir_lock(out):  # a live holder: this process
+        r = curate("ingest", "--input", ROOT / "data/web/html", "--output", out, "-q")
+    assert r.returncode == 2 and f"locked by pid {os.getpid()} on {socket.gethostname()}" in r.stderr, r.stderr
+    assert not list(out.glob("part-*"))
 
 
 def test_failed_shard_exit_1_and_a_changed_input_needs_force(tmp_path):
