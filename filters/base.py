@@ -90,8 +90,10 @@ class ErrorBudget:
         self.count = 0
         self.by_name: dict[str, list] = {}  # name -> [documents failed, first error]
 
-    def add(self, name: str, tried: int, failed: list[BaseException], rows: str = "") -> None:
-        """`failed`: what filter `name` raised on each document it failed on, of the `tried` it ran on."""
+    def add(self, name: str, tried: int, failed: list[BaseException], rows: str = "", new: int | None = None) -> None:
+        """`failed`: what filter `name` raised on each document it failed on, of the `tried` it ran
+        on (`rows`: where in the shard, for the message); `new`: how many of those documents no
+        other filter failed on before (default: all), so a document counts once."""
         if not failed:
             return
         first = describe(failed[0])
@@ -99,7 +101,7 @@ class ErrorBudget:
             raise RuntimeError(
                 f"{self.kind} '{name}' failed on all {tried} documents of a batch of {self.where}{rows}: {first}; "
                 f"a broken {self.kind} (model, parameters or a bug), not bad documents: fix it or remove it from the config")
-        self.count += len(failed)
+        self.count += len(failed) if new is None else new
         entry = self.by_name.setdefault(name, [0, first])
         entry[0] += len(failed)
         if self.count > self.max_fraction * self.rows:

@@ -27,6 +27,8 @@ import numpy as np
 
 from pipeline.models.ngram import KeyIndex, hash_cols
 
+from .base import ModelError, describe
+
 WORD_RE = re.compile(r"\w+")
 _WORD_HASH: dict[str, int] = {}
 _INDEXES: dict[str, "NgramIndex"] = {}
@@ -178,11 +180,18 @@ class DecontamScorer:
 
     output_columns = {"contaminated": "string", "contam_ngrams": "int32", "contam_examples": "list<string>"}
 
+    name = "decontam"
+
     def __init__(self, index_path: str, min_matches: int = 1):
         self.index_path, self.min_matches = str(index_path), int(min_matches)
+        try:  # loads now (the score stage's task set-up), before any document
+            self._index = load_index(self.index_path)
+        except Exception as e:
+            raise ModelError(f"scorer 'decontam': cannot load the n-gram index {self.index_path} ({describe(e)}); "
+                             "re-run the score stage to rebuild it (it lives in <score output>/_models)") from None
 
     def __call__(self, texts: list[str]) -> dict[str, Any]:
-        idx = load_index(self.index_path)
+        idx = self._index
         res = idx.match(texts)
         n = len(texts)
         names: list[list[str]] = [[] for _ in range(n)]

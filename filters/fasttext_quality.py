@@ -18,7 +18,8 @@ needs a 64-bit collision). No Python code runs per token. Scores equal fastText'
 up to float32 rounding (tests/test_score_fasttext.py). Other models (quantized .ftz, subword
 models, hs/ova loss) go through fastText's batched `predict`.
 
-The model loads lazily, once per process and path.
+The model loads when the scorer is built (the score stage's task set-up, before any document), once
+per process and path; one that cannot load raises ModelError naming the scorer and the path.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.models.ngram import KeyIndex
+
+from .base import ModelError, describe
 
 LABEL_PREFIX = "__label__"
 EOS = "</s>"
@@ -291,13 +294,20 @@ class FastTextScorer:
     """Adds `column` (default `fasttext_score`): P(positive) under the classifier at `model_path`
     (float32; NaN when fastText would predict nothing, i.e. no known word and no </s> in the model)."""
 
+    name = "fasttext"
+
     def __init__(self, model_path: str, positive_label: str = "pos", column: str = "fasttext_score"):
         self.model_path, self.positive_label, self.column = str(model_path), positive_label, column
+        try:
+            self._model = load_model(self.model_path, self.positive_label)
+        except Exception as e:
+            raise ModelError(f"scorer 'fasttext': cannot load model {self.model_path} ({describe(e)}); "
+                             "give a fastText classifier .bin (score.fasttext.model) or train one (score.fasttext.train)") from None
 
     @property
     def output_columns(self) -> dict[str, str]:
         return {self.column: "float32"}
 
     def __call__(self, texts: list[str]) -> dict[str, Any]:
-        p = load_model(self.model_path, self.positive_label).p_positive(texts)
+        p = self._model.p_positive(texts)
         return {self.column: np.clip(p, 0.0, 1.0).astype(np.float32)}

@@ -8,7 +8,8 @@ rounding, see tests/test_score_ngram.py):
 - `numpy`: our vectorized scorer on the `.npz` twin (no compiled dependency, loads in ~0.1 s).
 
 `auto` takes kenlm when it imports and an ARPA/KenLM-binary file is there, else numpy. A document
-without any token gets NaN. The model loads lazily, once per process.
+without any token gets NaN. The model loads when the scorer is built (the score stage's task set-up,
+before any document), once per process; one that cannot load raises ModelError naming the path.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.models.ngram import NGramLM, tokenize
+
+from .base import ModelError, describe
 
 _MODELS: dict[tuple[str, str], Any] = {}
 BACKENDS = ("auto", "numpy", "kenlm")
@@ -101,15 +104,22 @@ def load(path: str | Path, backend: str = "auto"):
 class PerplexityScorer:
     """Adds `perplexity` (float32; NaN without tokens) and `lm_tokens` (int32)."""
 
+    name = "perplexity"
+
     def __init__(self, model_path: str | Path, backend: str = "auto", column: str = "perplexity"):
         self.model_path, self.backend, self.column = str(model_path), backend, column
+        try:
+            self._lm = load(self.model_path, self.backend)
+        except Exception as e:
+            raise ModelError(f"scorer 'perplexity': cannot load model {self.model_path} ({describe(e)}); "
+                             "give an n-gram LM from `curate train-lm` (score.perplexity.model) or train one (score.perplexity.train)") from None
 
     @property
     def output_columns(self) -> dict[str, str]:
         return {self.column: "float32", "lm_tokens": "int32"}
 
     def __call__(self, texts: list[str]) -> dict[str, Any]:
-        lp, n = load(self.model_path, self.backend).doc_scores(texts)
+        lp, n = self._lm.doc_scores(texts)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ppl = np.where(n > 0, np.power(10.0, -lp / np.maximum(n, 1)), np.nan)
         return {self.column: ppl.astype(np.float32), "lm_tokens": n.astype(np.int32)}

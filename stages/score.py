@@ -14,7 +14,10 @@
   `contaminated:<benchmark>` or `score:<column>_below_…`/`_above_…` in rule order; writes
   `_score.json` (models, thresholds, bucket cut-offs, decontamination report per benchmark).
 
-Rows a scorer raised on are quarantined by the select pass with the scorer's error.
+Scorers load their models when a task sets up (before any document): one that cannot load fails the
+task, naming the scorer and the path. Rows a scorer raised on (after a per-document retry) are
+quarantined by the select pass with the scorer's error, up to run.max_error_fraction of a shard;
+above it, or when a scorer raises on every document of a batch, the task fails (exit 1).
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from filters import ErrorBudget
+from filters.base import describe
 from pipeline import io, runner
 from pipeline.config import Config, ConfigError, ScoreConfig
 from pipeline.schema import REASON
@@ -181,41 +186,50 @@ def _arrow_type(t: str) -> pa.DataType:
     return {"float32": pa.float32(), "int32": pa.int32(), "string": pa.string(), "list<string>": pa.list_(pa.string())}[t]
 
 
-def _run_scorer(scorer, texts: list[str], errors: dict[int, str]) -> dict[str, list]:
+def _run_scorer(scorer, texts: list[str], errors: dict[int, str], budget: ErrorBudget, rows: str = "") -> dict[str, list]:
     """Columns of one scorer over a batch; a batch that raises is retried document by document and
-    the documents that still raise get an error (and null scores)."""
+    the documents that still raise get an error (and null scores), within the shard's error budget
+    (which fails the task when they are every document of the batch, or too many for the shard)."""
     names = list(scorer.output_columns)
     try:
         res = scorer(texts)
         return {c: list(res[c]) for c in names}
     except Exception:
+        name = getattr(scorer, "name", type(scorer).__name__)
         cols: dict[str, list] = {c: [None] * len(texts) for c in names}
+        failed, new = [], 0
         for i, t in enumerate(texts):
             try:
                 r = scorer([t])
                 for c in names:
                     cols[c][i] = r[c][0]
             except Exception as e:
-                msg = str(e).splitlines()[0] if str(e) else ""
-                errors.setdefault(i, f"scorer {type(scorer).__name__} raised {type(e).__name__}: {msg}")
+                failed.append(e)
+                new += i not in errors  # a document counts once, whatever number of scorers fail on it
+                errors.setdefault(i, f"scorer '{name}' raised {describe(e)}")
+        budget.add(name, len(texts), failed, rows, new=new)
         return cols
 
 
-def score_shard(path: str, out: str, key: str, score: dict, models: dict, batch_size: int) -> dict:
+def score_shard(path: str, out: str, key: str, score: dict, models: dict, batch_size: int,
+                max_error_fraction: float = 0.01) -> dict:
     """Phase 1: attribute file `<out>/<key>.parquet` (id + score columns + score_error)."""
     s = ScoreConfig.model_validate(score)
-    scorers = build_scorers(s, models)
+    scorers = build_scorers(s, models)  # models load here, before any document (ModelError)
     types = {c: t for sc in scorers for c, t in sc.output_columns.items()}
     res = TaskOutput(Path(out), key, STAGE, target_rows=1 << 62, target_bytes=1 << 62, single=True)
     pf = pq.ParquetFile(path)
     res.rows_in = pf.metadata.num_rows
+    budget = ErrorBudget(path, res.rows_in, max_error_fraction, kind="scorer")
     report: dict[str, dict] = {}
+    offset = 0
     for rb in pf.iter_batches(batch_size=batch_size, columns=["id", "text"]):
         texts = rb.column("text").to_pylist()
         errors: dict[int, str] = {}
         cols: dict[str, list] = {}
         for sc in scorers:
-            cols.update(_run_scorer(sc, texts, errors))
+            cols.update(_run_scorer(sc, texts, errors, budget, f" (rows {offset}-{offset + len(texts) - 1})"))
+        offset += len(texts)
         table = pa.table({"id": rb.column("id"),
                           **{c: pa.array(_nulls(v, errors), type=_arrow_type(types[c])) for c, v in cols.items()},
                           ERROR: pa.array([errors.get(i) for i in range(len(texts))], pa.string())})
@@ -495,7 +509,8 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     sdir = out / SCORES
     score_cfg = s.model_dump(mode="json")
     tasks = [runner.Task(key=p.stem, fn=score_shard,
-                         kwargs=dict(path=str(p), out=str(sdir), key=p.stem, score=score_cfg, models=models, batch_size=cfg.run.batch_size))
+                         kwargs=dict(path=str(p), out=str(sdir), key=p.stem, score=score_cfg, models=models, batch_size=cfg.run.batch_size,
+                                     max_error_fraction=cfg.run.max_error_fraction))
              for p in shards]
     old = io.read_json(sdir / io.MANIFEST) if (sdir / io.MANIFEST).exists() else {}
     same = (old.get("config_hash"), old.get("input_fingerprint")) == (h1, fp)

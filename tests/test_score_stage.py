@@ -9,6 +9,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from filters import ErrorBudget, ModelError
 from pipeline import config, driver, io, runner
 from pipeline.train import preselect_labels
 from tests.conftest import ROOT, all_ids, clean_env, curate_bin, output_hashes, small_config
@@ -212,7 +213,10 @@ def test_scorer_errors_are_isolated_and_quarantined(tmp_path):
 
     texts = ["short", "BOOM here", "a longer text"]
     errors: dict[int, str] = {}
-    cols = S._run_scorer(Flaky(), texts, errors)
+    # 1 document of 3 is 33 %, far above the default budget (run.max_error_fraction 1 %): allowed
+    # here, as this test is about isolating one bad document, not about the budget.
+    budget = ErrorBudget("part-00000", rows=3, max_fraction=0.5, kind="scorer")
+    cols = S._run_scorer(Flaky(), texts, errors, budget)
     assert cols["fasttext_score"][0] == 0.5 and cols["fasttext_score"][1] is None and list(errors) == [1]
     assert "cannot score BOOM" in errors[1]
     inp = tmp_path / "part-00000.parquet"
@@ -231,3 +235,83 @@ def test_scorer_errors_are_isolated_and_quarantined(tmp_path):
     q = pq.read_table(out / io.QUARANTINE / "part-00000.parquet").to_pylist()
     assert q[0]["id"] == "b" and "cannot score BOOM" in q[0]["error"] and q[0]["stage"] == "score"
     assert pq.read_table(out / io.REJECTED / "part-00000.parquet").column("reason").to_pylist() == ["score:fasttext_score_below_1"]
+
+
+class _Raises:
+    """A scorer that raises on documents containing BOOM (or on every document)."""
+
+    name = "boom"
+    output_columns = {"fasttext_score": "float32"}
+
+    def __init__(self, always: bool = False, name: str = "boom"):
+        self.always, self.name = always, name
+
+    def __call__(self, texts):
+        if self.always or any("BOOM" in t for t in texts):
+            raise ValueError("cannot score BOOM")
+        return {"fasttext_score": [0.5] * len(texts)}
+
+
+def test_scorer_error_budget():
+    """Errors isolated per document count against run.max_error_fraction of the shard; a scorer that
+    raises on every document of a batch fails the task at once (a broken scorer, not bad documents)."""
+    from stages import score as S
+
+    budget = ErrorBudget("in/part-00000.parquet", rows=1000, max_fraction=0.01, kind="scorer")
+    with pytest.raises(RuntimeError, match=r"^scorer 'boom' failed on all 3 documents of a batch of in/part-00000\.parquet "
+                                           r"\(rows 0-2\): ValueError: cannot score BOOM; "):
+        S._run_scorer(_Raises(always=True), ["a", "b", "c"], {}, budget, " (rows 0-2)")
+    texts = ["fine", "BOOM", "fine too"]
+    for _ in range(10):  # 10 of 1000: at the budget, not above it
+        errors: dict[int, str] = {}
+        S._run_scorer(_Raises(), texts, errors, budget)
+        S._run_scorer(_Raises(name="boom2"), texts, errors, budget)  # a second scorer failing on the same document: counted once
+        assert list(errors) == [1] and errors[1] == "scorer 'boom' raised ValueError: cannot score BOOM"
+    assert budget.count == 10
+    with pytest.raises(RuntimeError, match=r"^scorer 'boom' failed on 11 of 1000 documents of in/part-00000\.parquet "
+                                           r"\(with 'boom2' 10: 11 in all\), more than run.max_error_fraction=0.01; "
+                                           r"first error: ValueError: cannot score BOOM; fix the scorer or its input"):
+        S._run_scorer(_Raises(), texts, {}, budget)
+
+
+def _garbage_model(tmp_path, kind):
+    """A score config, its `models` entry and the path of a model file that is not a model."""
+    if kind == "fasttext":
+        p = tmp_path / "model.bin"
+        p.write_bytes(b"not a fastText model" * 10)
+        return {"fasttext": {"model": str(p)}}, {"fasttext": {"path": str(p), "sha256": "x"}}, p
+    if kind == "perplexity":
+        p = tmp_path / "lm.npz"
+        p.write_bytes(b"not an npz" * 10)
+        return ({"perplexity": {"model": str(p), "backend": "numpy"}},
+                {"perplexity": {"path": str(tmp_path / "lm"), "backend": "numpy", "sha256": "x"}}, tmp_path / "lm")
+    p = tmp_path / "decontam.npz"
+    p.write_bytes(b"not an npz" * 10)
+    return {"decontam": {}}, {"decontam": {"path": str(p), "names": ["b"], "sha256": "x"}}, p
+
+
+@pytest.mark.parametrize("kind", ["fasttext", "perplexity", "decontam"])
+def test_scorer_model_that_cannot_load_fails_the_task(tmp_path, kind):
+    """Today every document got a score_error (and the select pass quarantined them all, exit 0).
+    Now the model loads at the task's set-up: the task fails before any document, naming the
+    scorer and the path, and writes no attribute file or marker."""
+    import pyarrow as pa
+
+    from pipeline.schema import BASE_SCHEMA
+    from stages import score as S
+
+    inp = tmp_path / "part-00000.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["some text here", "and more text"], "source": ["s"] * 2,
+                             "meta": ["{}"] * 2, "n_tokens": [3, 3]}, schema=BASE_SCHEMA), inp)
+    score, models, path = _garbage_model(tmp_path, kind)
+    with pytest.raises(ModelError, match=rf"^scorer '{kind}': cannot load .*{path.name}"):
+        S.build_scorers(config.ScoreConfig.model_validate(score), models)
+    out = tmp_path / "scores"
+    task = runner.Task(key="part-00000", fn=S.score_shard,
+                       kwargs=dict(path=str(inp), out=str(out), key="part-00000", score=score, models=models, batch_size=10))
+    res = runner.run_stage("score:scores", out, [task], config_hash="h", input_fingerprint="f", use_ray=False,
+                           max_retries=0, show_progress=False)
+    assert not res.ok
+    (f,) = res.failed
+    assert f"scorer '{kind}'" in f["error"] and str(path) in f["error"] and "\n" not in f["error"]
+    assert io.read_marker(out, "part-00000") is None and not list(out.glob("part-*.parquet"))
