@@ -1,9 +1,21 @@
 """Robust input readers: JSONL (plain/.gz/.zst), Parquet, saved HF datasets, WARC and HTML.
 
-`read_records` never raises: every record that cannot be read becomes a `Bad` item whose `error`
-is one line, "<file>:<pos>: <what was wrong>[; <what to do>]", and every good record still comes
-through as a `Record`. Whole-file problems are `Bad(pos=0)`. Memory stays bounded: compressed
-JSONL is decompressed as a stream, Parquet/HF are read in batches.
+`read_records` never raises on bad data: every record that cannot be read becomes a `Bad` item
+whose `error` is one line, "<file>:<pos>: <what was wrong>[; <what to do>]", and every good record
+still comes through as a `Record`. Whole-file problems are `Bad(pos=0)`. Nothing is lost silently:
+a `Bad` says how many input rows it stands for (`rows`: all N rows of a corrupt Parquet row group,
+from the footer, less those already read) and, where the loss is a byte range rather than rows (the
+undecodable tail of a compressed JSONL stream, an unreadable Parquet file), which bytes (`offset`,
+`length`). Memory stays bounded: compressed JSONL is decompressed as a stream, Parquet/HF are read
+in batches.
+
+It does raise on transient IO, so that the task fails and the runner (Ray) retries it: an OSError
+raised by the input file itself (open, read, seek: EIO, timeouts, connection errors of object
+stores) propagates as-is. Decode errors that libraries report as OSError (pyarrow's corrupt pages,
+a bad gzip header) come from data already read and are quarantined; a missing file is a `Bad`.
+The origin decides, not the type: readers read through `_Source`, which records the file's own
+errors. MemoryError always propagates. (HF dataset dirs are opened by `datasets` itself, so their
+IO errors cannot be told from corrupt data and are quarantined.)
 
 Inputs may be fsspec URLs (`s3://bucket/dir`, `gs://...`, `memory://...`, `file:///...`): listing,
 format detection and every reader work on them through `pipeline.storage`; local paths keep the
@@ -15,10 +27,11 @@ from __future__ import annotations
 import base64
 import fnmatch
 import glob
-import gzip
 import json
 import math
 import os
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Iterator
@@ -52,9 +65,14 @@ class Record:
 
 @dataclass
 class Bad:
-    pos: int  # as Record.pos; 0 for whole-file problems
+    pos: int  # as Record.pos (first row lost, for a row group); 0 for whole-file problems
     raw: bytes  # offending bytes (JSONL line, JSON dump of a row, HTML), at most RAW_MAX
     error: str  # one line: "<file>:<pos>: <what was wrong>; <what to do>"
+    rows: int = 1  # input rows this stands for: N for a lost row group or a file without the text
+    #               column (known from metadata); 1 otherwise, also for an unread byte tail, whose
+    #               line count is unknown (then `offset`/`length` say what was lost)
+    offset: int | None = None  # byte-addressed loss: first byte of the file not read/decoded
+    length: int | None = None  # and how many bytes from there to the end of the file
 
 
 class UnknownFormat(ValueError):
@@ -63,6 +81,135 @@ class UnknownFormat(ValueError):
 
 class _BadInput(Exception):
     """A record-level problem; str(e) is the message (without the '<file>:<pos>: ' prefix)."""
+
+
+# ----------------------------------------------------------------------------- IO vs data errors
+
+# OSErrors of the file that retrying will not fix: reported as a Bad naming the path, like today
+_NOT_TRANSIENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, storage.StorageError)
+_IO_MARK = "_curate_input_io_error"
+
+
+def _mark_io(e: OSError) -> None:
+    """Mark an OSError of the input file itself (not of decoding) as transient IO."""
+    if not isinstance(e, _NOT_TRANSIENT):
+        try:
+            setattr(e, _IO_MARK, True)
+        except AttributeError:  # pragma: no cover - exotic exception class without __dict__
+            pass
+
+
+def _fatal(e: BaseException, src: "_Source | None" = None) -> None:
+    """Re-raise what must never be quarantined: MemoryError, and an IO error of the input file
+    (the one `src` saw, even if a library turned it into something else, or one marked as such),
+    so that the task fails and is retried. Returns when `e` is a data problem."""
+    if isinstance(e, MemoryError):
+        raise e
+    err = src.error if src is not None and src.error is not None else e if getattr(e, _IO_MARK, False) else None
+    if err is not None:
+        raise err
+
+
+class _Source:
+    """The raw input file as readers and decoders see it. Counts the bytes read (`pos`) and records
+    an OSError that the file's own open/read/seek raised (`error`): that is IO, never data."""
+
+    def __init__(self, fh):
+        self._fh, self.pos, self.error = fh, 0, None
+
+    def _io(self, e: OSError) -> None:
+        if not isinstance(e, _NOT_TRANSIENT):
+            _mark_io(e)
+            self.error = e
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self._fh.read(n)
+        except OSError as e:
+            self._io(e)
+            raise
+        self.pos += len(data)
+        return data
+
+    def readinto(self, b) -> int:
+        try:
+            n = self._fh.readinto(b)
+        except OSError as e:
+            self._io(e)
+            raise
+        self.pos += n or 0
+        return n
+
+    def readline(self, limit: int = -1) -> bytes:
+        try:
+            data = self._fh.readline(limit)
+        except OSError as e:
+            self._io(e)
+            raise
+        self.pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            self.pos = self._fh.seek(offset, whence)
+        except OSError as e:
+            self._io(e)
+            raise
+        return self.pos
+
+    def tell(self) -> int:
+        try:
+            return self._fh.tell()
+        except OSError as e:
+            self._io(e)
+            raise
+
+    def head(self, n: int) -> bytes:
+        """The first `n` bytes, leaving the position at 0 (peek where the file has it: fsspec files do not)."""
+        try:
+            if hasattr(self._fh, "peek"):
+                return self._fh.peek(n)[:n]
+            data = self._fh.read(n)
+            self._fh.seek(0)
+            return data
+        except OSError as e:
+            self._io(e)
+            raise
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._fh.seekable() if hasattr(self._fh, "seekable") else True
+
+    @property
+    def closed(self) -> bool:
+        return bool(getattr(self._fh, "closed", False))
+
+    def close(self) -> None:  # the owner (`_open`) closes the real file
+        pass
+
+
+def _size(path: str) -> int:
+    """Size of the input file; a storage that does not answer is transient IO."""
+    try:
+        return storage.size(path)
+    except OSError as e:
+        _mark_io(e)
+        raise
+
+
+@contextmanager
+def _open(path: str) -> Iterator[_Source]:
+    """The input file as a `_Source`; an OSError opening it is transient IO unless it is a missing
+    file, a directory, a permission or an unusable URL."""
+    try:
+        fh = storage.open_binary(path)
+    except OSError as e:
+        _mark_io(e)
+        raise
+    with fh:
+        yield _Source(fh)
 
 
 # ----------------------------------------------------------------------------- finding inputs
@@ -170,6 +317,10 @@ def _err(path: str, pos: int, msg: str) -> str:
     return _one_line(f"{path}:{pos}: {msg}")
 
 
+def _n_rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
 def _type_name(v: Any) -> str:
     names = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object", str: "string"}
     return names.get(type(v), type(v).__name__)
@@ -244,6 +395,7 @@ def _make(path, pos, row, raw, text_field, id_field, max_text_bytes, convert=Fal
     except _BadInput as e:
         msg = str(e)
     except Exception as e:  # never let one record kill the reader
+        _fatal(e)
         msg = f"cannot convert record ({type(e).__name__}: {e})"
     return Bad(pos, raw[:RAW_MAX] if raw is not None else _safe_dump(row), _err(path, pos, msg))
 
@@ -251,7 +403,8 @@ def _make(path, pos, row, raw, text_field, id_field, max_text_bytes, convert=Fal
 def _safe_dump(row: dict) -> bytes:
     try:
         return _dump_row(row)
-    except Exception:
+    except Exception as e:
+        _fatal(e)
         return b""
 
 
@@ -286,61 +439,111 @@ def _loads(line: bytes) -> Any:
     return obj
 
 
-def _zstd_chunks(fh) -> Iterator[bytes]:
-    """Stream-decompress zstd (multi-frame); raise EOFError if the input ends inside a frame."""
+class _Decoded:
+    """How far a decoder got: `offset` is the first byte of the compressed file not yet decoded."""
+
+    def __init__(self):
+        self.offset = 0
+
+
+def _gzip_chunks(src: _Source, at: _Decoded) -> Iterator[bytes]:
+    """Stream-decompress gzip (multi-member, zero padding between members like gzip.GzipFile);
+    zlib.error on corrupt data, EOFError if the input ends inside a member. `at.offset` follows the
+    input decoded so far: a failing call leaves it at the first byte of the input it was given."""
+    d = None
+    while data := src.read(1 << 16):
+        base = src.pos - len(data)
+        while True:
+            if d is None:  # between members: skip zero padding, then a new member starts
+                n = len(data) - len(data.lstrip(b"\0"))
+                data, base = data[n:], base + n
+                at.offset = base
+                if not data:
+                    break
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out = d.decompress(data, CHUNK)  # at most CHUNK bytes out per call
+            rest = d.unused_data if d.eof else d.unconsumed_tail
+            base += len(data) - len(rest)
+            at.offset = base
+            if d.eof:
+                d = None
+            if out:
+                yield out
+            data = rest
+            if not data and (d is None or len(out) < CHUNK):  # input used up and no output held back
+                break
+    if d is not None:
+        raise EOFError("gzip stream ended in the middle of a member")
+
+
+def _zstd_chunks(src: _Source, at: _Decoded) -> Iterator[bytes]:
+    """Stream-decompress zstd (multi-frame); raise EOFError if the input ends inside a frame.
+    `at.offset` as for `_gzip_chunks`."""
     dctx = zstandard.ZstdDecompressor(max_window_size=1 << 31)
     dobj, pending = dctx.decompressobj(), False
-    while data := fh.read(1 << 16):  # small input reads bound the output of highly compressed data
+    while data := src.read(1 << 16):  # small input reads bound the output of highly compressed data
+        base = src.pos - len(data)
         while data:
             out = dobj.decompress(data)
             pending = True
+            if dobj.eof:  # frame finished: the rest belongs to the next frame
+                rest, dobj, pending = dobj.unused_data, dctx.decompressobj(), False
+            else:
+                rest = b""
+            base += len(data) - len(rest)
+            at.offset = base
             if out:
                 yield out
-            if dobj.eof:  # frame finished: the rest belongs to the next frame
-                data, dobj, pending = dobj.unused_data, dctx.decompressobj(), False
-            else:
-                data = b""
+            data = rest
     if pending:
         raise EOFError("zstd stream ended in the middle of a frame")
 
 
-def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Lines (without b'\\n') from byte chunks; no line-length limit, no quadratic joins."""
-    tail: list[bytes] = []
+def _split_lines(chunks: Iterator[bytes], tail: list[bytes] | None = None) -> Iterator[bytes]:
+    """Lines (without b'\\n') from byte chunks; no line-length limit, no quadratic joins. `tail`
+    holds the pieces of the incomplete line at any time (what is lost if `chunks` fails)."""
+    tail = [] if tail is None else tail
     for chunk in chunks:
         parts = chunk.split(b"\n")
         if len(parts) == 1:
             tail.append(chunk)
             continue
         tail.append(parts[0])
-        yield b"".join(tail)
+        line = b"".join(tail)
+        tail.clear()
+        if parts[-1]:
+            tail.append(parts[-1])
+        yield line
         yield from parts[1:-1]
-        tail = [parts[-1]] if parts[-1] else []
     if tail:
-        yield b"".join(tail)
+        line = b"".join(tail)
+        tail.clear()
+        yield line
 
 
-def _sniff(fh) -> bytes:
-    """First 4 bytes of `fh`, leaving its position at 0 (fsspec files have no peek)."""
-    if hasattr(fh, "peek"):
-        return fh.peek(4)[:4]
-    magic = fh.read(4)
-    fh.seek(0)
-    return magic
+def _head(pieces: list[bytes], limit: int = RAW_MAX) -> bytes:
+    out, n = [], 0
+    for p in pieces:
+        if n >= limit:
+            break
+        out.append(p[: limit - n])
+        n += len(out[-1])
+    return b"".join(out)
 
 
 def _read_jsonl(path, text_field, id_field, max_text_bytes):
-    with storage.open_binary(path) as fh:
-        magic = _sniff(fh)
+    with _open(path) as src:
+        magic = src.head(4)
+        at = _Decoded()
         if magic.startswith(_GZIP_MAGIC):  # sniff content, not extension
-            kind, chunks = "gzip", iter(partial(gzip.GzipFile(fileobj=fh).read1, CHUNK), b"")
+            kind, chunks = "gzip", _gzip_chunks(src, at)
         elif magic == _ZSTD_MAGIC:
-            kind, chunks = "zstd", _zstd_chunks(fh)
+            kind, chunks = "zstd", _zstd_chunks(src, at)
         else:
-            kind, chunks = None, iter(partial(fh.read, CHUNK), b"")
-        lineno = 0
+            kind, chunks = None, iter(partial(src.read, CHUNK), b"")
+        lineno, tail = 0, []
         try:
-            for line in _split_lines(chunks):
+            for line in _split_lines(chunks, tail):
                 lineno += 1
                 if lineno == 1 and line.startswith(_BOM):
                     line = line[3:]
@@ -353,14 +556,27 @@ def _read_jsonl(path, text_field, id_field, max_text_bytes):
                     if not isinstance(obj, dict):
                         raise _BadInput(f"line is a JSON {_type_name(obj)}, not an object")
                 except Exception as e:  # _BadInput, or anything a parser may raise on odd input
+                    _fatal(e)
                     msg = str(e) if isinstance(e, _BadInput) else f"cannot parse line ({type(e).__name__}: {e})"
                     yield Bad(lineno, line[:RAW_MAX], _err(path, lineno, msg))
                     continue
                 yield _make(path, lineno, obj, line, text_field, id_field, max_text_bytes)
-        except Exception as e:  # decompression / IO failure: keep what was read, report the rest
+        except Exception as e:  # decompression failure: keep what was read, report the rest
+            _fatal(e, src)  # the file's own IO error (EIO, timeout ...) propagates: the task is retried
+            size = _size(path)
+            off = at.offset if kind else src.pos
+            partial_line = sum(map(len, tail))
             what = f"truncated/corrupt {kind} stream" if kind else "read error"
-            yield Bad(lineno + 1, b"", _err(path, lineno + 1, f"{what} after line {lineno}: {type(e).__name__}: {e}; "
-                                            "re-download or re-compress the file"))
+            if off < size:
+                where = f"unread bytes {off}-{size} of {size} (line count unknown)"
+            else:
+                where = (f"the file ends at byte {size} of {size} inside the {kind} stream (truncated: the rest is "
+                         "missing, line count unknown)" if kind else f"read stopped at byte {size} of {size}")
+            if partial_line:
+                where += f"; the incomplete line {lineno + 1} ({partial_line} bytes decoded) is in raw"
+            yield Bad(lineno + 1, _head(tail), _err(path, lineno + 1, f"{what} after line {lineno}: {type(e).__name__}: {e}; "
+                                                    f"{where}; re-download or re-compress the file"),
+                      offset=off, length=size - off)
 
 
 # ----------------------------------------------------------------------------- Parquet / HF
@@ -371,51 +587,55 @@ def _rows(path, table, start, opts, extra=None):
         yield _make(path, start + i, row, None, *opts, convert=True, extra=extra)
 
 
-def _no_text_column(path, names, text_field):
+def _no_text_column(path, names, text_field, rows):
+    """A Bad for all `rows` rows of a table without the text column (None if it has one)."""
     if text_field in names:
         return None
-    return Bad(0, b"", _err(path, 0, f"no text column '{text_field}' (columns: {', '.join(names) or 'none'}); "
-                                     "set `text_field:` for this input"))
+    return Bad(0, b"", _err(path, 0, f"no text column '{text_field}' (columns: {', '.join(names) or 'none'}; "
+                                     f"{_n_rows(rows)} not read); set `text_field:` for this input"), rows=rows)
 
 
-def _read_batches(path, batches, start, opts, what, extra=None):
-    """Rows of `batches` numbered from `start`; a read failure becomes one Bad(pos=0)."""
-    row = start
+def _read_batches(path, batches, start, total, opts, what, src=None, extra=None):
+    """Rows of `batches` (`total` rows, numbered from `start`); a read failure becomes one Bad at
+    the first row not read that stands for all rows not read (`total` less those yielded)."""
+    done = 0
     try:
         for batch in batches:
-            yield from _rows(path, batch, row, opts, extra)
-            row += batch.num_rows
+            for item in _rows(path, batch, start + done, opts, extra):
+                yield item
+                done += 1
     except Exception as e:
-        after = f" after row {row - 1}" if row > start else ""
-        yield Bad(0, b"", _err(path, 0, f"corrupt or unreadable {what}{after} ({type(e).__name__}: {e}); "
-                                        "re-export the file or remove it"))
+        _fatal(e, src)  # the file's own IO error propagates: the task is retried
+        lost, pos = max(total - done, 0), start + done
+        after = f" after row {pos - 1}" if done else ""
+        yield Bad(pos, b"", _err(path, pos, f"corrupt or unreadable {what}{after}: {_n_rows(lost)} not read "
+                                            f"({type(e).__name__}: {e}); re-export the file or remove it"), rows=lost)
 
 
 def _read_parquet(path, *opts):
-    if storage.is_url(path):
-        with storage.open_binary(path) as fh:  # pyarrow reads the footer and row groups by seek + read
-            yield from _read_parquet_file(path, fh, *opts)
-    else:
-        yield from _read_parquet_file(path, path, *opts)
+    with _open(path) as src:  # pyarrow reads the footer and row groups by seek + read through `src`
+        yield from _read_parquet_file(path, src, *opts)
 
 
-def _read_parquet_file(path, source, *opts):
+def _read_parquet_file(path, src, *opts):
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(source)
+        pf = pq.ParquetFile(src)
         names, sizes = pf.schema_arrow.names, [pf.metadata.row_group(k).num_rows for k in range(pf.num_row_groups)]
     except Exception as e:
+        _fatal(e, src)
+        size = _size(path)  # no footer: the row count is unknown, the whole file is lost
         yield Bad(0, b"", _err(path, 0, f"corrupt or unreadable Parquet file ({type(e).__name__}: {e}); "
-                                        "re-export the file or remove it"))
+                                        "re-export the file or remove it"), offset=0, length=size)
         return
-    if bad := _no_text_column(path, names, opts[0]):
+    if bad := _no_text_column(path, names, opts[0], sum(sizes)):
         yield bad
         return
     start = 0  # one row group at a time: a corrupt group costs only its own rows
     for k, n in enumerate(sizes):
         batches = pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[k])
-        yield from _read_batches(path, batches, start, opts, f"Parquet row group {k} (rows {start}-{start + n - 1})")
+        yield from _read_batches(path, batches, start, n, opts, f"Parquet row group {k} (rows {start}-{start + n - 1})", src)
         start += n
 
 
@@ -426,16 +646,18 @@ def _read_hf(path, *opts):
         ds = datasets.load_from_disk(path)
         splits = sorted(ds.items()) if isinstance(ds, datasets.DatasetDict) else [(None, ds)]
     except Exception as e:
+        _fatal(e)
         yield Bad(0, b"", _err(path, 0, f"cannot load saved HF dataset ({type(e).__name__}: {e}); "
                                         "re-save it with datasets.save_to_disk"))
         return
     for split, d in splits:
         where = storage.join(path, split) if split else path
-        if bad := _no_text_column(where, d.column_names, opts[0]):
+        if bad := _no_text_column(where, d.column_names, opts[0], d.num_rows):
             yield bad
             continue
         batches = d.with_format("arrow").iter(batch_size=BATCH_ROWS)
-        yield from _read_batches(where, batches, 0, opts, "HF dataset", {"split": split} if split else None)
+        yield from _read_batches(where, batches, 0, d.num_rows, opts, "HF dataset",
+                                 extra={"split": split} if split else None)
 
 
 # ----------------------------------------------------------------------------- WARC / HTML
@@ -461,6 +683,7 @@ def _html_record(path, pos, html, meta, max_text_bytes):
     except _BadInput as e:
         msg = str(e)
     except Exception as e:
+        _fatal(e)
         msg = f"HTML extraction failed ({type(e).__name__}: {e})"
     return Bad(pos, html[:RAW_MAX], _err(path, pos, msg))
 
@@ -474,9 +697,9 @@ def _read_warc(path, text_field, id_field, max_text_bytes):
     from warcio.archiveiterator import ArchiveIterator
 
     n = -1
-    with storage.open_binary(path) as fh:
+    with _open(path) as src:
         try:
-            for n, rec in enumerate(ArchiveIterator(fh)):
+            for n, rec in enumerate(ArchiveIterator(src)):
                 if rec.format != "warc" or not rec.rec_type:  # warcio reads some junk as ARC/untyped records
                     what = f"corrupt WARC at record {n}" if n else "not a valid WARC file"
                     yield Bad(n, b"", _err(path, n, f"{what} (no valid WARC header); the rest of the file is skipped"))
@@ -492,6 +715,7 @@ def _read_warc(path, text_field, id_field, max_text_bytes):
                         pass
                     missing = getattr(rec.raw_stream, "limit", 0)  # > 0: file ended inside this record
                 except Exception as e:
+                    _fatal(e, src)
                     yield Bad(n, b"", _err(path, n, f"cannot read WARC record payload ({type(e).__name__}: {e})"))
                     continue
                 if missing > 0:
@@ -500,13 +724,14 @@ def _read_warc(path, text_field, id_field, max_text_bytes):
                     continue
                 yield _html_record(path, n, html, meta, max_text_bytes)
         except Exception as e:
+            _fatal(e, src)  # the file's own IO error propagates: the task is retried
             what = f"corrupt WARC after record {n}" if n >= 0 else "not a valid WARC file"
             yield Bad(n + 1, b"", _err(path, n + 1, f"{what} ({type(e).__name__}: {e}); the rest of the file is skipped"))
 
 
 def _read_html(path, text_field, id_field, max_text_bytes):
-    with storage.open_binary(path) as fh:
-        html = fh.read()
+    with _open(path) as src:
+        html = src.read()
     yield _html_record(path, 0, html, {"path": storage.basename(path)}, max_text_bytes)
 
 
@@ -519,16 +744,24 @@ _READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "hf": _read_hf, "war
 
 def read_records(path: str, fmt: str | None = None, text_field: str = "text", id_field: str | None = "id",
                  max_text_bytes: int | None = None) -> Iterator[Record | Bad]:
-    """Yield a Record per good record and a Bad per unreadable one; never raises."""
+    """Yield a Record per good record and a Bad per unreadable one (with the rows and bytes it
+    stands for). Never raises on bad data; raises on transient IO: an OSError of the input file
+    itself (not a missing file) propagates as-is so the task is retried; so does MemoryError."""
     pos = 0
     try:
-        fmt = fmt or detect_format(path)
-        if fmt not in FORMATS:
-            raise UnknownFormat(f"{path}: unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
-        if not storage.exists(path):
+        try:
+            fmt = fmt or detect_format(path)
+            if fmt not in FORMATS:
+                raise UnknownFormat(f"{path}: unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+            missing = not storage.exists(path)
+            empty = not missing and fmt != "parquet" and storage.isfile(path) and storage.size(path) == 0
+        except OSError as e:  # the storage did not answer (object store timeout ...): transient
+            _mark_io(e)
+            raise
+        if missing:
             yield Bad(0, b"", _err(path, 0, "input does not exist; check the input path"))
             return
-        if fmt != "parquet" and storage.isfile(path) and storage.size(path) == 0:
+        if empty:
             return  # an empty file has no records (an empty Parquet file is corrupt: no footer)
         for item in _READERS[fmt](path, text_field, id_field, max_text_bytes):
             pos = item.pos
@@ -536,5 +769,8 @@ def read_records(path: str, fmt: str | None = None, text_field: str = "text", id
     except (UnknownFormat, storage.StorageError) as e:
         msg = str(e)
         yield Bad(0, b"", _err(path, 0, msg[len(path) + 2:] if msg.startswith(f"{path}: ") else msg))
+    except FileNotFoundError:  # gone between the check and the read
+        yield Bad(0, b"", _err(path, 0, "input does not exist; check the input path"))
     except Exception as e:  # anything unforeseen: report it, never crash the caller
+        _fatal(e)  # ... except transient IO and MemoryError
         yield Bad(0, b"", _err(path, 0, f"cannot read input after position {pos} ({type(e).__name__}: {e})"))

@@ -28,6 +28,9 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("raw", pa.large_binary()),
         pa.field("error", pa.string()),
         pa.field(STAGE, pa.string()),
+        pa.field("rows", pa.int64()),  # input rows the entry stands for: 1, or N for a lost row group
+        pa.field("byte_offset", pa.int64()),  # unread byte range of the input file, when the loss is
+        pa.field("byte_length", pa.int64()),  # bytes (a compressed stream's tail); else null
     ]
 )
 

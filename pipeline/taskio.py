@@ -61,12 +61,16 @@ class TaskOutput:
                 s["reasons"][reason] += 1
 
     def add_quarantined(self, rows: list[dict]) -> None:
-        """rows: dicts with file, pos, raw (bytes), error, optional id."""
+        """rows: dicts with file, pos, raw (bytes), error, optional id; optional `rows` (input rows
+        the entry stands for, default 1: N for a lost row group) and `byte_offset`/`byte_length`
+        (an unread byte range). Counters count input rows, not entries."""
         if not rows:
             return
         self.quarantine.add(quarantine_table(rows, self.stage))
-        self.c["quarantined"] += len(rows)
-        self.reasons.update(f"quarantine:{_kind(r['error'])}" for r in rows)
+        for r in rows:
+            n = _rows(r)
+            self.c["quarantined"] += n
+            self.reasons[f"quarantine:{_kind(r['error'])}"] += n
 
     def finish(self, **extra) -> dict:
         return {
@@ -85,7 +89,14 @@ class TaskOutput:
 def quarantine_table(rows: list[dict], stage: str) -> pa.Table:
     cols = {f.name: [r.get(f.name) for r in rows] for f in QUARANTINE_SCHEMA if f.name != STAGE}
     cols[STAGE] = [stage] * len(rows)
+    cols["rows"] = [_rows(r) for r in rows]
     return pa.table(cols, schema=QUARANTINE_SCHEMA)
+
+
+def _rows(r: dict) -> int:
+    """Input rows a quarantine entry stands for (1 unless the entry says otherwise)."""
+    n = r.get("rows")
+    return 1 if n is None else int(n)
 
 
 def _tokens(table: pa.Table) -> int:

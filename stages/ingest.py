@@ -53,11 +53,14 @@ def ingest_file(path: str, relpath: str, spec: dict, out: str, key: str, target_
         res.add_quarantined(bad)
         bad.clear()
 
+    # an IO error of the input (EIO, timeout) propagates out of read_records: the task fails and is retried
     for rec in read_records(path, spec.format, spec.text_field, spec.id_field, max_text_bytes):
-        res.rows_in += 1
-        if isinstance(rec, Bad):
-            bad.append({"file": path, "pos": rec.pos, "raw": rec.raw, "error": rec.error})
+        if isinstance(rec, Bad):  # may stand for many rows (a corrupt row group) or for a byte range
+            res.rows_in += rec.rows
+            bad.append({"file": path, "pos": rec.pos, "raw": rec.raw, "error": rec.error, "rows": rec.rows,
+                        "byte_offset": rec.offset, "byte_length": rec.length})
             continue
+        res.rows_in += 1
         source = spec.source
         if source is None and spec.source_field:
             source = _str(rec.meta.get(spec.source_field))

@@ -149,7 +149,7 @@ def test_jsonl_truncated_stream_keeps_records_before_cut(tmp_path, ext, comp, ki
     assert [r.pos for r in good] == list(range(1, len(good) + 1))
     assert len(bad) == 1 and bad[0] is items[-1]
     n = len(good)
-    assert bad[0].pos == n + 1 and bad[0].raw == b""
+    assert bad[0].pos == n + 1 and _jsonl(rows[n:n + 1]).startswith(bad[0].raw)  # raw: the incomplete line
     assert bad[0].error.startswith(f"{p}:{n + 1}: truncated/corrupt {kind} stream after line {n}: ")
 
 
@@ -228,7 +228,7 @@ def test_parquet_missing_text_column(tmp_path):
     pq.write_table(pa.table({"content": ["a"], "url": ["u"]}), p)
     items = _all(p)
     assert len(items) == 1 and items[0].pos == 0
-    assert items[0].error == (f"{p}:0: no text column 'text' (columns: content, url); "
+    assert items[0].error == (f"{p}:0: no text column 'text' (columns: content, url; 1 row not read); "
                               "set `text_field:` for this input")
     assert _all(p, text_field="content") == [Record(0, "a", None, {"url": "u"})]
 
@@ -277,9 +277,9 @@ def test_parquet_corrupt_row_group_keeps_earlier_rows(tmp_path):
     b[off:off + 20] = b"\xab" * 20  # smash the page header of row group 2
     p.write_bytes(bytes(b))
     items = _all(p)
-    # row groups 0, 1 and 3 are kept, row group 2 becomes one Bad(pos=0) in its place
+    # row groups 0, 1 and 3 are kept, row group 2 becomes one Bad at its first row, standing for its 1000 rows
     assert [r.pos for r in _good(items)] == list(range(2000)) + list(range(3000, 4000))
-    assert len(_bad(items)) == 1 and items[2000].pos == 0
+    assert len(_bad(items)) == 1 and items[2000].pos == 2000 and items[2000].rows == 1000
     assert "corrupt or unreadable Parquet row group 2 (rows 2000-2999)" in items[2000].error
     assert "Deserializing page header failed" in items[2000].error
 
