@@ -261,6 +261,59 @@ def fingerprint(paths: list[str | Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def written_rows(out: Path, marker: dict) -> tuple[int, int, int]:
+    """Rows in the kept / rejected / quarantined Parquet files a task's marker lists, read back from
+    their footers (a quarantine row standing for several lost rows, e.g. a corrupt row group, counts
+    its `rows` column). Raises when a file's footer disagrees with the row count its writer recorded."""
+    import pyarrow.compute as pc
+
+    sums = []
+    for sub, key in (("", "kept_files"), (REJECTED, "rejected_files"), (QUARANTINE, "quarantine_files")):
+        total = 0
+        for f in marker.get(key, []):
+            path = Path(out) / sub / safe_name(f["name"])
+            if path.suffix != ".parquet":
+                continue
+            pf = pq.ParquetFile(path)
+            n = pf.metadata.num_rows
+            if "rows" in f and f["rows"] != n:
+                raise RuntimeError(f"{path}: holds {n} rows but its task recorded {f['rows']}; the file was changed "
+                                   "after it was written: re-run with --force")
+            if sub == QUARANTINE and "rows" in pf.schema_arrow.names and n:
+                n = int(pc.sum(pc.fill_null(pf.read(columns=["rows"]).column("rows"), 1)).as_py())
+            total += n
+        sums.append(total)
+    return sums[0], sums[1], sums[2]
+
+
+def check_accounting(out: Path, key: str, marker: dict) -> None:
+    """The accounting invariant of one task, on its counters AND on what its files hold: rows in =
+    kept + rejected + quarantined, and those counts are the rows read back from the files. A pass of
+    a multi-pass stage (`pass_output`) writes derived rows (bands, pairs...): its files are checked
+    against the rows recorded for each of them."""
+    rows_in = marker["rows_in"]
+    accounted = marker["kept"] + marker["rejected"] + marker["quarantined"]
+    if rows_in != accounted:  # never write a marker for output that lost or invented rows
+        raise RuntimeError(f"task {key}: accounting broken: in={rows_in} != kept+rejected+quarantined={accounted}")
+    written = written_rows(out, marker)
+    if not marker.get("pass_output") and written != (marker["kept"], marker["rejected"], marker["quarantined"]):
+        raise RuntimeError(f"task {key}: accounting broken: counted kept/rejected/quarantined={marker['kept']}/"
+                           f"{marker['rejected']}/{marker['quarantined']} but its files hold {written[0]}/{written[1]}/{written[2]} rows")
+
+
+def shard_fingerprints(directory: Path) -> dict[str, str]:
+    """Fingerprint of each kept shard of an upstream dataset dir, by file name: its sha256 from the
+    manifest, else (a dir this project did not write) name, size and mtime. Per-shard stages record
+    these per task, so a new upstream shard is a new task and a changed one is told apart from it."""
+    m = Path(directory) / MANIFEST
+    shas = {}
+    if m.exists():
+        man = read_json(m)
+        shas = {f["name"]: f["sha256"] for s in man.get("shards", {}).values() for f in s.get("files", [])
+                if f.get("dir") == "" and f.get("sha256")}
+    return {p.name: shas.get(p.name) or fingerprint([p]) for p in shard_files(directory)}
+
+
 def dataset_fingerprint(directory: Path) -> str:
     """Content fingerprint of an upstream dataset dir: the sha256s of its kept shards (manifest)."""
     m = Path(directory) / MANIFEST

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from pipeline import runner, storage
+from pipeline import io, runner, storage
 from pipeline.config import Config, InputConfig
 from pipeline.io import fingerprint
 from pipeline.readers import Bad, list_inputs, read_records
@@ -86,19 +86,51 @@ def _str(v) -> str | None:
     return None if v is None else str(v)
 
 
+def task_keys(paths: list[str], out: Path) -> list[str]:
+    """Shard key of each input file: `part-<n>` in sorted input order on a first run. A file that an
+    earlier run of this output dir already ingested keeps its key (read from the finished tasks'
+    markers); files new since then get the next numbers, in sorted order. So a scheduled re-run over
+    a grown input adds shards after the existing ones and never renames or rewrites a finished one
+    (the cross-file duplicate-id rule keeps the first shard's copy: the old one)."""
+    done = Path(out) / io.DONE
+    known: dict[str, str] = {}
+    if done.is_dir():
+        for p in sorted(done.glob("part-*.json")):
+            try:
+                m = io.read_json(p)
+            except (OSError, ValueError):
+                continue
+            for f in m.get("inputs", [])[:1]:
+                known.setdefault(f, p.stem)
+    used = {int(k.split("-")[1]) for k in known.values() if k.split("-")[1].isdigit()}
+    nxt = max(used) + 1 if used else 0
+    keys = []
+    for f in paths:
+        if f in known:
+            keys.append(known[f])
+        else:
+            keys.append(f"part-{nxt:05d}")
+            nxt += 1
+    return keys
+
+
 def tasks(cfg: Config, inp: Path | None, out: Path) -> tuple[list[runner.Task], str]:
-    """One task per input file (`inp` is unused: ingest reads `cfg.ingest.inputs`)."""
+    """One task per input file (`inp` is unused: ingest reads `cfg.ingest.inputs`). Each task carries
+    its file's fingerprint (size, mtime): a re-run ingests new files only, and refuses a changed or
+    removed one by name (see runner.task_input_change)."""
     files = plan(cfg)
     r = cfg.run
+    keys = task_keys([f for _, f, _ in files], out)
     ts = [
         runner.Task(
-            key=f"part-{i:05d}",
+            key=key,
             fn=ingest_file,
-            kwargs=dict(path=f, relpath=rel, spec=spec.model_dump(mode="json"), out=str(out), key=f"part-{i:05d}",
+            kwargs=dict(path=f, relpath=rel, spec=spec.model_dump(mode="json"), out=str(out), key=key,
                         target_rows=r.shard.target_rows, target_bytes=r.shard.target_bytes, batch_size=r.batch_size,
                         tokenizer=r.tokens.tokenizer, max_text_bytes=cfg.ingest.max_text_bytes),
+            input_fp=storage.stat_key(f).replace("\0", ":"),
         )
-        for i, (spec, f, rel) in enumerate(files)
+        for key, (spec, f, rel) in zip(keys, files)
     ]
     return ts, fingerprint([f for _, f, _ in files])
 
@@ -113,8 +145,6 @@ def finalize(out: Path, markers: dict[str, dict]) -> None:
     import duckdb
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-
-    from pipeline import io
 
     out = Path(out)
     owner = {f["name"]: k for k, m in markers.items() for f in m["kept_files"]}

@@ -63,10 +63,11 @@ def _rows(uid: np.ndarray) -> np.ndarray:
 
 
 def counters(rows_in: int, files: list[dict], **extra) -> dict:
-    """Marker payload of an intermediate pass: every input row is accounted as processed."""
+    """Marker payload of an intermediate pass: every input row is accounted as processed; its files
+    hold derived rows, each file checked by the runner against the rows recorded for it (`pass_output`)."""
     return {"rows_in": rows_in, "kept": rows_in, "rejected": 0, "quarantined": 0, "tokens_in": 0, "tokens_kept": 0,
             "tokens_rejected": 0, "bytes_in": 0, "bytes_kept": 0, "kept_files": files, "rejected_files": [],
-            "quarantine_files": [], "reasons": {}, "by_source": {}, **extra}
+            "quarantine_files": [], "reasons": {}, "by_source": {}, "pass_output": True, **extra}
 
 
 def _np(table: pa.Table, col: str) -> np.ndarray:
@@ -497,6 +498,10 @@ def final_task(path: str, out: str, key: str, h: int, decision_srcs: list, bands
     res = TaskOutput(Path(out), key, "dedup", target_rows=1 << 62, target_bytes=1 << 62, single=True)
     pf = pq.ParquetFile(path)
     res.rows_in = pf.metadata.num_rows
+    n_sig = pq.ParquetFile(sig_path).metadata.num_rows
+    if n_sig != res.rows_in:  # the signature pass wrote one row per document of this shard
+        raise RuntimeError(f"{sig_path}: {n_sig} signature rows for the {res.rows_in} documents of {path}; an intermediate "
+                           "file changed: re-run the stage with --force")
     tokens_by_reason: dict[str, int] = {}
     kept_rows, kept_ids = [], []
     offset = 0
