@@ -449,7 +449,8 @@ def report(run_dir: Path = typer.Argument(..., help="run dir (holds one dir per 
 
 @app.command(name="stats")
 def stats_(path: Path = typer.Argument(..., help="dataset dir or run dir"),
-           sql: Optional[str] = typer.Option(None, "--sql", help="DuckDB SQL over views kept/rejected/quarantine (run dir: <stage>, <stage>_rejected, rejected …)")):
+           sql: Optional[str] = typer.Option(None, "--sql", help="DuckDB SQL over views kept/rejected/quarantine (run dir: <stage>, <stage>_rejected, rejected …)"),
+           allow_external: bool = typer.Option(False, "--allow-external", help="let --sql read and write other files (COPY TO, read_csv), the network and extensions")):
     """Funnel and rejection reasons of a dataset/run dir, or any SQL over it with DuckDB."""
     if not path.exists():
         _fail(f"{path}: no such directory")
@@ -458,9 +459,11 @@ def stats_(path: Path = typer.Argument(..., help="dataset dir or run dir"),
         _fail(f"{path}: not a dataset dir or run dir (no _manifest.json found)")
     if sql:
         try:
-            out.print(stats.sql_table(stats.connect(path), sql))
+            out.print(stats.sql_table(stats.connect(path, allow_external=allow_external), sql))
         except Exception as e:  # duckdb errors are user errors here
-            _fail(f"--sql: {str(e).splitlines()[0]}")
+            hint = "" if allow_external or not stats.refused(e) else \
+                " (--sql reads only the views: no other files, network or extensions; --allow-external lifts that)"
+            _fail(f"--sql: {str(e).splitlines()[0]}{hint}")
         return
     stats.print_summary(dirs, out)
 

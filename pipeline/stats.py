@@ -156,13 +156,21 @@ def clusters_table(d: Path, terms: int = 8) -> Table | None:
     return t
 
 
-def connect(path: Path):
+# DuckDB without access outside the views: no file reads or writes (COPY TO, read_csv, ATTACH),
+# no network, no extension installs or loads, and none of this can be SET back by the query.
+SANDBOX = {"enable_external_access": False, "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+           "allow_community_extensions": False, "python_enable_replacements": False, "lock_configuration": True}
+
+
+def connect(path: Path, allow_external: bool = False):
     """DuckDB connection with views over the dataset dir(s): kept/rejected/quarantine for one
     dataset dir; <stage>, <stage>_rejected, <stage>_quarantine plus union views rejected and
-    quarantine for a run dir."""
+    quarantine for a run dir. Sandboxed (SANDBOX) unless `allow_external`: the views then read the
+    Parquet files through pyarrow datasets (lazily, with column and filter pushdown), since DuckDB
+    itself may touch no file (its `allowed_paths` would also let a COPY overwrite those shards)."""
     import duckdb
 
-    con = duckdb.connect()
+    con = duckdb.connect() if allow_external else duckdb.connect(config=SANDBOX)
     dirs = dataset_dirs(path)
     single = len(dirs) == 1 and Path(path) == dirs[0]
     unions: dict[str, list[str]] = {"rejected": [], "quarantine": []}
@@ -172,14 +180,49 @@ def connect(path: Path):
             if not files:
                 continue
             name = view if single else (d.name if view == "kept" else f"{d.name}_{view}")
-            lst = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{lst}], union_by_name=true)')
+            if allow_external:
+                lst = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+                con.execute(f'CREATE VIEW {_quote(name)} AS SELECT * FROM read_parquet([{lst}], union_by_name=true)')
+            else:
+                _arrow_view(con, name, files)
             if not single and view in unions:
-                unions[view].append(f'SELECT * FROM "{name}"')
+                unions[view].append(f"SELECT * FROM {_quote(name)}")
     for view, parts in unions.items():
         if parts:
             con.execute(f"CREATE VIEW {view} AS " + " UNION ALL BY NAME ".join(parts))
     return con
+
+
+def refused(e: BaseException) -> bool:
+    """A DuckDB error raised by the sandbox (file, network or extension access, or a locked setting)."""
+    import duckdb
+
+    return isinstance(e, duckdb.PermissionException) or "configuration has been locked" in str(e)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _arrow_view(con, name: str, files: list[Path]) -> None:
+    """View `name` over Parquet `files` read by pyarrow, columns united by name like DuckDB's
+    union_by_name (missing ones null, types widened); files whose types cannot be united become one
+    dataset each, joined by DuckDB's UNION ALL BY NAME."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+        con.register(name, ds.dataset([str(f) for f in files], schema=schema, format="parquet"))
+        return
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    parts = []
+    for i, f in enumerate(files):
+        con.register(f"{name}#{i}", ds.dataset(str(f), format="parquet"))
+        parts.append(f"SELECT * FROM {_quote(f'{name}#{i}')}")
+    con.execute(f"CREATE VIEW {_quote(name)} AS " + " UNION ALL BY NAME ".join(parts))
 
 
 def sql_table(con, query: str, limit: int = 200) -> Table:
