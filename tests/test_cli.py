@@ -83,10 +83,15 @@ def test_failed_shard_exit_1_and_a_changed_input_needs_force(tmp_path):
     assert (out / io.DONE / "part-00000.json").exists() and not (out / io.DONE / "part-00001.json").exists()
     assert io.read_json(out / io.MANIFEST)["status"] == "incomplete"
     done_before = (out / io.DONE / "part-00000.json").stat().st_mtime_ns
-    pq.write_table(good.slice(1), inp / "part-00001.parquet")  # repaired input: the input fingerprint changes
+    pq.write_table(good.slice(1), inp / "part-00001.parquet")  # repaired input of the FAILED shard
     r = curate("filter", "--input", inp, "--output", out, "--config", cfg, "-q")
-    assert r.returncode == 2 and "--force" in r.stderr  # a different input is never mixed in silently
+    assert r.returncode == 0, r.stderr  # an unfinished shard's input may change: it simply runs now
+    assert (out / io.DONE / "part-00000.json").stat().st_mtime_ns == done_before  # the finished one is kept
+    pq.write_table(good.slice(0, 1), inp / "part-00000.parquet")  # the input of a FINISHED shard changes
+    r = curate("filter", "--input", inp, "--output", out, "--config", cfg, "-q")
+    assert r.returncode == 2 and "--force" in r.stderr and "input changed" in r.stderr  # never mixed in silently
+    assert str(inp / "part-00000.parquet") in r.stderr
     r = curate("filter", "--input", inp, "--output", out, "--config", cfg, "-q", "--force")
     assert r.returncode == 0, r.stderr
-    assert io.read_json(out / io.MANIFEST)["totals"] == {**io.read_json(out / io.MANIFEST)["totals"], "rows_in": 3, "kept": 1, "rejected": 2}
+    assert io.read_json(out / io.MANIFEST)["totals"] == {**io.read_json(out / io.MANIFEST)["totals"], "rows_in": 2, "kept": 1, "rejected": 1}
     assert (out / io.DONE / "part-00000.json").stat().st_mtime_ns != done_before  # --force recomputed
