@@ -48,8 +48,8 @@ class BenchSimScorer:
     name = "bench_sim"
 
     def __init__(self, targets_npz: str | Path, names: list[str], k: int = 5, model: str | None = None,
-                 max_tokens: int = 128, batch_size: int = 64, device: str | None = None):
-        from pipeline.models.embedder import Embedder
+                 max_tokens: int = 128, batch_size: int = 64, device: str | None = None, resolved: dict | None = None):
+        from pipeline.models.embedder import Embedder, for_task
 
         self.targets_npz, self.names, self.k = str(targets_npz), list(names), int(k)
         self.embed_args = dict(model=model, max_tokens=max_tokens, batch_size=batch_size, device=device)
@@ -62,7 +62,10 @@ class BenchSimScorer:
             raise ModelError(f"scorer 'bench_sim': cannot load the target embeddings {self.targets_npz} ({describe(e)}); "
                              "re-run the score stage to rebuild them (they live in <score output>/_models)") from None
         try:
-            self._embedder = Embedder(**self.embed_args)
+            # `resolved`: the driver's precision/device (score stage); without it (library use) the
+            # embedder resolves them itself
+            self._embedder = (for_task(model, max_tokens, batch_size, resolved) if resolved is not None
+                              else Embedder(**self.embed_args))
             self._embedder.model  # noqa: B018 - loads the model now
         except Exception as e:
             raise ModelError(f"scorer 'bench_sim': cannot load the embedding model {model or 'all-MiniLM-L6-v2 (bundled)'} "

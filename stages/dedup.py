@@ -115,6 +115,8 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     shards = io.shard_files(inp)
     fps = io.shard_fingerprints(inp)
     chash = cfg.stage_hash(STAGE)
+    if "semantic" in d.method:  # the embedder's precision/device as resolved here, once for every task
+        chash = hashlib.sha256(f"{chash}{sorted(resolved_embedder().items())}".encode()).hexdigest()[:16]
     force = bool(getattr(phase, "keywords", {}).get("force", False))
     finished = [] if force else _finished_shards(cfg, out, chash, shards, fps)
     if finished is None:  # complete, and its input is what it was made from: nothing to do
@@ -138,6 +140,12 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     phase = partial(phase, force=False)
     with io.dir_lock(work):  # one dedup run per output dir (each pass also locks its own dir)
         return _run(cfg, d, shards, stems, closure, n_parts, chash, fp, out, work, phase, fps, finished)
+
+
+def resolved_embedder() -> dict:
+    from pipeline.models import embedder
+
+    return embedder.resolve()
 
 
 def _finished_shards(cfg: Config, out: Path, chash: str, shards: list[Path], fps: dict[str, str]) -> list[runner.Task] | None:
@@ -175,6 +183,8 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
          work: Path, phase, fps: dict[str, str], finished: list[runner.Task]) -> runner.StageResult:
     n = len(shards)
     params = d.model_dump(mode="json")
+    if "semantic" in d.method:
+        params["semantic"]["resolved"] = resolved_embedder()
     timings: dict[str, float] = {}
 
     def run_pass(name: str, tasks: list[runner.Task]) -> dict:

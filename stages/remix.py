@@ -166,7 +166,7 @@ def census_shard(path: str, key: str, work: str, domain_column: str, tokenizer: 
     io.write_parquet(pa.table({"domain": dom, N_TOKENS: pa.array(ntok, pa.int64())}), Path(work) / name)
     n, t = len(ntok), int(ntok.sum())
     return {"rows_in": n, "kept": n, "rejected": 0, "quarantined": 0, "tokens_in": t, "tokens_kept": t,
-            "census": name, "rows": n, "inputs": [path]}
+            "census": name, "rows": n, "inputs": [path], "pass_output": True}
 
 
 # ---------------------------------------------------------------- pass 2: plan (driver)
@@ -334,7 +334,7 @@ def scatter_shard(path: str, key: str, work: str, plan_file: str, lo: int, hi: i
         io._atomic(Path(work) / name, write)
         groups = [[int(j[b]), g, int(e - b)] for g, (b, e) in enumerate(zip(starts.tolist(), ends.tolist()))]
     return {"rows_in": n, "kept": n, "rejected": 0, "quarantined": 0, "scatter": name if n else None,
-            "groups": groups, "inputs": [path]}
+            "groups": groups, "inputs": [path], "pass_output": True}
 
 
 def write_shard(out: str, key: str, parts: list[list], rows: int, names: list[str], tokenizer: str | None,

@@ -107,16 +107,18 @@ def prepare_models(cfg: Config, inp: Path, out: Path) -> dict:
         models["perplexity"] = {"path": stem, "backend": backend, "sha256": io.sha256_file(main)}
     if s.bench_sim:
         from filters.bench_sim import save_targets
-        from pipeline.models.embedder import Embedder
+        from pipeline.models import embedder as E
 
         b = s.bench_sim
         targets = train.load_targets(b.targets)
-        emb = Embedder(b.model, max_tokens=b.max_tokens, batch_size=b.batch_size)
-        key = _h({"targets": train.targets_digest(targets), "model": _model_id(emb.model_path), "max_tokens": b.max_tokens, "v": CODE_VERSION})
+        resolved = E.resolve()  # once, here: every task embeds with the same precision and device
+        emb = E.for_task(b.model, b.max_tokens, b.batch_size, resolved)
+        key = _h({"targets": train.targets_digest(targets), "model": _model_id(emb.model_path), "max_tokens": b.max_tokens,
+                  "resolved": resolved, "v": CODE_VERSION})
         path = mdir / f"bench-{key}.npz"
         if not path.exists():
             save_targets(path, {name: emb.encode([t for _, t in rows]) for name, rows in targets.items()})
-        models["bench_sim"] = {"path": str(path), "names": list(targets), "sha256": io.sha256_file(path),
+        models["bench_sim"] = {"path": str(path), "names": list(targets), "sha256": io.sha256_file(path), "resolved": resolved,
                                "examples": {k: len(v) for k, v in targets.items()}}
     if s.decontam:
         from filters.decontam import NgramIndex
@@ -178,7 +180,8 @@ def build_scorers(s: ScoreConfig, models: dict) -> list:
         out.append(PerplexityScorer(models["perplexity"]["path"], models["perplexity"]["backend"]))
     if s.bench_sim:
         b = s.bench_sim
-        out.append(BenchSimScorer(models["bench_sim"]["path"], models["bench_sim"]["names"], b.k, b.model, b.max_tokens, b.batch_size))
+        out.append(BenchSimScorer(models["bench_sim"]["path"], models["bench_sim"]["names"], b.k, b.model, b.max_tokens, b.batch_size,
+                                  resolved=models["bench_sim"]["resolved"]))
     return out
 
 
@@ -505,6 +508,7 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     shas = {k: v["sha256"] for k, v in models.items()}
     fp = io.dataset_fingerprint(inp)
     h1 = _h({"scoring": _scoring_section(s), "models": shas, "backend": models.get("perplexity", {}).get("backend"),
+             "embed": models.get("bench_sim", {}).get("resolved"),
              "batch": cfg.run.batch_size, "v": CODE_VERSION})
     sdir = out / SCORES
     score_cfg = s.model_dump(mode="json")

@@ -19,10 +19,13 @@ from sklearn.metrics import adjusted_rand_score
 from pipeline import config, driver, io, runner
 from tests.conftest import ROOT, SAMPLE_SMALL, all_ids, clean_env, curate_bin, output_hashes
 
-# Measured on this corpus with the settings below (max_tokens 128, k-means 32 -> ward 11, seed 0):
-# ARI 0.639, purity 0.807 (k = 11 = the number of domains). The floors leave room for float
-# differences across machines (bf16 vs fp32 embeddings, BLAS builds).
-ARI_FLOOR, PURITY_FLOOR = 0.58, 0.75
+# Measured on this corpus with the settings below (max_tokens 128, k-means 32 -> ward 11), fp32
+# embeddings, run.seed 0..4 (2026-12-02, faiss-cpu 1.15.1, sentence-transformers 6.3.0):
+# ARI 0.569 / 0.501 / 0.616 / 0.642 / 0.561 (mean 0.578, range 0.50-0.64), purity 0.71-0.80.
+# The old floor 0.58 had been set from one seed (0.639 with older libraries) and sat inside that
+# seed spread, so a library update failed it (0.569); the floors sit below the measured minimum.
+# Random labels give ARI ~0, so the test still fails on any clustering that ignores the domains.
+ARI_FLOOR, PURITY_FLOOR = 0.45, 0.70
 CLUSTER = {"embed": {"max_tokens": 128}, "kmeans": {"k_init": 32}, "refine": {"k": 11}}
 
 

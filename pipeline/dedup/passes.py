@@ -125,10 +125,10 @@ def sig_task(path: str, out: str, key: str, shard: int, n_parts: int, batch_size
     mh = minhasher(params) if "fuzzy" in methods else None
     embedder = None
     if "semantic" in methods:
-        from pipeline.models.embedder import Embedder
+        from pipeline.models.embedder import for_task
 
-        s = params["semantic"]
-        embedder = Embedder(model=s["model"], max_tokens=s["max_tokens"], batch_size=s["batch_size"])
+        s = params["semantic"]  # "resolved": the driver's precision/device (stages/dedup.py)
+        embedder = for_task(s["model"], s["max_tokens"], s["batch_size"], s["resolved"])
     sig_parts, band_parts = [], []
     row0, n_empty, n_shingles = 0, 0, 0
     for rb in pf.iter_batches(batch_size=batch_size, columns=cols):
