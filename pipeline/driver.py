@@ -88,6 +88,6 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
         results.append(res)
         if not res.ok:
             break  # later stages would read an incomplete input
-        if p.inp is not None:
+        if p.stage in RECOMPUTE_ON_GROWTH and p.inp is not None:  # what _input_grew compares with next time
             io.write_json(io.shard_fingerprints(p.inp), Path(p.out) / INPUT_SHARDS)
     return results

@@ -249,10 +249,14 @@ def shard_files(directory: Path) -> list[Path]:
     return sorted(p for p in Path(directory).glob("part-*.parquet") if TMP_TAG not in p.name)
 
 
-def fingerprint(paths: list[str | Path]) -> str:
-    """Cheap input fingerprint: names, sizes and mtimes (content hashes would read terabytes)."""
+def fingerprint(paths: list[str | Path], stat_keys: dict[str, str] | None = None) -> str:
+    """Cheap input fingerprint: names, sizes and mtimes (content hashes would read terabytes).
+    `stat_keys`: `storage.stat_key` of some paths, already taken (not stat'ed again)."""
     h = hashlib.sha256()
     for p in sorted(str(x) for x in paths):
+        if stat_keys and p in stat_keys:  # same bytes as below for a local path
+            h.update(f"{p}\0{stat_keys[p]}\n".encode())
+            continue
         try:
             st = os.stat(p)
             h.update(f"{p}\0{st.st_size}\0{int(st.st_mtime)}\n".encode())

@@ -122,59 +122,46 @@ class _Source:
             _mark_io(e)
             self.error = e
 
-    def read(self, n: int = -1) -> bytes:
+    def _call(self, fn, *args):
+        """`fn(*args)` on the file; an OSError it raises is recorded as IO, then re-raised."""
         try:
-            data = self._fh.read(n)
+            return fn(*args)
         except OSError as e:
             self._io(e)
             raise
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._call(self._fh.read, n)
         self.pos += len(data)
         return data
 
     def readinto(self, b) -> int:
-        try:
-            n = self._fh.readinto(b)
-        except OSError as e:
-            self._io(e)
-            raise
+        n = self._call(self._fh.readinto, b)
         self.pos += n or 0
         return n
 
     def readline(self, limit: int = -1) -> bytes:
-        try:
-            data = self._fh.readline(limit)
-        except OSError as e:
-            self._io(e)
-            raise
+        data = self._call(self._fh.readline, limit)
         self.pos += len(data)
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        try:
-            self.pos = self._fh.seek(offset, whence)
-        except OSError as e:
-            self._io(e)
-            raise
+        self.pos = self._call(self._fh.seek, offset, whence)
         return self.pos
 
     def tell(self) -> int:
-        try:
-            return self._fh.tell()
-        except OSError as e:
-            self._io(e)
-            raise
+        return self._call(self._fh.tell)
 
     def head(self, n: int) -> bytes:
         """The first `n` bytes, leaving the position at 0 (peek where the file has it: fsspec files do not)."""
-        try:
-            if hasattr(self._fh, "peek"):
-                return self._fh.peek(n)[:n]
-            data = self._fh.read(n)
-            self._fh.seek(0)
-            return data
-        except OSError as e:
-            self._io(e)
-            raise
+        return self._call(self._head, n)
+
+    def _head(self, n: int) -> bytes:
+        if hasattr(self._fh, "peek"):
+            return self._fh.peek(n)[:n]
+        data = self._fh.read(n)
+        self._fh.seek(0)
+        return data
 
     def readable(self) -> bool:
         return True

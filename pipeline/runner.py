@@ -197,18 +197,27 @@ def _refuse_output_over_input(out: Path, tasks: list[Task]) -> None:
                                         "destroy it: choose a separate output dir")
 
 
+def input_diff(old: dict, now: dict[str, str | None]) -> tuple[list[str], list[str]] | None:
+    """Finished tasks of an old manifest vs this run's task keys -> input fingerprints: (changed,
+    removed) keys. None when either side lacks fingerprints (nothing can be said per task)."""
+    shards = old.get("shards") or {}
+    if not now or any(v is None for v in now.values()) or not shards or any("input_fp" not in v for v in shards.values()):
+        return None
+    return ([k for k in shards if k in now and shards[k]["input_fp"] != now[k]], [k for k in shards if k not in now])
+
+
 def task_input_change(old: dict, tasks: list[Task]) -> str | None:
     """Compare a stage's finished tasks (old manifest) with the tasks of this run by their recorded
     input fingerprints. None: only new tasks were added (an incremental run). Otherwise what changed,
     naming the input ("" when the tasks do not carry fingerprints: the caller describes it)."""
-    shards = old.get("shards") or {}
-    if not tasks or any(t.input_fp is None for t in tasks) or not shards or any("input_fp" not in v for v in shards.values()):
-        return ""
     now = {t.key: t for t in tasks}
-    removed = [k for k in shards if k not in now]
-    changed = [k for k in shards if k in now and shards[k]["input_fp"] != now[k].input_fp]
+    diff = input_diff(old, {k: t.input_fp for k, t in now.items()})
+    if diff is None:
+        return ""
+    changed, removed = diff
     if not removed and not changed:
         return None
+    shards = old["shards"]
 
     def name(k: str) -> str:
         t = now.get(k)

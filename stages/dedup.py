@@ -114,9 +114,9 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     inp, out = Path(inp), Path(out)
     shards = io.shard_files(inp)
     fps = io.shard_fingerprints(inp)
-    chash = cfg.stage_hash(STAGE)
-    if "semantic" in d.method:  # the embedder's precision/device as resolved here, once for every task
-        chash = hashlib.sha256(f"{chash}{sorted(resolved_embedder().items())}".encode()).hexdigest()[:16]
+    # semantic: the embedder's precision/device, resolved here once for every task, in the hash
+    resolved = resolved_embedder() if "semantic" in d.method else None
+    chash = cfg.stage_hash(STAGE, {"embed": resolved} if resolved else None)
     force = bool(getattr(phase, "keywords", {}).get("force", False))
     finished = [] if force else _finished_shards(cfg, out, chash, shards, fps)
     if finished is None:  # complete, and its input is what it was made from: nothing to do
@@ -139,7 +139,7 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
             shutil.rmtree(out / INDEX, ignore_errors=True)
     phase = partial(phase, force=False)
     with io.dir_lock(work):  # one dedup run per output dir (each pass also locks its own dir)
-        return _run(cfg, d, shards, stems, closure, n_parts, chash, fp, out, work, phase, fps, finished)
+        return _run(cfg, d, shards, stems, closure, n_parts, chash, fp, out, work, phase, fps, finished, resolved)
 
 
 def resolved_embedder() -> dict:
@@ -157,11 +157,11 @@ def _finished_shards(cfg: Config, out: Path, chash: str, shards: list[Path], fps
     if not old or old.get("config_hash") != chash or old.get("status") != "complete":
         return []
     prev = old.get("shards") or {}
-    if not prev or any("input_fp" not in v for v in prev.values()):
-        return []
     now = {p.stem: fps[p.name] for p in shards}
-    gone = [k for k in prev if k not in now]
-    changed = [k for k in prev if k in now and prev[k]["input_fp"] != now[k]]
+    diff = runner.input_diff(old, now)
+    if diff is None:  # an output without per-shard fingerprints: the normal path decides
+        return []
+    changed, gone = diff
     if gone or changed:
         what = "; ".join(f"input shard {w}: {', '.join(ks[:3])}" for w, ks in (("changed", changed), ("removed", gone)) if ks)
         raise runner.StageConflict(f"{out}: holds dedup output made from {what}; re-run with --force to recompute it, "
@@ -180,11 +180,11 @@ def _lost_finished_shard(key: str, out: str) -> dict:
 
 
 def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts: int, chash: str, fp: str, out: Path,
-         work: Path, phase, fps: dict[str, str], finished: list[runner.Task]) -> runner.StageResult:
+         work: Path, phase, fps: dict[str, str], finished: list[runner.Task], resolved: dict | None) -> runner.StageResult:
     n = len(shards)
     params = d.model_dump(mode="json")
-    if "semantic" in d.method:
-        params["semantic"]["resolved"] = resolved_embedder()
+    if resolved:
+        params["semantic"]["resolved"] = resolved
     timings: dict[str, float] = {}
 
     def run_pass(name: str, tasks: list[runner.Task]) -> dict:

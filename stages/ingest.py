@@ -121,6 +121,7 @@ def tasks(cfg: Config, inp: Path | None, out: Path) -> tuple[list[runner.Task], 
     files = plan(cfg)
     r = cfg.run
     keys = task_keys([f for _, f, _ in files], out)
+    stats = {f: storage.stat_key(f) for _, f, _ in files}  # one stat per file: the task's and the stage's fingerprint
     ts = [
         runner.Task(
             key=key,
@@ -128,11 +129,11 @@ def tasks(cfg: Config, inp: Path | None, out: Path) -> tuple[list[runner.Task], 
             kwargs=dict(path=f, relpath=rel, spec=spec.model_dump(mode="json"), out=str(out), key=key,
                         target_rows=r.shard.target_rows, target_bytes=r.shard.target_bytes, batch_size=r.batch_size,
                         tokenizer=r.tokens.tokenizer, max_text_bytes=cfg.ingest.max_text_bytes),
-            input_fp=storage.stat_key(f).replace("\0", ":"),
+            input_fp=stats[f].replace("\0", ":"),
         )
         for key, (spec, f, rel) in zip(keys, files)
     ]
-    return ts, fingerprint([f for _, f, _ in files])
+    return ts, fingerprint([f for _, f, _ in files], stats)
 
 
 def finalize(out: Path, markers: dict[str, dict]) -> None:

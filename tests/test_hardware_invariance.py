@@ -127,9 +127,8 @@ def test_explicit_bf16_is_recorded_and_hashed_apart_from_fp32(tmp_path):
     assert na and nb and not na & nb  # cache keys differ: never read for the other precision
 
 
-def test_resume_under_another_resolution_is_refused_never_mixed(tmp_path, monkeypatch):
-    """Started where auto meant sklearn (no faiss), resumed where it means faiss: refused, naming the
-    choice; setting the recorded choice explicitly resumes it (the same run: nothing is redone)."""
+def _cluster_where_auto_meant_sklearn(tmp_path, monkeypatch):
+    """A finished cluster stage run where k-means `auto` resolved to sklearn (faiss hidden)."""
     if kmeans._faiss() is None:
         pytest.skip("needs faiss-cpu (a dependency of the project) to make auto resolve two ways")
     inp, _ = _varied_input(tmp_path, n=40)
@@ -137,6 +136,13 @@ def test_resume_under_another_resolution_is_refused_never_mixed(tmp_path, monkey
     with monkeypatch.context() as m:
         m.setattr(kmeans, "_faiss", lambda: None)
         _cluster(tmp_path, inp, out, use_ray=False)
+    return inp, out
+
+
+def test_resume_under_another_resolution_is_refused_never_mixed(tmp_path, monkeypatch):
+    """Started where auto meant sklearn (no faiss), resumed where it means faiss: refused, naming the
+    choice; setting the recorded choice explicitly resumes it (the same run: nothing is redone)."""
+    inp, out = _cluster_where_auto_meant_sklearn(tmp_path, monkeypatch)
     assert io.read_json(out / io.MANIFEST)["resolved"]["kmeans_backend"] == "sklearn"
     before = output_hashes(out)
     with pytest.raises(runner.StageConflict, match="kmeans_backend sklearn -> faiss.*cluster.kmeans.backend: sklearn"):
@@ -145,13 +151,7 @@ def test_resume_under_another_resolution_is_refused_never_mixed(tmp_path, monkey
 
 
 def test_resume_with_the_recorded_choice_set_explicitly(tmp_path, monkeypatch):
-    if kmeans._faiss() is None:
-        pytest.skip("needs faiss-cpu")
-    inp, _ = _varied_input(tmp_path, n=40)
-    out = tmp_path / "out"
-    with monkeypatch.context() as m:
-        m.setattr(kmeans, "_faiss", lambda: None)
-        _cluster(tmp_path, inp, out, use_ray=False)
+    inp, out = _cluster_where_auto_meant_sklearn(tmp_path, monkeypatch)
     done = {p.name: p.stat().st_mtime_ns for p in (out / io.DONE).glob("*.json")}
     cfg = config.parse({"run": {"output": str(tmp_path / "run"), "ray": {"num_cpus": 2}, "batch_size": 50},
                         "cluster": {"embed": {"max_tokens": 48}, "kmeans": {"k_init": 8, "backend": "sklearn"}, "refine": {"k": 4}}})

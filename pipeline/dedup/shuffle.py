@@ -63,7 +63,7 @@ def sources(directory: Path, markers: list[dict], key: str = "kept_files") -> li
 def read(srcs: list[tuple[str, dict]], p: int, columns: list[str] | None = None,
          schema: pa.Schema | None = None) -> pa.Table:
     """All rows of partition `p` from the given shuffle files (in the order given). A partition whose
-    row count differs from what its writer recorded (`part_rows`, in the file's own metadata) raises:
+    row count differs from what its writer recorded (`curate.rows.<p>` in the file's schema metadata) raises:
     an intermediate file changed under a running stage is never read as if it were complete."""
     tables = []
     for path, parts in srcs:
