@@ -475,12 +475,78 @@ class MixConfig(Model):
     search: SearchConfig = SearchConfig()
 
 
+REMIX_FORMATS = ("parquet", "megatron", "mds", "hf")
+
+
+class RemixPhase(Model):
+    fraction: float = Field(..., gt=0, le=1, description="share of the token budget in this phase (phases sum to 1)")
+    weights: Any = Field("mix", description="'mix' = the weights.json mixture, or {domain: weight} (unlisted domains get 0; normalized)")
+    metadata_prefix: bool = Field(True, description="with remix.metadata_prefix: prefixes are added in this phase (false = a cooldown phase without them)")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v):
+        if v == "mix":
+            return v
+        if not isinstance(v, dict) or not v:
+            raise ValueError("use 'mix' or a mapping {domain: weight}")
+        out = {}
+        for k, w in v.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 or w == float("inf"):
+                raise ValueError(f"weight of {k!r} is {w!r}; use a finite number >= 0")
+            out[str(k)] = float(w)
+        if sum(out.values()) <= 0:
+            raise ValueError("all weights are 0")
+        return out
+
+
+class MetadataPrefixConfig(Model):
+    field: str = Field("source", description="column whose value is prepended (e.g. source, url), or meta.<key> for a key of the JSON `meta` column")
+    fraction: float = Field(1.0, ge=0, le=1, description="share of the documents (in phases with metadata_prefix: true) that get the prefix, chosen by a seeded hash of the sample")
+    template: str = Field("{value}\n\n", description="prefix text; {value} is the field's value")
+    cooldown: float = Field(0.1, ge=0, lt=1, description="without remix.phases: the last share of the token budget forms a cooldown phase (same weights) without prefixes")
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v):
+        if "{value}" not in v:
+            raise ValueError("must contain {value}")
+        return v
+
+
 class RemixConfig(Model):
     weights: Path | None = Field(None, description="weights.json; null = <run.output>/mix/weights.json")
     tokens: int | None = Field(None, ge=1, description="token budget of the training shards; null = the weights' budget_tokens")
-    max_epochs: float | None = Field(None, gt=0, description="repeat a domain at most this often; null = the weights' max_epochs")
+    max_epochs: float | None = Field(None, gt=0, description="repeat a domain at most this often (over all phases); null = the weights' max_epochs")
     tokenized: bool = Field(True, description="also write token-id shards (.npy uint16/uint32 + offsets index)")
     tokenizer: Path | None = Field(None, description="`tokenizers` JSON for n_tokens and token shards; null = the one next to weights.json, else run.tokens.tokenizer")
+    formats: list[str] | None = Field(None, description="trainer outputs besides the mixed Parquet stream: megatron (.bin/.idx per domain and mixed), mds (MosaicML Streaming per domain), hf (Arrow per domain + interleave recipe); null = [parquet, megatron] (megatron only when token ids are written)")
+    phases: list[RemixPhase] | None = Field(None, description="training phases in order, e.g. [{fraction: 0.9, weights: mix}, {fraction: 0.1, weights: {code: 0.5, wiki: 0.5}}]; null = one phase with the mix weights")
+    metadata_prefix: MetadataPrefixConfig | None = Field(None, description="prepend a source/URL line to documents (metadata conditioning), with a cooldown phase without it")
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v):
+        if v is None:
+            return v
+        bad = [f for f in v if f not in REMIX_FORMATS]
+        if bad:
+            raise ValueError(f"unknown format(s) {bad}; choose from {list(REMIX_FORMATS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("a format is listed twice")
+        return v
+
+    @field_validator("phases")
+    @classmethod
+    def _phases(cls, v):
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("give at least one phase, or leave phases out")
+        total = sum(p.fraction for p in v)
+        if abs(total - 1) > 1e-6:
+            raise ValueError(f"phase fractions sum to {total:.6g}, not 1")
+        return v
 
 
 class EvaluateConfig(Model):

@@ -15,7 +15,7 @@ what the driver's environment held when Ray started (embedded Ray copies it to i
         `--no-ray` it is the `curate` process itself (the whole run dies, as on a power cut).
 
     CURATE_FAULT=enospc:<n>[+][:<path-glob>]
-        The <n>-th call of `io._atomic` (counted over all processes of the run that share
+        The <n>-th call of `io.atomic_write` (counted over all processes of the run that share
         `$CURATE_FAULT_DIR`, and only over target paths matching <path-glob> when given) raises
         `OSError(errno.ENOSPC, ...)` after writing part of its temp file, as a full disk does.
         With `+`, that write and every later one fail (the disk stays full); without it only the
@@ -97,8 +97,8 @@ def _next_write(tag: str) -> int:
 
 
 def maybe_enospc(path: Path, tmp: Path) -> None:
-    """Hook of `io._atomic`, called after the temp file is written and before it is renamed:
-    raises ENOSPC on the configured write (the partial temp file is left for `_atomic` to clean)."""
+    """Hook of `io.atomic_write`, called after the temp file is written and before it is renamed:
+    raises ENOSPC on the configured write (the partial temp file is left for `atomic_write` to clean)."""
     if ENV not in os.environ:
         return
     for i, (kind, arg) in enumerate(_specs()):

@@ -77,7 +77,7 @@ def disk_full(e: BaseException, path: Path) -> DiskFull | None:
     return None
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write via `write(tmp_path)` to a temp name in the same dir, fsync, rename over `path`.
     On any failure the temp file is removed and `path` is untouched (a full disk raises DiskFull)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def _atomic(path: Path, write) -> None:
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    _atomic(Path(path), lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTS))
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTS))
 
 
 def write_npy(arr, path: Path) -> None:
@@ -107,12 +107,12 @@ def write_npy(arr, path: Path) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, arr)
 
-    _atomic(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def write_json(obj: Any, path: Path) -> None:
     data = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
-    _atomic(Path(path), lambda tmp: tmp.write_bytes(data))
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
 def read_json(path: Path) -> Any:

@@ -7,7 +7,7 @@ complete, verified set of files. The only module that knows about Ray is this on
 
 Progress goes to a tqdm bar (text mode) or to one JSON event per line (`pipeline.logs`, json mode).
 Fault injection hooks (`pipeline.faults`, off unless CURATE_FAULT is set) sit in `execute_task`
-and in `io._atomic`.
+and in `io.atomic_write`.
 """
 from __future__ import annotations
 

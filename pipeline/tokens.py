@@ -11,7 +11,7 @@ _PRETOKEN = re.compile(r"\w+|[^\w\s]+")
 
 
 @lru_cache(maxsize=4)
-def _tokenizer(path: str):
+def load_tokenizer(path: str):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(path)
@@ -19,6 +19,6 @@ def _tokenizer(path: str):
 
 def count_tokens(texts: list[str], tokenizer: str | None = None) -> np.ndarray:
     if tokenizer:
-        enc = _tokenizer(tokenizer).encode_batch(texts, add_special_tokens=False)
+        enc = load_tokenizer(tokenizer).encode_batch(texts, add_special_tokens=False)
         return np.fromiter((len(e.ids) for e in enc), dtype=np.int64, count=len(texts))
     return np.fromiter((len(_PRETOKEN.findall(t)) for t in texts), dtype=np.int64, count=len(texts))

@@ -489,7 +489,7 @@ def _prepare(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: s
         with open(tmp, "wb") as fh:
             np.savez(fh, init_centroids=init_c, mapping=ref.mapping, final_centroids=ref.centroids)
 
-    io._atomic(refined, save_refined)
+    io.atomic_write(refined, save_refined)
 
     from pipeline.models.embedder import default_model_path
 

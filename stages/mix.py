@@ -56,7 +56,7 @@ def _tokenizer(c: MixConfig, shards: list[Path], out: Path, seed: int, fp: str) 
         if not src.exists():
             raise ConfigError(f"mix.tokenizer.path: {src} does not exist; point it at a tokenizers JSON or leave it null to train one")
         if not dest.exists() or io.sha256_file(dest) != io.sha256_file(src):
-            io._atomic(dest, lambda tmp: shutil.copyfile(src, tmp))
+            io.atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
         return dest
     key = ts.digest(fp, c.tokenizer.model_dump(), seed)
     cached = out / "_work" / f"tokenizer-{key}.json"
@@ -64,7 +64,7 @@ def _tokenizer(c: MixConfig, shards: list[Path], out: Path, seed: int, fp: str) 
         texts = ts.sample_texts(shards, c.tokenizer.train_docs, seed)
         bpe.train_bpe(texts, c.tokenizer.vocab_size, cached)
     if not dest.exists() or io.sha256_file(dest) != io.sha256_file(cached):
-        io._atomic(dest, lambda tmp: shutil.copyfile(cached, tmp))
+        io.atomic_write(dest, lambda tmp: shutil.copyfile(cached, tmp))
     return dest
 
 

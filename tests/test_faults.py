@@ -91,10 +91,10 @@ def test_real_enospc_from_any_writer_becomes_diskfull(tmp_path):
 
     for writer in (full, arrow_full):
         with pytest.raises(io.DiskFull, match=r"disk full: no space left on device writing .*x\.parquet; free space"):
-            io._atomic(tmp_path / "x.parquet", writer)
+            io.atomic_write(tmp_path / "x.parquet", writer)
         assert list(tmp_path.iterdir()) == []
     with pytest.raises(PermissionError):  # other errors stay what they are
-        io._atomic(tmp_path / "y.json", lambda tmp: (_ for _ in ()).throw(PermissionError(errno.EACCES, "denied")))
+        io.atomic_write(tmp_path / "y.json", lambda tmp: (_ for _ in ()).throw(PermissionError(errno.EACCES, "denied")))
 
 
 def test_diskfull_survives_pickling_and_reads_as_one_line():

@@ -28,7 +28,7 @@ def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
         raise Boom
 
     with pytest.raises(Boom):
-        io._atomic(tmp_path / "x.parquet", bad)
+        io.atomic_write(tmp_path / "x.parquet", bad)
     assert os.listdir(tmp_path) == []
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from pipeline import config, io, runner
 from stages import remix as R
+from stages.remix import passes as RP
+from stages.remix import plan as RPLAN
 
 WORDS = ("alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega river stone cloud "
          "light north south quick brown fox jumps over lazy dog code data model token").split()
@@ -171,17 +173,17 @@ def test_resume_and_conflict(tmp_path, inp, monkeypatch):
     def boom(**kw):
         raise AssertionError("no task should run on resume")
 
-    monkeypatch.setattr(R, "census_shard", boom)
-    monkeypatch.setattr(R, "write_shard", boom)
-    monkeypatch.setattr(R, "plan", boom)
-    monkeypatch.setattr(R, "scatter_shard", boom)
+    monkeypatch.setattr(RP, "census_shard", boom)
+    monkeypatch.setattr(RP, "write_shard", boom)
+    monkeypatch.setattr(RPLAN, "plan", boom)
+    monkeypatch.setattr(RP, "scatter_shard", boom)
     res = R.run(cfg, inp, out, PHASE)
     assert res.ok and {p.name: io.sha256_file(p) for p in io.shard_files(out)} == before
     monkeypatch.undo()
     # a lost output shard is rewritten, nothing else
     victim = io.shard_files(out)[1]
     victim.unlink()
-    monkeypatch.setattr(R, "census_shard", boom)
+    monkeypatch.setattr(RP, "census_shard", boom)
     assert R.run(cfg, inp, out, PHASE).ok
     assert {p.name: io.sha256_file(p) for p in io.shard_files(out)} == before
     monkeypatch.undo()
@@ -189,7 +191,7 @@ def test_resume_and_conflict(tmp_path, inp, monkeypatch):
     write_weights(wp, [0.5, 0.25, 0.25], 20_000)
     with pytest.raises(runner.StageConflict, match="different config or weights"):
         R.run(cfg, inp, out, PHASE)
-    monkeypatch.setattr(R, "census_shard", boom)  # new weights: the census is reused
+    monkeypatch.setattr(RP, "census_shard", boom)  # new weights: the census is reused
     res = R.run(cfg, inp, out, partial(PHASE, force=True))
     assert res.ok and io.read_json(out / R.REMIX_JSON)["domains"][0]["weight"] == 0.5
 

@@ -45,7 +45,7 @@ def write(path: Path, table: pa.Table, part: np.ndarray, n_parts: int) -> dict:
             if not table.num_rows:
                 w.write_table(table)  # an empty file still carries the schema
 
-    io._atomic(path, _write)
+    io.atomic_write(path, _write)
     return {"name": path.name, "rows": table.num_rows, "bytes": path.stat().st_size,
             "sha256": io.sha256_file(path), "parts": parts}
 
