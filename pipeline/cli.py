@@ -382,6 +382,7 @@ def remix(input: Path = typer.Option(..., "--input", "-i", help="dataset dir the
           tokens: Optional[int] = typer.Option(None, "--tokens", "-n", help="token budget of the training shards (default: the weights' budget)"),
           max_epochs: Optional[float] = typer.Option(None, "--max-epochs", help="repeat a domain at most this often (default: the weights')"),
           tokenized: bool = typer.Option(True, "--tokenized/--text-only", help="also write token-id shards (.npy + index)"),
+          formats: Optional[str] = typer.Option(None, "--formats", help="comma-separated trainer outputs: parquet,megatron,mds,hf (default: parquet,megatron)"),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with run: settings (seed, shard size)"),
           resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
     """Sample documents per domain by weight under a token budget (repeating up to the epoch cap),
@@ -389,6 +390,8 @@ def remix(input: Path = typer.Option(..., "--input", "-i", help="dataset dir the
     if not weights.exists():
         _fail(f"--weights: {weights} does not exist; run `curate mix` first")
     data = {"weights": str(weights.resolve()), "tokens": tokens, "max_epochs": max_epochs, "tokenized": tokenized}
+    if formats is not None:
+        data["formats"] = [f.strip() for f in formats.split(",") if f.strip()]
     _single_stage("remix", data, config, input, output, resume, ray_address, no_ray, quiet)
 
 

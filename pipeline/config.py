@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -476,6 +477,14 @@ class MixConfig(Model):
 
 
 REMIX_FORMATS = ("parquet", "megatron", "mds", "hf")
+# Domain names become file and folder names of the trainer outputs (megatron/<name>.bin,
+# mds/<name>/): no path separators, no leading dot, no whitespace (Megatron's --data-path is
+# space-separated), no "..".
+SAFE_DOMAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
+
+
+def unsafe_domain_name(name: str) -> bool:
+    return not SAFE_DOMAIN_NAME.fullmatch(name) or ".." in name
 
 
 class RemixPhase(Model):
@@ -492,6 +501,8 @@ class RemixPhase(Model):
             raise ValueError("use 'mix' or a mapping {domain: weight}")
         out = {}
         for k, w in v.items():
+            if unsafe_domain_name(str(k)):
+                raise ValueError(f"domain name {str(k)!r} cannot name a file (use letters, digits, _ . = + -; no '/', '..' or spaces)")
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 or w == float("inf"):
                 raise ValueError(f"weight of {k!r} is {w!r}; use a finite number >= 0")
             out[str(k)] = float(w)

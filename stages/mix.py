@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import io, runner, tokenstreams as ts
-from pipeline.config import Config, ConfigError, MixConfig
+from pipeline.config import Config, ConfigError, MixConfig, unsafe_domain_name
 from pipeline.version import __version__
 
 STAGE = "mix"
@@ -155,6 +155,10 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     dnames = list(totals)
     docs = np.array([totals[d][0] for d in dnames], dtype=np.int64)
     tokens = np.array([totals[d][1] for d in dnames], dtype=np.int64)
+    bad = [d for d in dnames if unsafe_domain_name(d)]
+    if bad:
+        raise ConfigError(f"mix.domain_column: {c.domain_column!r} value {bad[0]!r} cannot name a file of the trainer outputs "
+                          "(letters, digits, _ . = + -; no '/', '..' or spaces); map it to another column first")
     if len(dnames) < 2:
         raise ConfigError(f"mix.domain_column: {c.domain_column!r} has {len(dnames)} value(s) in {inp}; a mixture needs at least 2 domains")
 

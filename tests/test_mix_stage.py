@@ -113,12 +113,8 @@ def test_search_finds_the_target_domain(tmp_path, corpus, method):
     assert (s["kind"] == "search").sum() == n_search
     assert {f"w_{d}" for d in DOMAINS} <= set(s.columns) and "loss_synth" in s.columns
     assert np.allclose(s[[f"w_{d}" for d in DOMAINS]].sum(axis=1), 1.0, atol=1e-6)
-    # formats training stacks read
-    megatron = (out / "megatron_data_path.txt").read_text().split()
-    assert len(megatron) % 2 == 0 and abs(sum(float(x) for x in megatron[::2]) - 1) < 1e-3
-    hf = json.loads((out / "hf_interleave.json").read_text())
-    assert abs(sum(hf["probabilities"]) - 1) < 1e-6
-    assert (out / "mosaic_streams.yaml").exists() and (out / "tokenizer.json").exists()
+    # the trainer recipes are written by remix, next to the data they name (tests/test_remix_outputs.py)
+    assert (out / "tokenizer.json").exists() and not (out / "megatron_data_path.txt").exists()
 
 
 def test_baseline_method_trains_only_the_verification_runs(tmp_path, corpus):

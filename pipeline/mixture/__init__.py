@@ -4,18 +4,16 @@
 - `baselines`    uniform, proportional, temperature, unimax; `baseline(name, …)` projected
 - `predictor`    Predictor("lightgbm" | "linear"): weights -> loss, Spearman rho on held-out runs
 - `search`       sample_mixtures (RegMix sampler), regmix, climb -> SearchResult
-- `formats`      weights.json, Megatron --data-path, HF interleave, Mosaic streams; read_weights
+- `formats`      weights.json (write_outputs, read_weights); trainer recipes come from `remix`
 
 Facts and settings: /work/shared/MIXTURE.md (CLIMB, RegMix, UniMax).
 """
 from pipeline.mixture.baselines import BASELINES, baseline, proportional, temperature, uniform, unimax
 from pipeline.mixture.constraints import Bounds, caps, check_feasible, feasible, floors, project
-from pipeline.mixture.formats import (FILES, WeightsFormatError, megatron_data_path, parse_megatron_data_path,
-                                      read_weights, write_outputs)
+from pipeline.mixture.formats import FILES, WeightsFormatError, read_weights, write_outputs
 from pipeline.mixture.predictor import Predictor, spearman
 from pipeline.mixture.search import Evaluator, SearchResult, climb, regmix, sample_mixtures
 
 __all__ = ["BASELINES", "Bounds", "Evaluator", "FILES", "Predictor", "SearchResult", "WeightsFormatError",
-           "baseline", "caps", "check_feasible", "climb", "feasible", "floors", "megatron_data_path",
-           "parse_megatron_data_path", "project", "proportional", "read_weights", "regmix", "sample_mixtures",
+           "baseline", "caps", "check_feasible", "climb", "feasible", "floors", "project", "proportional", "read_weights", "regmix", "sample_mixtures",
            "spearman", "temperature", "uniform", "unimax", "write_outputs"]

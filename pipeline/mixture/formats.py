@@ -1,66 +1,35 @@
-"""Mixture outputs in the formats training stacks read (MIXTURE.md "Output formats").
+"""The mix stage's record: `weights.json` (read back by `remix` via `read_weights`).
 
-- `weights.json`            the canonical record (read back by `remix` via `read_weights`)
-- `megatron_data_path.txt`  Megatron-LM `--data-path w1 prefix1 w2 prefix2 …`
-- `hf_interleave.json`      arguments of HF `datasets.interleave_datasets`
-- `mosaic_streams.yaml`     MosaicML Streaming `Stream(local=…, proportion=…)` per domain
-
+The files trainers read (Megatron `--data-path`, MosaicML streams, the HF interleave recipe) are
+written by `remix` next to the data they name (stages/remix/export.py), with paths that exist and
+weights realised by the plan; the mix stage only knows the weights, not where the data will be.
 Megatron repeats small sources silently with no epoch cap, so the weights written here must
-already be projected (`constraints.project`). Zero-weight domains are left out of the three
-training-stack files: Megatron and Mosaic gain nothing from them, and HF's "all_exhausted"
-strategy would never finish waiting for a dataset it never samples. Every file is written to a
-temporary name and moved into place with os.replace, so a reader never sees half a file.
+already be projected (`constraints.project`). The file is written to a temporary name and moved
+into place, so a reader never sees half a file.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
-import yaml
+
+from pipeline import io
+from pipeline.config import unsafe_domain_name
 
 from pipeline.mixture.constraints import Bounds
 
-FILES = {"weights": "weights.json", "megatron": "megatron_data_path.txt",
-         "hf": "hf_interleave.json", "mosaic": "mosaic_streams.yaml"}
+FILES = {"weights": "weights.json"}
 
 
 class WeightsFormatError(ValueError):
     """A weights.json that does not have the expected shape; the message names the file."""
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def megatron_data_path(names, weights, prefix: str = "remix/domains") -> str:
-    """'w1 PREFIX/name1 w2 PREFIX/name2 …' with 6-decimal weights; zero (after rounding) omitted."""
-    parts = []
-    for name, w in zip(names, weights):
-        s = f"{float(w):.6f}"
-        if float(s) > 0:
-            parts += [s, f"{prefix}/{name}"]
-    return " ".join(parts)
-
-
-def parse_megatron_data_path(text: str) -> list[tuple[float, str]]:
-    """Inverse of `megatron_data_path`: [(weight, prefix), …]."""
-    tok = text.split()
-    if len(tok) % 2:
-        raise ValueError(f"Megatron data path has an odd number of fields ({len(tok)}): expected 'w1 prefix1 w2 prefix2 …'")
-    return [(float(tok[i]), tok[i + 1]) for i in range(0, len(tok), 2)]
-
-
 def write_outputs(out_dir: Path, names: list[str], weights, tokens, docs, budget: int, bounds: Bounds,
-                  method: str, extra: dict | None = None, *, prefix: str = "remix/domains", seed: int = 0) -> dict:
-    """Write the four files into `out_dir`; returns {"weights"|"megatron"|"hf"|"mosaic": Path}."""
+                  method: str, extra: dict | None = None) -> dict:
+    """Write weights.json into `out_dir`; returns {"weights": Path}."""
     names = [str(n) for n in names]
     w = np.asarray(weights, dtype=np.float64)
     tokens = np.asarray(tokens, dtype=np.float64)
@@ -68,8 +37,8 @@ def write_outputs(out_dir: Path, names: list[str], weights, tokens, docs, budget
     k = len(names)
     if not (w.shape == tokens.shape == docs.shape == (k,)):
         raise ValueError(f"names, weights, tokens, docs must have one entry per domain; got {k}, {w.shape}, {tokens.shape}, {docs.shape}")
-    if len(set(names)) != k or any(not n or any(c.isspace() for c in n) for n in names):
-        raise ValueError("domain names must be unique, non-empty and without whitespace (Megatron's --data-path is space-separated)")
+    if len(set(names)) != k or any(unsafe_domain_name(n) for n in names):
+        raise ValueError("domain names must be unique and name files (letters, digits, _ . = + -; no '/', '..' or spaces)")
     if not np.all(np.isfinite(w)) or np.any(w < 0) or abs(w.sum() - 1) > 1e-6:
         raise ValueError(f"weights must be finite, >= 0 and sum to 1 (sum is {w.sum():.8g})")
     if np.any((w > 0) & (tokens <= 0)):
@@ -84,14 +53,9 @@ def write_outputs(out_dir: Path, names: list[str], weights, tokens, docs, budget
                 "epochs": float(w[i] * budget / tokens[i]) if tokens[i] > 0 else 0.0}
                for i, n in enumerate(names)]
     doc = {"method": method, "budget_tokens": int(budget), "max_epochs": float(bounds.max_epochs), "domains": domains, **extra}
-    nz = [i for i in range(k) if w[i] > 0]
     paths = {key: out_dir / fname for key, fname in FILES.items()}
-    _atomic_write(paths["weights"], json.dumps(doc, indent=2) + "\n")
-    _atomic_write(paths["megatron"], megatron_data_path(names, w, prefix) + "\n")
-    _atomic_write(paths["hf"], json.dumps({"datasets": [names[i] for i in nz], "probabilities": [float(w[i]) for i in nz],
-                                           "seed": int(seed), "stopping_strategy": "all_exhausted"}, indent=2) + "\n")
-    _atomic_write(paths["mosaic"], yaml.safe_dump(
-        {"streams": {names[i]: {"local": f"{prefix}/{names[i]}", "proportion": float(w[i])} for i in nz}}, sort_keys=False))
+    text = json.dumps(doc, indent=2) + "\n"
+    io.atomic_write(paths["weights"], lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return paths
 
 

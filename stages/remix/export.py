@@ -39,6 +39,11 @@ FORMATS_WITH_TOKENS = ("megatron", "mds", "hf")
 COLUMNS = [ID, TEXT, "domain", N_TOKENS]
 
 
+def megatron_dtype(dtype: np.dtype) -> np.dtype:
+    """Megatron's index has no uint32 code: vocabularies over 65,535 ids are stored as int32."""
+    return np.dtype(np.uint16) if dtype == np.uint16 else np.dtype(np.int32)
+
+
 def phase_dir(n_phases: int, p: int) -> str:
     return f"phase-{p}/" if n_phases > 1 else ""
 
@@ -81,6 +86,12 @@ def export_phase(out: str, phase: int, n_phases: int, keys: list[str], names: li
     documents appended to its writers (so each per-domain file keeps the stream's order)."""
     out, pdir, dt = Path(out), phase_dir(n_phases, phase), np.dtype(dtype)
     writers: dict[tuple[str, str], object] = {}
+
+    def writer(fmt: str, name: str, make):
+        if (fmt, name) not in writers:  # opened once: a second open of the same temp file would truncate it
+            writers[(fmt, name)] = make()
+        return writers[(fmt, name)]
+
     docs = np.zeros(len(names), np.int64)
     toks = np.zeros(len(names), np.int64)
     for key in keys:
@@ -95,11 +106,10 @@ def export_phase(out: str, phase: int, n_phases: int, keys: list[str], names: li
             docs[i] += len(rows)
             toks[i] += len(ids)
             if "megatron" in formats:
-                w = writers.setdefault(("megatron", name), IndexedWriter(out / "megatron" / f"{pdir}{name}", dt))
-                w.add_documents(ids, off)
+                writer("megatron", name, lambda: IndexedWriter(out / "megatron" / f"{pdir}{name}", megatron_dtype(dt))).add_documents(ids, off)
             sub = t.take(pa.array(rows))
             if "mds" in formats:
-                w = writers.setdefault(("mds", name), MDSWriter(out / "mds" / f"{pdir}{name}", {
+                w = writer("mds", name, lambda: MDSWriter(out / "mds" / f"{pdir}{name}", {
                     ID: "str", "domain": "str", TEXT: "str", N_TOKENS: "int64", "tokens": f"ndarray:{dt.name}"}))
                 w.write_batch({ID: sub.column(ID).to_pylist(), "domain": sub.column("domain").to_pylist(),
                                TEXT: sub.column(TEXT).to_pylist(), N_TOKENS: sub.column(N_TOKENS).to_pylist(), "tokens": (ids, off)})
@@ -107,8 +117,7 @@ def export_phase(out: str, phase: int, n_phases: int, keys: list[str], names: li
                 arr = pa.ListArray.from_arrays(pa.array(off.astype(np.int32)), pa.array(ids))
                 tab = pa.table({ID: sub.column(ID), TEXT: sub.column(TEXT), "domain": sub.column("domain"),
                                 N_TOKENS: sub.column(N_TOKENS), "input_ids": arr})
-                w = writers.setdefault(("hf", name), _ArrowWriter(out / "hf" / f"{pdir}{name}" / "part.arrow", tab.schema))
-                w.write(tab)
+                writer("hf", name, lambda: _ArrowWriter(out / "hf" / f"{pdir}{name}" / "part.arrow", tab.schema)).write(tab)
     files = {f"{fmt}/{pdir}{name}": w.close() for (fmt, name), w in writers.items()}
     return {"rows_in": int(docs.sum()), "kept": int(docs.sum()), "rejected": 0, "quarantined": 0, "pass_output": True,
             "phase": phase, "domain_docs": docs.tolist(), "domain_tokens": toks.tolist(), "files": files}
@@ -117,7 +126,7 @@ def export_phase(out: str, phase: int, n_phases: int, keys: list[str], names: li
 def export_mixed(out: str, keys: list[str], dtype: str) -> dict:
     """megatron/mixed: the whole stream, every shard's token file appended in order."""
     out = Path(out)
-    w, n = IndexedWriter(out / "megatron" / "mixed", np.dtype(dtype)), 0
+    w, n = IndexedWriter(out / "megatron" / "mixed", megatron_dtype(np.dtype(dtype))), 0
     for key in keys:
         tokens, offsets = _shard_tokens(out, key)
         w.add_documents(np.asarray(tokens), np.asarray(offsets))

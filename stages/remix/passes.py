@@ -179,7 +179,7 @@ def _apply_prefix(table: pa.Table, tokenizer: str | None) -> tuple[pa.Table, np.
     ntok = table.column(N_TOKENS).to_numpy(zero_copy_only=False).astype(np.int64)
     if not has.any():
         return table, np.zeros(len(ntok), np.int64)
-    text = pc.if_else(pc.is_valid(pre), pc.binary_join_element_wise(pre.cast(pa.large_string()), table.column(TEXT), ""),
+    text = pc.if_else(pc.is_valid(pre), pc.binary_join_element_wise(pre.cast(pa.large_string()), table.column(TEXT), pa.scalar("", pa.large_string())),
                       table.column(TEXT))
     new = ntok.copy()
     idx = np.flatnonzero(has)
@@ -244,6 +244,6 @@ def write_shard(out: str, key: str, parts: list[list], rows: int, names: list[st
     counters["domain_tokens"] = [int(x) for x in np.bincount(dom, weights=ntok, minlength=len(names))] if n else [0] * len(names)
     if prefix:
         counters["prefix_tokens"] = [int(x) for x in np.bincount(dom, weights=gained, minlength=len(names))] if n else [0] * len(names)
-        counters["prefixed_docs"] = int((gained != 0).sum() if n else 0)
+        counters["prefixed_docs"] = int(pc.sum(pc.is_valid(table.column(PREFIX))).as_py() or 0) if n else 0
     counters["inputs"] = sorted({Path(f).name for f, _ in parts})
     return counters

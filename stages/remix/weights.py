@@ -6,20 +6,14 @@ a phase naming an unknown domain stops the run with one line (exit 2) before any
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 from pipeline import io
-from pipeline.config import ConfigError
-
-# Domain names become file and folder names of the trainer outputs (megatron/<name>.bin,
-# mds/<name>/): no path separators, no leading dot, no whitespace (Megatron's --data-path is
-# space-separated).
-SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
+from pipeline.config import ConfigError, unsafe_domain_name
 
 
 def check_domain_name(name: str, where: str) -> None:
-    if not SAFE_NAME.fullmatch(name) or ".." in name:
+    if unsafe_domain_name(name):
         raise ConfigError(f"{where}: domain name {name!r} cannot name a file (use letters, digits, _ . = + -; "
                           "no '/', '..' or spaces); rename the domain")
 
