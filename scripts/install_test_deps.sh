@@ -2,6 +2,7 @@
 # What `make test` needs beyond the project itself, installed before pytest so that a newcomer's
 # `make test` on a fresh clone is the same as CI's:
 #   - the `test` extra (hadolint for the Dockerfile lint test) into $VENV;
+#   - megatron-core and mosaicml-streaming (--no-deps), the real trainer-side readers;
 #   - headless Chromium for tests/test_report.py (scripts/install_chromium.sh: apt-get, as root or
 #     with password-less sudo).
 # What cannot be installed here (no root, no apt-get) is skipped LOUDLY: one line on stderr now,
@@ -18,6 +19,14 @@ rm -f "$SKIPS"
 if ! [ -x "$(dirname "$(command -v "$PY" || echo "$PY")")/hadolint" ]; then
   $PY -m pip install -q -e ".[test]" || { echo "make test: error: could not install the test extra (pip install -e '.[test]')" >&2; exit 1; }
 fi
+
+# The trainers' own readers, which tests/test_formats_*.py (and the remix stage's tests) check our
+# writers against: megatron-core's IndexedDataset, mosaicml-streaming's MDSWriter/StreamingDataset.
+# --no-deps is essential: with their dependencies pip replaces the CPU torch with a CUDA build (and
+# downgrades transformers). Beyond the project's own dependencies they import exactly these (checked
+# by importing both readers; see OFFLINE.md, "Trainer-side readers"). pip skips what is installed.
+TRAINER_LIBS=("megatron-core==0.16.1" "mosaicml-streaming==0.13.0" catalogue zstd python-snappy cramjam brotli)
+$PY -m pip install -q --no-deps "${TRAINER_LIBS[@]}" || { echo "make test: error: could not install the trainer-side readers (pip install --no-deps ${TRAINER_LIBS[*]})" >&2; exit 1; }
 
 if [ "${CURATE_SKIP_BROWSER:-}" = "1" ]; then
   echo "browser: CURATE_SKIP_BROWSER=1 was set" >> "$SKIPS"
