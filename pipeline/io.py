@@ -115,6 +115,27 @@ def write_json(obj: Any, path: Path) -> None:
     atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
+CARD = "README.md"
+
+
+def dataset_card(title: str, configs: list[tuple[str, list[str]]] | None = None, body: str = "") -> str:
+    """An HF dataset card whose YAML `configs` tell `datasets.load_dataset(<dir>)` which files to
+    read: without it HF reads every Parquet file below the dir, `_rejected/` and `_work/` included
+    (measured), and picks its builder by the most common extension. `default` = the kept shards."""
+    configs = [("default", ["part-*.parquet"])] + list(configs or [])
+    yml = "".join(f"- config_name: {name}\n  data_files:\n  - split: train\n    path:\n" + "".join(f"    - {f}\n" for f in files)
+                  for name, files in configs)
+    return f"---\nconfigs:\n{yml}---\n# {title}\n\n{body}"
+
+
+def write_dataset_card(out: Path, stage: str) -> None:
+    """The default card of a stage's dataset dir (a stage may write a richer one first)."""
+    text = dataset_card(f"curate {stage} output", body=(
+        "Written by `curate`. `datasets.load_dataset(<this dir>)` reads the kept documents (`part-*.parquet`);\n"
+        "dropped ones are in `_rejected/`, unreadable input in `_quarantine/`, counts in `_manifest.json`.\n"))
+    atomic_write(Path(out) / CARD, lambda tmp: tmp.write_text(text))
+
+
 def read_json(path: Path) -> Any:
     with open(path, "rb") as fh:
         return json.loads(fh.read())
@@ -187,7 +208,7 @@ def clear_dir(out: Path) -> None:
         shutil.rmtree(out / sub, ignore_errors=True)
     for p in out.glob("part-*.parquet*"):
         p.unlink()
-    for name in (MANIFEST, STATS):
+    for name in (MANIFEST, STATS, CARD):
         (out / name).unlink(missing_ok=True)
 
 

@@ -313,6 +313,8 @@ def _run_stage(
         manifest["failed"] = failed
         if not missing:
             _remove_orphans(out, markers.values())
+            if ":" not in stage and not (out / io.CARD).exists():  # a stage's dir, not one of its passes'
+                io.write_dataset_card(out, stage)
         io.write_json(manifest, out / io.MANIFEST)
         io.write_json(build_stats(markers.values(), seconds), out / io.STATS)
     except io.DiskFull as e:  # the markers on disk stay valid: a re-run redoes only this step

@@ -111,6 +111,11 @@ def test_outputs_readable_by_datasets_and_duckdb(baseline):
     assert n == len(ds)
     n_rej = duckdb.sql(f"select count(*) from read_parquet('{run_dir}/filter/_rejected/*.parquet')").fetchall()[0][0]
     assert n_rej == man["totals"]["rejected"]
+    # the dir itself: the dataset card makes HF read the kept shards only, not _rejected/ or _quarantine/
+    for stage in ("ingest", "filter"):
+        kept = io.read_json(run_dir / stage / io.MANIFEST)["totals"]["kept"]
+        assert datasets.load_dataset(str(run_dir / stage), split="train").num_rows == kept
+    assert man["totals"]["rejected"] > 0
 
 
 def test_cli_stats_and_sql(baseline):

@@ -19,7 +19,7 @@ from pipeline import config, io, runner
 from pipeline.formats.hf import hf_mixture
 from stages import remix as R
 from tests.test_remix import make_input, train_bpe, write_weights
-from tests.trainer_libs import import_megatron_indexed, import_streaming
+from tests.trainer_libs import import_megatron_indexed, import_streaming, streaming_dataset
 
 PHASE = partial(runner.run_stage, use_ray=False, show_progress=False, max_retries=0)
 PHASES = [{"fraction": 0.7, "weights": "mix"}, {"fraction": 0.3, "weights": {"2": 0.8, "0": 0.2}}]
@@ -92,31 +92,25 @@ def test_megatron_reads_every_prefix_and_sums_match(phased):
 
 def test_mds_streams_load_with_the_mixture_proportions(phased, tmp_path):
     streaming = import_streaming()
-    from streaming.base.util import clean_stale_shared_memory
-
     doc = yaml.safe_load((phased / "mosaic_streams.yaml").read_text())
     rep = io.read_json(phased / R.REMIX_JSON)
     t, toks, offs = stream(phased)
     by_id = {i: j for j, i in enumerate(t.column("id").to_pylist())}
     for ph in doc["phases"]:
-        clean_stale_shared_memory()
         streams = [streaming.Stream(local=s["local"], proportion=s["proportion"]) for s in ph["streams"].values()]
-        ds = streaming.StreamingDataset(streams=streams, batch_size=1, shuffle=False, allow_unsafe_types=False)
-        got = Counter()
-        tokens = Counter()
-        for x in ds:
-            got[x["domain"]] += 1
-            tokens[x["domain"]] += len(x["tokens"])
-            j = by_id[x["id"]]
-            assert np.array_equal(x["tokens"], toks[offs[j]:offs[j + 1]])
+        got, tokens = Counter(), Counter()
+        with streaming_dataset(tmp_path, streams=streams, batch_size=1, shuffle=False) as ds:
+            for x in ds:
+                got[x["domain"]] += 1
+                tokens[x["domain"]] += len(x["tokens"])
+                j = by_id[x["id"]]
+                assert np.array_equal(x["tokens"], toks[offs[j]:offs[j + 1]])
         n = sum(got.values())
         want = rep["phases"][ph["index"]]["domain_samples"]
         assert n == sum(want.values())
         for name, s in ph["streams"].items():
             assert abs(got[name] / n - s["proportion"]) <= 0.01
             assert tokens[name] == want[name] + rep["phases"][ph["index"]]["domain_tokens"][name]
-        del ds
-    clean_stale_shared_memory()
 
 
 def test_load_dataset_and_ray_data_read_only_kept_rows(phased, ray_session):
@@ -224,3 +218,29 @@ def test_bad_input_is_one_line_exit_2_before_any_work(tmp_path, inp, section, we
     lines = [x for x in r.stderr.strip().splitlines() if x.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not out.exists() or not any(out.glob("part-*"))
+
+
+def test_failed_export_leaves_the_stage_incomplete_and_resumes(tmp_path, inp, monkeypatch):
+    from stages.remix import export
+
+    real = export.export_mixed
+
+    def boom(**kw):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(export, "export_mixed", boom)
+    d = tmp_path / "a"
+    (d / "mix").mkdir(parents=True)
+    train_bpe(d / "mix" / "tokenizer.json", inp)
+    wp = write_weights(d / "mix" / "weights.json", [0.5, 0.2, 0.3], 40_000, tokenizer="tokenizer.json")
+    cfg = config.parse({"run": {"output": str(d / "run"), "shard": {"target_rows": 90}}, "remix": {"weights": str(wp)}})
+    res = R.run(cfg, inp, d / "out", PHASE)
+    assert not res.ok and io.read_json(d / "out" / "_manifest.json")["status"] == "incomplete"
+    assert "disk went away" in res.failed[0]["error"] and not (d / "out" / "megatron" / "mixed.idx").exists()
+    monkeypatch.setattr(export, "export_mixed", real)
+    written = {p.name: p.stat().st_mtime_ns for p in (d / "out").glob("part-*.parquet")}
+    res = R.run(cfg, inp, d / "out", PHASE)
+    assert res.ok and (d / "out" / "megatron" / "mixed.idx").exists()
+    assert {p.name: p.stat().st_mtime_ns for p in (d / "out").glob("part-*.parquet")} == written  # shards not rewritten
+    (d / "out" / "megatron" / "0.idx").unlink()  # a lost export file is written again on the next run
+    assert R.run(cfg, inp, d / "out", PHASE).ok and (d / "out" / "megatron" / "0.idx").exists()

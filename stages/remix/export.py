@@ -22,6 +22,7 @@ probabilities are each domain's share of the phase's documents (which gives its 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,12 +80,19 @@ class _ArrowWriter:
         os.replace(self.tmp, self.path)
         return {"samples": self.rows}
 
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
 
 def export_phase(out: str, phase: int, n_phases: int, keys: list[str], names: list[str], formats: list[str],
                  dtype: str) -> dict:
     """Per-domain outputs of one phase: every shard of the phase read once, in order, each domain's
     documents appended to its writers (so each per-domain file keeps the stream's order)."""
     out, pdir, dt = Path(out), phase_dir(n_phases, phase), np.dtype(dtype)
+    for fmt in ("mds", "hf"):  # a retried task starts its folders afresh (MDS refuses a non-empty one)
+        for name in names:
+            shutil.rmtree(out / fmt / f"{pdir}{name}", ignore_errors=True)
     writers: dict[tuple[str, str], object] = {}
 
     def writer(fmt: str, name: str, make):
@@ -94,6 +102,19 @@ def export_phase(out: str, phase: int, n_phases: int, keys: list[str], names: li
 
     docs = np.zeros(len(names), np.int64)
     toks = np.zeros(len(names), np.int64)
+    try:
+        _export_shards(out, keys, names, formats, pdir, dt, writer, docs, toks)
+    except BaseException:
+        for w in writers.values():
+            getattr(w, "abort", lambda: None)()
+        raise
+    files = {f"{fmt}/{pdir}{name}": w.close() for (fmt, name), w in writers.items()}
+    return {"rows_in": int(docs.sum()), "kept": int(docs.sum()), "rejected": 0, "quarantined": 0, "pass_output": True,
+            "phase": phase, "domain_docs": docs.tolist(), "domain_tokens": toks.tolist(), "files": files}
+
+
+def _export_shards(out: Path, keys: list[str], names: list[str], formats: list[str], pdir: str, dt: np.dtype,
+                   writer, docs: np.ndarray, toks: np.ndarray) -> None:
     for key in keys:
         t = pq.read_table(out / f"{key}.parquet", columns=COLUMNS)
         tokens, offsets = _shard_tokens(out, key)
@@ -118,20 +139,18 @@ def export_phase(out: str, phase: int, n_phases: int, keys: list[str], names: li
                 tab = pa.table({ID: sub.column(ID), TEXT: sub.column(TEXT), "domain": sub.column("domain"),
                                 N_TOKENS: sub.column(N_TOKENS), "input_ids": arr})
                 writer("hf", name, lambda: _ArrowWriter(out / "hf" / f"{pdir}{name}" / "part.arrow", tab.schema)).write(tab)
-    files = {f"{fmt}/{pdir}{name}": w.close() for (fmt, name), w in writers.items()}
-    return {"rows_in": int(docs.sum()), "kept": int(docs.sum()), "rejected": 0, "quarantined": 0, "pass_output": True,
-            "phase": phase, "domain_docs": docs.tolist(), "domain_tokens": toks.tolist(), "files": files}
 
 
 def export_mixed(out: str, keys: list[str], dtype: str) -> dict:
     """megatron/mixed: the whole stream, every shard's token file appended in order."""
     out = Path(out)
-    w, n = IndexedWriter(out / "megatron" / "mixed", megatron_dtype(np.dtype(dtype))), 0
-    for key in keys:
-        tokens, offsets = _shard_tokens(out, key)
-        w.add_documents(np.asarray(tokens), np.asarray(offsets))
-        n += len(offsets) - 1
-    res = w.close()
+    n = 0
+    with IndexedWriter(out / "megatron" / "mixed", megatron_dtype(np.dtype(dtype))) as w:
+        for key in keys:
+            tokens, offsets = _shard_tokens(out, key)
+            w.add_documents(np.asarray(tokens), np.asarray(offsets))
+            n += len(offsets) - 1
+    res = w.summary
     return {"rows_in": n, "kept": n, "rejected": 0, "quarantined": 0, "pass_output": True, "files": {"megatron/mixed": res}}
 
 
@@ -139,26 +158,18 @@ def export_mixed(out: str, keys: list[str], dtype: str) -> dict:
 
 
 def hf_card(n_phases: int, phases: list[dict], names: list[str], formats: list[str], shard_names: list[str]) -> str:
-    """README.md whose YAML `configs` make `load_dataset(dir)` read the kept shards only; one config
-    per phase (when several) and, with the hf format, one per domain."""
-    def cfg(name: str, files: list[str]) -> str:
-        return f"- config_name: {name}\n  data_files:\n  - split: train\n    path:\n" + "".join(f"    - {f}\n" for f in files)
-
-    body = cfg("default", ["part-*.parquet"])
+    """README.md whose `configs` make `load_dataset(dir)` read the kept shards only; one config per
+    phase (when several) and, with the hf format, one per phase and domain."""
+    configs = []
     if n_phases > 1:
-        for ph in phases:
-            a, b = ph["shards"]
-            body += cfg(f"phase-{ph['index']}", shard_names[a:b] or ["part-none.parquet"])
+        configs += [(f"phase-{ph['index']}", shard_names[ph["shards"][0]:ph["shards"][1]] or ["part-none.parquet"]) for ph in phases]
     if "hf" in formats:
-        for ph in phases:
-            for n in names:
-                if ph["domain_samples"].get(n):
-                    body += cfg(f"hf-{phase_dir(n_phases, ph['index']).replace('/', '-')}{n}",
-                                [f"hf/{phase_dir(n_phases, ph['index'])}{n}/part.arrow"])
-    return ("---\nconfigs:\n" + body + "---\n# remix training shards\n\n"
-            "Written by `curate remix`. `datasets.load_dataset(<this dir>)` reads the mixed, shuffled stream\n"
-            "(`part-*.parquet`, phase order by file name); `_remix.json` has the weights, phases and token counts;\n"
-            "megatron/, mds/ and hf/ hold the same documents per domain for trainers that mix themselves.\n")
+        configs += [(f"hf-{phase_dir(n_phases, ph['index']).replace('/', '-')}{n}", [f"hf/{phase_dir(n_phases, ph['index'])}{n}/part.arrow"])
+                    for ph in phases for n in names if ph["domain_samples"].get(n)]
+    return io.dataset_card("remix training shards", configs, body=(
+        "Written by `curate remix`. `datasets.load_dataset(<this dir>)` reads the mixed, shuffled stream\n"
+        "(`part-*.parquet`, phase order by file name); `_remix.json` has the weights, phases and token counts;\n"
+        "megatron/, mds/ and hf/ hold the same documents per domain for trainers that mix themselves.\n"))
 
 
 def recipes(out: Path, phases: list[dict], names: list[str], formats: list[str], seed: int) -> dict:

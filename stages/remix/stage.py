@@ -120,6 +120,10 @@ def _export(out: Path, doc: dict, keys: list[str], names: list[str], formats: li
     for d in EXPORTS:  # temp files of a killed writer
         for p in (out / d).rglob(".*.tmp-*") if (out / d).exists() else []:
             p.unlink(missing_ok=True)
+    for m in [io.read_marker(out / EXPORT_DIR, k) for k in [f"phase-{ph['index']}" for ph in doc["phases"]] + ["mixed"]]:
+        if m and any(not (out / f"{name}.idx").exists() and not (out / name / "index.json").exists()
+                     and not (out / name / "part.arrow").exists() for name in m["files"]):
+            io.marker_path(out / EXPORT_DIR, m["key"]).unlink()  # an output that went away is written again
     tasks = [runner.Task(f"phase-{ph['index']}", export.export_phase, dict(
         out=str(out), phase=ph["index"], n_phases=n_ph, keys=keys[ph["shards"][0]:ph["shards"][1]], names=names,
         formats=fmts, dtype=dtype)) for ph in doc["phases"]]
