@@ -564,7 +564,7 @@ class EvaluateConfig(Model):
     tokens: int = Field(400_000, ge=1_000, description="training tokens of every arm (equal for all)")
     arms: list[str] = Field(["raw", "proportional", "uniform", "temperature", "unimax", "remix"], min_length=1,
                             description="raw = the ingested corpus as is; uniform/proportional/temperature/unimax = the curated domains with that baseline's weights; mix = the curated domains with the optimizer's weights; remix = the remix shards")
-    seeds: int = Field(1, ge=1, le=16, description="proxy runs per arm (different seeds), losses averaged")
+    seeds: int = Field(3, ge=1, le=16, description="proxy runs per arm (seeds 0..n-1 added to run.seed; seed s of every arm shares the init and data-order seed): mean, std and paired 95 % intervals vs raw and the best baseline")
     raw: Path | None = Field(None, description="dataset dir of the raw arm; null = <run.output>/ingest")
     mix: Path | None = Field(None, description="mix output dir (weights, tokenizer, domain streams, target splits); null = <run.output>/mix")
     remix: Path | None = Field(None, description="remix output dir; null = <run.output>/remix")

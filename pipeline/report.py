@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline import io
+from pipeline import intervals, io
 
 REPORT_NAME = "report.html"
 MAX_SCORE_ROWS = 50_000
@@ -748,9 +748,14 @@ class Report:
             return note("evaluate.json lists no arms.")
         targets = list(ev.get("targets") or sorted({t for a in arms for t in (a.get("losses") or {})}))
         out = [note(f"Proxy models trained on {fmt(ev.get('tokens'))} tokens per arm; loss on each target set (lower is better).", "caption")]
-        rows = [[str(a.get("arm", "?")), a.get("loss")] + [(a.get("losses") or {}).get(t) for t in targets] + [a.get("vs_raw"), a.get("seconds")]
-                for a in arms]
-        out.append(table(["arm", "mean loss"] + targets + ["vs raw", "seconds"], rows, numeric=set(range(1, 4 + len(targets)))))
+        out.append(note(f"{ev.get('seeds', 1)} seed(s) per arm; differences are paired by seed with a 95 % t interval "
+                        "(n.s. = the interval crosses 0: not significant).", "caption"))
+        rows = [[str(a.get("arm", "?")), a.get("loss"), a.get("std")] + [(a.get("losses") or {}).get(t) for t in targets]
+                + [intervals.describe(a.get("vs_raw_paired")) if a.get("vs_raw_paired") else a.get("vs_raw"),
+                   (intervals.describe(a["vs_best_baseline"]) + f" ({a['vs_best_baseline']['baseline']})") if a.get("vs_best_baseline") else "-",
+                   a.get("seconds")] for a in arms]
+        out.append(table(["arm", "mean loss", "seed std"] + targets + ["vs raw", "vs best baseline", "seconds"], rows,
+                         numeric=set(range(1, 3 + len(targets)))))
         cats = targets + ["mean"]
         series = {str(a.get("arm", "?")): [_num((a.get("losses") or {}).get(t)) for t in targets] + [_num(a.get("loss"))] for a in arms}
         out.append(grouped_bars(cats, series, "target loss per arm (y axis does not start at 0)", "loss", zoom=True))

@@ -6,7 +6,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import io
+from pipeline import intervals, io
 
 VIEWS = {"kept": "", "rejected": io.REJECTED, "quarantine": io.QUARANTINE}
 
@@ -128,11 +128,17 @@ def evaluate_table(d: Path) -> Table | None:
     e = io.read_json(p)
     targets = e.get("targets", [])
     t = Table(title=f"evaluate: proxy LM target loss ({e.get('split')} split) at {_fmt(e.get('tokens'))} training tokens per arm")
-    for col in ("arm", "loss", "vs raw", *targets):
+    t.caption = (f"{e.get('seeds', 1)} seed(s) per arm; vs raw / vs best baseline: mean relative difference paired by seed "
+                 "[95 % t interval]; n.s. = the interval crosses 0")
+    for col in ("arm", "loss", "seed std", "vs raw", "vs best baseline", *targets):
         t.add_column(col, justify="left" if col == "arm" else "right")
     for a in e.get("arms", []):
-        vs = "-" if a.get("vs_raw") is None else f"{100 * a['vs_raw']:+.2f}%"
-        t.add_row(a["arm"], f"{a['loss']:.4f}", vs, *(f"{a['losses'].get(x, float('nan')):.4f}" for x in targets))
+        vs = a.get("vs_raw_paired") or ({"mean": a["vs_raw"]} if a.get("vs_raw") is not None and a["arm"] != "raw" else None)
+        best = a.get("vs_best_baseline")
+        std = "-" if a.get("std") is None else f"{a['std']:.4f}"
+        t.add_row(a["arm"], f"{a['loss']:.4f}", std, intervals.describe(vs) if vs and "n" in vs else ("-" if not vs else f"{100 * vs['mean']:+.2f} %"),
+                  f"{intervals.describe(best)} ({best['baseline']})" if best else "-",
+                  *(f"{a['losses'].get(x, float('nan')):.4f}" for x in targets))
     return t
 
 

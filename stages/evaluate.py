@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import io, runner, tokenstreams as ts
+from pipeline import intervals, io, runner, tokenstreams as ts
 from pipeline.config import Config, ConfigError, EvaluateConfig
 from pipeline.version import __version__
 
@@ -129,15 +129,24 @@ def run(cfg: Config, inp: Path | None, out: Path, phase) -> runner.StageResult:
 
 
 def _table(d: Path, c: EvaluateConfig, run_of: dict[str, str], targets: list[str]) -> list[dict]:
+    """Per arm: mean loss over seeds, its std, the per-seed losses, and the paired relative difference
+    to raw and to the best baseline (lowest mean loss of uniform/proportional/temperature/unimax)
+    with its 95 % interval (pipeline.intervals)."""
     rows = []
     for arm, ran in run_of.items():
         ms = [io.read_marker(d, f"{ran}-s{s}") for s in range(c.seeds)]
+        per_seed = [float(m["loss"]) for m in ms]
         losses = {t: float(np.mean([m["losses"][t] for m in ms])) for t in targets}
-        loss = float(np.mean([m["loss"] for m in ms]))
-        rows.append({"arm": arm, "same_run_as": ran if ran != arm else None, "loss": loss, "losses": losses, "std": float(np.std([m["loss"] for m in ms])),
+        rows.append({"arm": arm, "same_run_as": ran if ran != arm else None, "loss": float(np.mean(per_seed)), "losses": losses,
+                     "seed_losses": per_seed, "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None,
                      "seconds": round(sum(m.get("seconds", 0.0) for m in ms), 3),
                      "tokens_per_s": float(np.mean([m.get("tokens_per_s") or 0 for m in ms]))})
-    raw = next((r["loss"] for r in rows if r["arm"] == "raw"), None)
+    by = {r["arm"]: r for r in rows}
+    base = [r for r in rows if r["arm"] in BASELINES]
+    best = min(base, key=lambda r: r["loss"]) if base else None
     for r in rows:
-        r["vs_raw"] = None if raw is None else (r["loss"] - raw) / raw
+        r["vs_raw"] = None if "raw" not in by else (r["loss"] - by["raw"]["loss"]) / by["raw"]["loss"]
+        r["vs_raw_paired"] = None if "raw" not in by or r["arm"] == "raw" else intervals.paired(r["seed_losses"], by["raw"]["seed_losses"])
+        if best is not None and r["arm"] not in BASELINES and r["arm"] != "raw":
+            r["vs_best_baseline"] = {"baseline": best["arm"], **intervals.paired(r["seed_losses"], best["seed_losses"])}
     return rows

@@ -131,6 +131,32 @@ def test_baseline_method_trains_only_the_verification_runs(tmp_path, corpus):
     assert set(s.column("kind").to_pylist()) == {"verify"}
 
 
+def test_evaluate_reports_seed_intervals(tmp_path, corpus):
+    """curate evaluate with 3 seeds: per-arm seed losses and std, paired intervals vs raw and vs the
+    best baseline; the synthetic target (domain c) is learnt better by the c-heavy mix than raw."""
+    inp, tgt = corpus
+    cfg = mix_config(tmp_path, "climb", tgt)
+    out = tmp_path / "mix"
+    assert _run_mix(cfg, inp, out, "--no-ray").returncode == 0
+    ev = tmp_path / "ev"
+    r = subprocess.run([curate_bin(), "evaluate", "--mix", str(out), "--raw", str(inp), "--output", str(ev), "--config", str(cfg),
+                        "--tokens", "12000", "--seeds", "3", "--arms", "raw,uniform,proportional,mix", "--no-ray", "-q"],
+                       capture_output=True, text=True, timeout=600, env=clean_env())
+    assert r.returncode == 0, r.stderr
+    e = json.loads((ev / "evaluate.json").read_text())
+    arms = {a["arm"]: a for a in e["arms"]}
+    assert e["seeds"] == 3 and all(len(a["seed_losses"]) == 3 and a["std"] > 0 for a in arms.values())
+    mix = arms["mix"]
+    for key in ("vs_raw_paired", "vs_best_baseline"):
+        x = mix[key]
+        assert x["n"] == 3 and x["lo"] <= x["mean"] <= x["hi"] and x["significant"] == (x["lo"] > 0 or x["hi"] < 0)
+    assert mix["vs_best_baseline"]["baseline"] == min(("uniform", "proportional"), key=lambda b: arms[b]["loss"])
+    assert mix["vs_raw_paired"]["mean"] < 0 and mix["vs_raw_paired"]["hi"] < 0, mix  # c-heavy beats natural proportions
+    assert arms["raw"]["vs_raw_paired"] is None
+    st = subprocess.run([curate_bin(), "stats", str(ev)], capture_output=True, text=True, env=clean_env())
+    assert st.returncode == 0 and "vs best baseline" in st.stdout and "3 seed(s) per arm" in st.stdout, st.stdout
+
+
 def test_bad_domain_column_is_one_line(tmp_path, corpus):
     inp, tgt = corpus
     cfg = mix_config(tmp_path, "uniform", tgt)
