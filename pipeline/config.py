@@ -525,6 +525,13 @@ class MetadataPrefixConfig(Model):
         return v
 
 
+class RemixSelect(Model):
+    column: str = Field(..., description="score column ranking the documents within each domain (e.g. quality, fasttext_score, bench_sim_max, betr)")
+    keep: float = Field(1.0, gt=0, le=1, description="keep this top share of each domain's documents by the column (the rest is never sampled; epochs count on what is kept)")
+    higher_is_better: bool = Field(True, description="false for columns like perplexity")
+    order: str = Field("best_first", pattern="^(best_first|random)$", description="best_first: a pass that does not take the whole domain takes its best documents first (so a small budget gets the best); random: a seeded random subset")
+
+
 class RemixConfig(Model):
     weights: Path | None = Field(None, description="weights.json; null = <run.output>/mix/weights.json")
     tokens: int | None = Field(None, ge=1, description="token budget of the training shards; null = the weights' budget_tokens")
@@ -534,6 +541,7 @@ class RemixConfig(Model):
     formats: list[str] | None = Field(None, description="trainer outputs besides the mixed Parquet stream: megatron (.bin/.idx per domain and mixed), mds (MosaicML Streaming per domain), hf (Arrow per domain + interleave recipe); null = [parquet, megatron] (megatron only when token ids are written)")
     phases: list[RemixPhase] | None = Field(None, description="training phases in order, e.g. [{fraction: 0.9, weights: mix}, {fraction: 0.1, weights: {code: 0.5, wiki: 0.5}}]; null = one phase with the mix weights")
     metadata_prefix: MetadataPrefixConfig | None = Field(None, description="prepend a source/URL line to documents (metadata conditioning), with a cooldown phase without it")
+    select: RemixSelect | None = Field(None, description="within-domain selection by a score column, combined with the mix weights: e.g. {column: quality, keep: 0.5}")
 
     @field_validator("formats")
     @classmethod

@@ -257,3 +257,67 @@ def test_tokenized_shards_decode(tokenized_run):
                 assert tok.decode(doc[:-1].tolist()) == text
         total += int(sum(ntok))
     assert total == rep["tokens"]
+
+
+def scored_input(inp: Path, dest: Path) -> Path:
+    """A copy of the input with a `quality` score (random, some nulls)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    for p in io.shard_files(inp):
+        t = pq.read_table(p)
+        q = rng.random(t.num_rows)
+        q[rng.random(t.num_rows) < 0.05] = np.nan
+        pq.write_table(t.append_column("quality", pa.array(q, pa.float64(), mask=np.isnan(q))), dest / p.name)
+    return dest
+
+
+def test_select_keeps_the_best_share_of_each_domain(tmp_path, inp):
+    src = scored_input(inp, tmp_path / "scored")
+    scores = {}
+    for p in io.shard_files(src):
+        t = pq.read_table(p, columns=["id", "cluster", "quality"])
+        for i, c, q in zip(*(t.column(x).to_pylist() for x in ("id", "cluster", "quality"))):
+            scores[i] = (str(c), q)
+    wp = write_weights(tmp_path / "w.json", [0.3, 0.3, 0.4], 30_000)
+    out = tmp_path / "out"
+    assert R.run(make_cfg(tmp_path, wp, select={"column": "quality", "keep": 0.5}), src, out, PHASE).ok
+    rep = io.read_json(out / R.REMIX_JSON)
+    got = read_out(out)
+    for d in rep["domains"]:
+        ranked = sorted((q for c, q in scores.values() if c == d["name"] and q is not None), reverse=True)
+        cutoff = ranked[d["docs_available"] - 1]  # the kept half: at least this score
+        sampled = {i.split("#")[0] for i, dom in zip(got.column("id").to_pylist(), got.column("domain").to_pylist()) if dom == d["name"]}
+        assert d["docs_available"] == math.ceil(0.5 * d["docs_in_domain"])
+        assert all(scores[i][1] is not None and scores[i][1] >= cutoff for i in sampled), d["name"]
+        assert d["mean_score_sampled"] > d["mean_score_domain"]
+        assert d["epochs"] == pytest.approx(d["tokens"] / d["tokens_available"], rel=1e-6)  # epochs count on what is kept
+    assert rep["max_abs_share_error"] <= 0.01
+
+
+def test_select_best_first_takes_the_top_documents_of_a_small_budget(tmp_path, inp):
+    src = scored_input(inp, tmp_path / "scored")
+    wp = write_weights(tmp_path / "w.json", [1 / 3, 1 / 3, 1 / 3], 6_000)
+    out = tmp_path / "out"
+    assert R.run(make_cfg(tmp_path, wp, select={"column": "quality"}), src, out, PHASE).ok
+    rep = io.read_json(out / R.REMIX_JSON)
+    t = pa.concat_tables([pq.read_table(p, columns=["id", "cluster", "quality", "n_tokens"]) for p in io.shard_files(src)])
+    got = set(read_out(out).column("id").to_pylist())
+    for d in rep["domains"]:
+        rows = sorted(((q if q is not None else -1.0, i, n) for i, c, q, n in zip(*(t.column(x).to_pylist() for x in ("id", "cluster", "quality", "n_tokens")))
+                       if str(c) == d["name"]), reverse=True)
+        top = [i for _, i, _ in rows[:len([1 for _, i, _ in rows if i in got])]]
+        taken = [i for _, i, _ in rows if i in got]
+        # best first: the taken documents are the top-ranked ones, up to the few skipped because they would overshoot
+        assert len(set(top) & set(taken)) >= 0.9 * len(taken), d["name"]
+        assert d["mean_score_sampled"] > d["mean_score_domain"] + 0.2
+    # a random subset instead: close to the domain mean
+    out2 = tmp_path / "out2"
+    assert R.run(make_cfg(tmp_path, wp, select={"column": "quality", "order": "random"}), src, out2, PHASE).ok
+    for d in io.read_json(out2 / R.REMIX_JSON)["domains"]:
+        assert abs(d["mean_score_sampled"] - d["mean_score_domain"]) < 0.12
+
+
+def test_select_unknown_column_is_one_line(tmp_path, inp):
+    wp = write_weights(tmp_path / "w.json", [0.3, 0.3, 0.4], 20_000)
+    with pytest.raises(config.ConfigError, match=r"remix.select.column: input .* has no column 'nope'"):
+        R.run(make_cfg(tmp_path, wp, select={"column": "nope"}), inp, tmp_path / "out", PHASE)

@@ -60,13 +60,16 @@ def token_dtype(tokenizer) -> tuple[int, np.dtype]:
 # ---------------------------------------------------------------- census
 
 
-def census_shard(path: str, key: str, work: str, domain_column: str, tokenizer: str | None, batch_size: int) -> dict:
+def census_shard(path: str, key: str, work: str, domain_column: str, tokenizer: str | None, batch_size: int,
+                 score_column: str | None = None) -> dict:
     pf = pq.ParquetFile(path)
     need_text = tokenizer is not None or N_TOKENS not in pf.schema_arrow.names
-    cols = [domain_column] + ([TEXT] if need_text else [N_TOKENS])
-    doms, toks = [], []
+    cols = [domain_column] + ([TEXT] if need_text else [N_TOKENS]) + ([score_column] if score_column else [])
+    doms, toks, scores = [], [], []
     for rb in pf.iter_batches(batch_size=batch_size, columns=cols):
         doms.append(domain_strings(rb.column(domain_column)))
+        if score_column:  # a missing score ranks last
+            scores.append(pc.cast(rb.column(score_column), pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False))
         if need_text:
             toks.append(count_tokens([t or "" for t in rb.column(TEXT).to_pylist()], tokenizer))
         else:
@@ -74,7 +77,10 @@ def census_shard(path: str, key: str, work: str, domain_column: str, tokenizer: 
     dom = pa.concat_arrays(doms) if doms else pa.array([], pa.string())
     ntok = np.concatenate(toks) if toks else np.zeros(0, np.int64)
     name = f"census-{key}.parquet"
-    io.write_parquet(pa.table({"domain": dom, N_TOKENS: pa.array(ntok, pa.int64())}), Path(work) / name)
+    cols = {"domain": dom, N_TOKENS: pa.array(ntok, pa.int64())}
+    if score_column:
+        cols["score"] = pa.array(np.concatenate(scores) if scores else np.zeros(0), pa.float64())
+    io.write_parquet(pa.table(cols), Path(work) / name)
     n, t = len(ntok), int(ntok.sum())
     return {"rows_in": n, "kept": n, "rejected": 0, "quarantined": 0, "tokens_in": t, "tokens_kept": t,
             "census": name, "rows": n, "inputs": [path], "pass_output": True}

@@ -52,7 +52,7 @@ def _partial_pass(perm: np.ndarray, tok: np.ndarray, remaining: int) -> np.ndarr
 def _read_census(census: list[tuple[str, int]], index: dict[str, int]):
     """Per input document: shard, row, domain index (-1 = not in the weights), tokens; and the
     document counts of the domains the weights do not name."""
-    shard_l, row_l, dom_l, tok_l = [], [], [], []
+    shard_l, row_l, dom_l, tok_l, score_l = [], [], [], [], []
     unweighted: dict[str, int] = {}
     for s, (f, rows) in enumerate(census):
         t = pq.read_table(f)
@@ -70,23 +70,49 @@ def _read_census(census: list[tuple[str, int]], index: dict[str, int]):
         row_l.append(np.arange(rows, dtype=np.int64))
         dom_l.append(lut[codes])
         tok_l.append(t.column(N_TOKENS).to_numpy(zero_copy_only=False).astype(np.int64))
+        if "score" in t.column_names:
+            score_l.append(t.column("score").to_numpy(zero_copy_only=False).astype(np.float64))
 
     def cat(parts, dtype):
         return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
-    return cat(shard_l, np.int32), cat(row_l, np.int64), cat(dom_l, np.int32), cat(tok_l, np.int64), unweighted
+    score = cat(score_l, np.float64) if score_l else None
+    return cat(shard_l, np.int32), cat(row_l, np.int64), cat(dom_l, np.int32), cat(tok_l, np.int64), score, unweighted
 
 
-def _domain_order(docs: np.ndarray, tok: np.ndarray, goal: int, avail: int, r: np.random.Generator):
-    """The domain's samples in take order: (doc indices, epoch) of whole passes, then the partial one."""
+def ranked(docs: np.ndarray, score: np.ndarray, higher_is_better: bool, r: np.random.Generator) -> np.ndarray:
+    """`docs` best first by score (missing scores last, ties in a seeded random order)."""
+    s = score[docs]
+    key = np.where(np.isnan(s), np.inf, -s if higher_is_better else s)
+    return docs[np.lexsort((r.permutation(len(docs)), key))]
+
+
+def selected(docs: np.ndarray, score: np.ndarray | None, select: dict | None, r: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """The domain's documents that may be sampled, and whether a partial pass takes them in that
+    order (best first). Without `select`: all, in a random order per pass."""
+    if not select or not len(docs):
+        return docs, False
+    best = ranked(docs, score, select.get("higher_is_better", True), r)
+    keep = best[:max(1, int(math.ceil(select.get("keep", 1.0) * len(docs))))]
+    return keep, select.get("order", "best_first") == "best_first"
+
+
+def _domain_order(docs: np.ndarray, tok: np.ndarray, goal: int, avail: int, r: np.random.Generator, best_first: bool = False):
+    """The domain's samples in take order: (doc indices, epoch) of whole passes, then the partial one
+    (its candidates in the given order when `best_first`, else a fresh permutation)."""
     full = int(goal // avail) if avail else 0
     chosen = [(r.permutation(docs), e) for e in range(full)]
     rem = goal - full * avail
     if rem > 0:
-        chosen.append((_partial_pass(r.permutation(docs), tok, rem), full))
+        chosen.append((_partial_pass(docs if best_first else r.permutation(docs), tok, rem), full))
     idx = np.concatenate([c for c, _ in chosen]) if chosen else np.zeros(0, np.int64)
     ep = np.concatenate([np.full(len(c), e, np.int16) for c, e in chosen]) if chosen else np.zeros(0, np.int16)
     return idx, ep
+
+
+def _nanmean(x: np.ndarray) -> float | None:
+    x = x[~np.isnan(x)]
+    return round(float(x.mean()), 6) if len(x) else None
 
 
 def _cuts(tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -100,7 +126,7 @@ def _cuts(tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: float, seed: int,
-         target_rows: int, phases: list[dict] | None = None) -> tuple[np.ndarray, dict]:
+         target_rows: int, phases: list[dict] | None = None, select: dict | None = None) -> tuple[np.ndarray, dict]:
     """Samples in output order and the per-domain and per-phase numbers. census: (file, rows) per shard."""
     names = [str(d["name"]) for d in weights["domains"]]
     if phases is None:
@@ -108,9 +134,15 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
         phases = [{"index": 0, "fraction": 1.0, "weights": (w / w.sum()).tolist(), "metadata_prefix": False}]
     pw = np.array([p["weights"] for p in phases], np.float64)  # phases x domains
     pt = np.array([p["fraction"] for p in phases])[:, None] * pw * budget  # target tokens per phase and domain
-    shard, row, dom, tok, unweighted = _read_census(census, {n: i for i, n in enumerate(names)})
-    docs_avail = np.bincount(dom[dom >= 0], minlength=len(names))
-    tok_avail = np.bincount(dom[dom >= 0], weights=tok[dom >= 0], minlength=len(names)).astype(np.int64)
+    shard, row, dom, tok, score, unweighted = _read_census(census, {n: i for i, n in enumerate(names)})
+    if select and score is None:
+        raise RuntimeError("remix.select: the census has no score column; re-run with --force")
+    order = np.argsort(dom, kind="stable")  # docs grouped by domain, in input order
+    bounds = np.searchsorted(dom[order], np.arange(len(names) + 1))
+    pools = [selected(order[bounds[i]:bounds[i + 1]], score, select, rng(seed, "remix", "select", n)) for i, n in enumerate(names)]
+    docs_all = np.diff(bounds)
+    docs_avail = np.array([len(p) for p, _ in pools], np.int64)
+    tok_avail = np.array([int(tok[p].sum()) for p, _ in pools], np.int64)
     target = pt.sum(axis=0)
     w_all = target / budget
     for i, n in enumerate(names):  # errors first, all domains at once (one line each, the first raised)
@@ -122,14 +154,12 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
         if target[i] > 0 and target[i] > max_epochs * tok_avail[i] * (1 + 1e-6):
             raise ConfigError(f"remix: domain {n!r} needs {target[i] / tok_avail[i]:.2f} epochs ({target[i]:.0f} of {tok_avail[i]} tokens) "
                               f"> max_epochs {max_epochs:g}; raise max_epochs or lower tokens")
-    order = np.argsort(dom, kind="stable")  # docs grouped by domain, in input order
-    bounds = np.searchsorted(dom[order], np.arange(len(names) + 1))
     per_phase: list[list[np.ndarray]] = [[] for _ in phases]
     domains = []
     for i, n in enumerate(names):
-        docs = order[bounds[i]:bounds[i + 1]]
+        docs, best_first = pools[i]
         goal = min(int(round(target[i])), int(math.floor(max_epochs * tok_avail[i])))  # never a pass beyond the cap
-        idx, ep = _domain_order(docs, tok, goal, int(tok_avail[i]), rng(seed, "remix", n))
+        idx, ep = _domain_order(docs, tok, goal, int(tok_avail[i]), rng(seed, "remix", n), best_first)
         cut = _cuts(tok[idx], pt[:, i])
         for p in range(len(phases)):
             sl = slice(cut[p], cut[p + 1])
@@ -137,11 +167,16 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
             a["shard"], a["row"], a["epoch"], a["dom"], a["ntok"] = shard[idx[sl]], row[idx[sl]], ep[sl], i, tok[idx[sl]]
             per_phase[p].append(a)
         got = int(tok[idx].sum())
-        reps = np.bincount(np.searchsorted(docs, idx), minlength=len(docs)) if len(docs) else np.zeros(0, np.int64)
+        srt = np.sort(docs)
+        reps = np.bincount(np.searchsorted(srt, idx), minlength=len(docs)) if len(docs) else np.zeros(0, np.int64)
         domains.append({"name": n, "weight": round(float(w_all[i]), 8), "target_tokens": int(goal), "tokens": got,
                         "docs_available": int(docs_avail[i]), "tokens_available": int(tok_avail[i]), "samples": int(len(idx)),
                         "epochs": round(got / tok_avail[i], 6) if tok_avail[i] else 0.0,
                         "max_repeats": int(reps.max()) if len(reps) else 0, "full_passes": int(goal // tok_avail[i]) if tok_avail[i] else 0})
+        if select:
+            taken = np.unique(idx)
+            domains[-1].update({"docs_in_domain": int(docs_all[i]), "docs_sampled": int(len(taken)),
+                                "mean_score_sampled": _nanmean(score[taken]), "mean_score_domain": _nanmean(score[order[bounds[i]:bounds[i + 1]]])})
     parts, shard_starts, phase_info, lo = [], [], [], 0
     for p, ph in enumerate(phases):
         s = np.concatenate(per_phase[p]) if per_phase[p] else np.zeros(0, SAMPLE)
@@ -167,5 +202,6 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
             "max_abs_share_error": max((d["share_error"] for d in domains), default=0.0),
             "samples": int(len(samples)), "tokens": total, "docs_in": int(len(dom)),
             "unweighted_docs": dict(sorted(unweighted.items())), "target_rows": target_rows,
-            "shards": len(shard_starts), "shard_starts": shard_starts + [int(len(samples))], "phases": phase_info}
+            "shards": len(shard_starts), "shard_starts": shard_starts + [int(len(samples))], "phases": phase_info,
+            "select": select}
     return samples, info

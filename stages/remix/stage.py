@@ -154,14 +154,15 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     return remix(inp, out, weights, c.tokens, seed=cfg.run.seed, max_epochs=c.max_epochs, tokenized=c.tokenized,
                  tokenizer=c.tokenizer, target_rows=cfg.run.shard.target_rows, phase=phase,
                  run_tokenizer=cfg.run.tokens.tokenizer, batch_size=cfg.run.batch_size, base_hash=cfg.stage_hash(STAGE),
-                 formats=c.formats, phases=c.phases, metadata_prefix=c.metadata_prefix)
+                 formats=c.formats, phases=c.phases, metadata_prefix=c.metadata_prefix,
+                 select=c.select.model_dump() if c.select else None)
 
 
 def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *, seed: int = 0,
           max_epochs: float | None = None, tokenized: bool = True, tokenizer: str | Path | None = None,
           target_rows: int = 50_000, phase=None, run_tokenizer: str | None = None, batch_size: int = 2_000,
           base_hash: str = "", formats: list[str] | None = None, phases: list | None = None,
-          metadata_prefix=None, force: bool | None = None) -> runner.StageResult:
+          metadata_prefix=None, select: dict | None = None, force: bool | None = None) -> runner.StageResult:
     """The stage without a Config (CLI). `phase` as in `pipeline.driver` (default: local, no Ray)."""
     if phase is None:
         phase = partial(runner.run_stage, use_ray=False)
@@ -183,10 +184,12 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
         field = pre["field"].split(".", 1)[0] if pre["field"].startswith("meta.") else pre["field"]
         if field not in schema.names:
             raise ConfigError(f"remix.metadata_prefix.field: {pre['field']!r}: input {inp} has no column {field!r} ({schema.names}); choose one")
+    if select is not None and select["column"] not in schema.names:
+        raise ConfigError(f"remix.select.column: input {inp} has no column {select['column']!r}; run the score stage first or choose one of {schema.names}")
     tok_sha = io.sha256_file(tok) if tok else None
     fp = io.dataset_fingerprint(inp)
     h = _hash(base_hash, io.sha256_file(weights_path), budget, cap, seed, tok_sha, bool(tokenized and tok), target_rows,
-              fmts, ph_spec, pre)
+              fmts, ph_spec, pre, select)
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
     force = bool(getattr(phase, "keywords", {}).get("force", False)) if force is None else force
     runner.refuse_other_output(out, h, fp, force, "remix", what_config="config or weights")
@@ -200,8 +203,10 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
             if m and not (cdir / m["census"]).exists():
                 io.marker_path(cdir, p.stem).unlink()
         tasks = [runner.Task(p.stem, passes.census_shard, dict(path=str(p), key=p.stem, work=str(cdir), domain_column=col,
-                                                              tokenizer=str(tok) if tok else None, batch_size=batch_size)) for p in shards]
-        r = runner.work_phase(partial(phase, force=False), "remix:census", cdir, tasks, _hash(col, tok_sha), fp)
+                                                              tokenizer=str(tok) if tok else None, batch_size=batch_size,
+                                                              score_column=select["column"] if select else None)) for p in shards]
+        chash = _hash(col, tok_sha, *([select["column"]] if select else []))
+        r = runner.work_phase(partial(phase, force=False), "remix:census", cdir, tasks, chash, fp)
         if not r.ok:
             return runner.stopped(STAGE, out, header, r)
         census = [(str(cdir / m["census"]), m["rows"]) for m in (io.read_marker(cdir, p.stem) for p in shards)]
@@ -210,7 +215,7 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
         if plan_file.exists() and info_file.exists():
             info = io.read_json(info_file)
         else:
-            samples, info = planner.plan(census, w, budget, cap, seed, target_rows, ph_spec)
+            samples, info = planner.plan(census, w, budget, cap, seed, target_rows, ph_spec, select)
             grouped, bounds = passes.by_shard(samples, len(shards))
             info = {"stage": STAGE, "version": __version__, "weights": str(weights_path), "weights_sha256": io.sha256_file(weights_path),
                     "method": w.get("method"), "domain_column": col, "tokenizer": tok.name if tok else None,
