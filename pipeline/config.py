@@ -327,6 +327,20 @@ class BenchSimConfig(Model):
     batch_size: int = Field(256, ge=1, description="documents per forward pass")
 
 
+class BetrConfig(Model):
+    targets: list[TargetSpec] = Field([], description="target sets; empty = the mix stage's targets when the config has a mix section, else the bundled benchmarks")
+    eval_fraction: float | None = Field(None, ge=0, lt=1, description="held-out share of each target set, never used to rank data; null = mix.eval_fraction (0.5): the same split, so `evaluate` stays honest")
+    sample_docs: int = Field(3000, ge=20, description="documents embedded to label the ranker (the rest of the corpus is scored by fastText only)")
+    top: float = Field(0.2, gt=0, lt=1, description="share of the sample labelled positive (most similar to the targets)")
+    bottom: float = Field(0.5, gt=0, lt=1, description="share of the sample labelled negative (least similar)")
+    k: int = Field(5, ge=1, description="similarity = mean cosine of the k most similar target examples, averaged over target sets")
+    model: str | None = Field(None, description="local sentence-transformers dir; null = all-MiniLM-L6-v2 (offline package)")
+    max_tokens: int = Field(64, ge=8, le=512, description="tokens of each document/example the embedder reads")
+    batch_size: int = Field(256, ge=1, description="documents per forward pass")
+    params: dict = Field({"epoch": 25, "lr": 0.5, "wordNgrams": 2, "dim": 64, "minCount": 2}, description="fastText train_supervised parameters (a few hundred labelled documents per class need ~25 epochs)")
+    column: str = Field("betr", pattern=r"^[A-Za-z0-9_]+$", description="output column (P(similar to the targets))")
+
+
 class DecontamConfig(Model):
     targets: list[TargetSpec] = Field([], description="benchmarks; empty = the bundled ones (data/benchmarks)")
     ngram: int = Field(13, ge=3, le=64, description="word n-gram size (GPT-3 / OLMo: 13)")
@@ -364,13 +378,14 @@ class ScoreConfig(Model):
     perplexity: PerplexityConfig | None = Field(None, description="n-gram LM perplexity -> perplexity, ppl_bucket")
     bench_sim: BenchSimConfig | None = Field(None, description="embedding similarity to benchmarks -> bench_sim_<name>, bench_sim_max")
     decontam: DecontamConfig | None = Field(None, description="n-gram overlap with benchmarks -> contaminated")
+    betr: BetrConfig | None = Field(None, description="benchmark-targeted ranking (BETR): embedding similarity of a sample to the targets' search examples, distilled into fastText -> betr")
     quality: list[QualityTerm] = Field([], description="combine scores into `quality` = weighted mean of corpus percentile ranks")
     select: list[SelectRule] = Field([], description="thresholds applied after scoring (re-thresholding never re-scores)")
 
     @model_validator(mode="after")
     def _something(self) -> "ScoreConfig":
-        if not any((self.fasttext, self.perplexity, self.bench_sim, self.decontam)):
-            raise ValueError("nothing to score: add fasttext, perplexity, bench_sim or decontam")
+        if not any((self.fasttext, self.perplexity, self.bench_sim, self.decontam, self.betr)):
+            raise ValueError("nothing to score: add fasttext, perplexity, bench_sim, decontam or betr")
         return self
 
 
@@ -420,6 +435,9 @@ def _check_score(score: ScoreConfig, path: str, base: Path) -> None:
                 raise ConfigError(f"{path}: score.perplexity.model: no .npz/.arpa/.bin model at {pp.model}; train one with `curate train-lm`")
         else:
             pp.train.data.path = need(pp.train.data.path, "perplexity.train.data.path", "give a dataset dir or a JSONL/Parquet file")
+    if score.betr:
+        targets(score.betr.targets, "betr.targets")
+        score.betr.model = _local_model(score.betr.model, base, path, "score.betr.model")
     if score.bench_sim:
         targets(score.bench_sim.targets, "bench_sim.targets")
         score.bench_sim.model = _local_model(score.bench_sim.model, base, path, "score.bench_sim.model")
@@ -670,6 +688,12 @@ def parse(data: Any, path: str = "<config>", base_dir: Path | None = None) -> Co
                 raise ConfigError(f"{path}: dedup.against[{i}]: {prev} has no _index/index.json; point it at an earlier dedup output written with write_index: true")
     if cfg.score:
         _check_score(cfg.score, path, base)
+        b = cfg.score.betr
+        if b is not None and cfg.mix is not None:  # rank data for the mix's targets, on the same search/eval split
+            if not b.targets:
+                b.targets = list(cfg.mix.targets)
+            if b.eval_fraction is None:
+                b.eval_fraction = cfg.mix.eval_fraction
     return cfg
 
 

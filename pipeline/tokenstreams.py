@@ -163,12 +163,13 @@ def split_targets(targets: dict[str, list[tuple[str, str]]], tokenizer: str, eva
     so the split is stable when examples are added). eval_fraction 0 -> both parts are the whole set."""
     from pipeline.models import bpe
 
+    from pipeline.models.betr import split_mask
+
     tok = bpe.load(tokenizer)
     dest.mkdir(parents=True, exist_ok=True)
     info = {}
     for name, rows in targets.items():
-        u = np.array([int(hashlib.sha256(f"{name}\0{i}".encode()).hexdigest()[:8], 16) / 2**32 for i, _ in rows])
-        held = u < eval_fraction if eval_fraction > 0 else np.zeros(len(rows), bool)
+        held = split_mask(name, [i for i, _ in rows], eval_fraction)
         parts = {"search": [t for (_, t), h in zip(rows, held) if not h], "eval": [t for (_, t), h in zip(rows, held) if h]}
         if eval_fraction == 0:
             parts["eval"] = parts["search"]

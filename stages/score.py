@@ -120,6 +120,8 @@ def prepare_models(cfg: Config, inp: Path, out: Path) -> dict:
             save_targets(path, {name: emb.encode([t for _, t in rows]) for name, rows in targets.items()})
         models["bench_sim"] = {"path": str(path), "names": list(targets), "sha256": io.sha256_file(path), "resolved": resolved,
                                "examples": {k: len(v) for k, v in targets.items()}}
+    if s.betr:
+        models["betr"] = _betr_model(s.betr, inp, mdir, src_fp(None), seed)
     if s.decontam:
         from filters.decontam import NgramIndex
 
@@ -132,6 +134,27 @@ def prepare_models(cfg: Config, inp: Path, out: Path) -> dict:
         idx = NgramIndex.load(path)
         models["decontam"] = {"path": str(path), "names": idx.names, "sha256": io.sha256_file(path), "index": idx.info}
     return models
+
+
+def _betr_model(b, inp: Path, mdir: Path, inp_fp: str | None, seed: int) -> dict:
+    """The BETR ranker (pipeline/models/betr.py), trained once per input, targets and settings."""
+    from pipeline import train
+    from pipeline.models import betr
+    from pipeline.models import embedder as E
+
+    targets = train.load_targets(b.targets)
+    frac = 0.5 if b.eval_fraction is None else b.eval_fraction
+    resolved = E.resolve()
+    emb = E.for_task(b.model, b.max_tokens, b.batch_size, resolved)
+    key = _h({"betr": b.model_dump(mode="json", exclude={"targets", "column"}), "targets": train.targets_digest(targets),
+              "eval_fraction": frac, "data": inp_fp, "model": _model_id(emb.model_path), "resolved": resolved, "seed": seed, "v": CODE_VERSION})
+    d = mdir / f"betr-{key}"
+    meta = _cached_meta(d / "model.json", d / "model.bin")
+    if meta is None:
+        meta = betr.train_betr(inp, targets, d, emb, sample_docs=b.sample_docs, top=b.top, bottom=b.bottom, k=b.k,
+                               eval_fraction=frac, params=b.params, seed=seed)
+    return {"path": str(d / "model.bin"), "sha256": meta["sha256"], "trained": _brief(meta),
+            "spearman_vs_embedding_held_out": meta.get("spearman_vs_embedding_held_out")}
 
 
 def _kenlm() -> bool:
@@ -176,6 +199,8 @@ def build_scorers(s: ScoreConfig, models: dict) -> list:
         out.append(DecontamScorer(models["decontam"]["path"], s.decontam.min_matches))
     if s.fasttext:
         out.append(FastTextScorer(models["fasttext"]["path"], s.fasttext.positive_label, s.fasttext.column))
+    if s.betr:
+        out.append(FastTextScorer(models["betr"]["path"], "pos", s.betr.column))
     if s.perplexity:
         out.append(PerplexityScorer(models["perplexity"]["path"], models["perplexity"]["backend"]))
     if s.bench_sim:
