@@ -342,7 +342,7 @@ class BetrConfig(Model):
 
 
 class DecontamConfig(Model):
-    targets: list[TargetSpec] = Field([], description="benchmarks; empty = the bundled ones (data/benchmarks)")
+    targets: list[TargetSpec] = Field([], description="benchmarks; empty = every bundled one (data/benchmarks/*.jsonl: 24 evaluation sets)")
     ngram: int = Field(13, ge=3, le=64, description="word n-gram size (GPT-3 / OLMo: 13)")
     min_ngram: int = Field(8, ge=3, description="examples shorter than ngram words but at least this long count as one n-gram")
     min_matches: int = Field(1, ge=1, description="matching n-gram windows needed to call a document contaminated")
@@ -389,7 +389,17 @@ class ScoreConfig(Model):
         return self
 
 
+# The default search/eval targets (mix, PreSelect, bench_sim, BETR): the four original sets, so adding
+# benchmarks to data/benchmarks does not change the default run. Decontamination uses all of them.
+BUNDLED_TARGETS = ("arc_challenge", "gsm8k", "humaneval", "mbpp")
+
+
 def bundled_targets() -> list[TargetSpec]:
+    return [TargetSpec(name=n, path=BUNDLED_BENCHMARKS / f"{n}.jsonl") for n in BUNDLED_TARGETS]
+
+
+def bundled_benchmarks() -> list[TargetSpec]:
+    """Every bundled benchmark (data/benchmarks/*.jsonl): the default of score.decontam.targets."""
     return [TargetSpec(name=p.stem, path=p) for p in sorted(BUNDLED_BENCHMARKS.glob("*.jsonl"))]
 
 
@@ -479,6 +489,8 @@ class SearchConfig(Model):
     top_k: int = Field(128, ge=1, description="RegMix: the final mixture averages the top_k predicted; CLIMB: next round picks from the top max(n^2, top_k)")
     predictor: str = Field("auto", pattern="^(auto|lightgbm|linear)$", description="regressor from weights to target loss; auto = lightgbm (the papers' choice) from 64 proxy runs on, else ridge on weights and log-weights (steadier with few runs, bench/mixture.py)")
     concentration: list[float] = Field([0.1, 5.0], min_length=2, max_length=2, description="Dirichlet concentration range (log-spaced draws, times the prior)")
+    verify_seeds: int = Field(3, ge=1, le=16, description="seeds of the verification runs (the pick, the two best search runs, uniform, proportional): the final mixture's loss is a mean with a 95 % interval vs uniform and proportional")
+    robust_rho: float = Field(0.5, ge=-1, le=1, description="when the predictor's held-out Spearman rho is below this (or unknown), the final mixture is the verification candidate with the lowest seed-mean loss instead of the predictor's pick")
 
 
 class MixConfig(Model):

@@ -207,8 +207,11 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     verify = {"chosen": weights, "uniform": base["uniform"], "proportional": base["proportional"]}
     if ok:  # the best mixture a proxy actually trained on (already trained: not run again)
         verify["best_run"] = np.asarray(min(ok, key=lambda r_: r_["loss"])["weights"])
+    if len(ok) > 1:
+        verify["second_run"] = np.asarray(sorted(ok, key=lambda r_: r_["loss"])[1]["weights"])
     vl = ev("final", np.stack(list(verify.values())))
     trained = {name: float(v) for name, v in zip(verify, vl)}
+    weights, picked, robust = _robust_pick(verify, trained, weights, rho, s, phase, work, streams, evals, spec, seed, fp, ev)
     # The final mixture is the predictor's pick (CLIMB, RegMix), not the best single run: with small,
     # noisy proxies the lowest of ~20 trained losses is partly luck (winner's curse). On the bundled
     # corpus the best run (6.42 on the search split vs 6.53 for the pick) did worse on the held-out
@@ -220,13 +223,38 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     extra = {
         "domain_column": c.domain_column, "tokenizer": "tokenizer.json", "targets": list(targets), "eval_fraction": c.eval_fraction,
         "predicted_loss": None if predicted is None else float(predicted), "predictor_rho": None if rho is None else float(rho),
-        "predicted_baselines": predicted_base, "predictor": kind if res is not None else None, "trained_loss": trained, "picked": "predicted", "proxy": spec, "seed": seed,
+        "predicted_baselines": predicted_base, "predictor": kind if res is not None else None, "trained_loss": trained,
+        "picked": picked if res is not None else method, "verify": robust, "proxy": spec, "seed": seed,
         "baselines": {b: {d: float(x) for d, x in zip(dnames, w)} for b, w in base.items()},
         "streams": "domains/index.json", "target_splits": tinfo,
     }
     formats.write_outputs(out, dnames, weights, tokens, docs, budget, bounds, method, extra)
     return {"weights": "weights.json", "search": "search.parquet", "tokenizer": "tokenizer.json", "proxy_runs": len(ev.records),
             "trained_loss": trained}
+
+
+def _robust_pick(verify: dict, trained: dict, weights, rho, s, phase, work, streams, evals, spec, seed, fp, ev):
+    """Seed-averaged verification: the candidates trained with s.verify_seeds seeds (seed 0 is the
+    verification round itself). Where the predictor is unreliable (held-out rho < s.robust_rho or
+    unknown) the final mixture is the candidate (pick, best or second search run) with the lowest
+    mean loss; else the predictor's pick. Returns (weights, picked rule, record for weights.json)."""
+    from pipeline import intervals
+
+    per_seed = {name: [trained[name]] for name in verify}
+    for k in range(1, s.verify_seeds):
+        evk = Evaluator(phase, work, streams, evals, spec, seed + k, fp)
+        for name, v in zip(verify, evk(f"final-s{k}", np.stack(list(verify.values())))):
+            per_seed[name].append(float(v))
+        ev.records += [{**r_, "round": "final", "kind": "verify"} for r_ in evk.records]  # own work dir per seed, same round in search.parquet
+    mean = {name: float(np.mean(v)) for name, v in per_seed.items()}
+    cands = [n for n in ("chosen", "best_run", "second_run") if n in verify]
+    robust = rho is None or not np.isfinite(rho) or rho < s.robust_rho
+    final = min(cands, key=mean.get) if robust and s.verify_seeds > 1 else "chosen"
+    rec = {"seeds": s.verify_seeds, "losses": per_seed, "mean": mean, "final": final,
+           "rule": (f"predictor rho {rho if rho is None else round(float(rho), 3)} < {s.robust_rho}: lowest seed-mean loss among {cands}"
+                    if robust and s.verify_seeds > 1 else "the predictor's pick"),
+           **{f"vs_{b}": intervals.paired(per_seed[final], per_seed[b]) for b in ("uniform", "proportional")}}
+    return (np.asarray(verify[final]) if final != "chosen" else weights), ("predicted" if final == "chosen" else f"seed_mean:{final}"), rec
 
 
 def _search_rows(records: list[dict], search_runs: list[dict]) -> list[dict]:

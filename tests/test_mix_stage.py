@@ -103,7 +103,14 @@ def test_search_finds_the_target_domain(tmp_path, corpus, method):
     # beats uniform on the trained proxy loss (same tokens, same seed) ...
     assert w["trained_loss"]["chosen"] < w["trained_loss"]["uniform"], w["trained_loss"]
     assert w["trained_loss"]["chosen"] < w["trained_loss"]["proportional"], w["trained_loss"]
-    assert w["picked"] == "predicted" and "best_run" in w["trained_loss"]
+    assert "best_run" in w["trained_loss"]
+    v = w["verify"]  # seed-averaged verification: 3 seeds per candidate, the final one with its interval
+    assert v["seeds"] == 3 and all(len(x) == 3 for x in v["losses"].values())
+    if w["picked"] == "predicted":
+        assert v["final"] == "chosen" and (w["predictor_rho"] >= 0.5 or "rho" not in v["rule"])
+    else:  # the predictor was unreliable: the candidate with the lowest mean loss
+        assert w["picked"] == f"seed_mean:{v['final']}" and v["mean"][v["final"]] == min(v["mean"][n] for n in ("chosen", "best_run", "second_run") if n in v["mean"])
+    assert v["vs_uniform"]["n"] == 3 and v["vs_uniform"]["mean"] < 0, v
     # ... and on the predicted loss
     pb = w["predicted_baselines"]
     assert pb["chosen"] < pb["uniform"] and w["predicted_loss"] < pb["uniform"], (w["predicted_loss"], pb)
