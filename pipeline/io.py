@@ -97,8 +97,8 @@ def atomic_write(path: Path, write) -> None:
     _fsync_dir(path.parent)
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
-    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, **PARQUET_OPTS))
+def write_parquet(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, row_group_size=row_group_size, **PARQUET_OPTS))
 
 
 def write_npy(arr, path: Path) -> None:
@@ -160,6 +160,7 @@ class ShardWriter:
     target_rows: int = 50_000
     target_bytes: int = 256 << 20
     single: bool = False
+    row_group_size: int | None = None  # rows per Parquet row group (None: pyarrow's default, one group here)
     written: list[dict] = field(default_factory=list)
     _buf: list[pa.Table] = field(default_factory=list)
     _rows: int = 0
@@ -182,7 +183,7 @@ class ShardWriter:
         table = pa.concat_tables(self._buf, promote_options="permissive").combine_chunks()
         name = f"{self.prefix}.parquet" if self.single else f"{self.prefix}-{len(self.written):04d}.parquet"
         path = Path(self.directory) / safe_name(name)
-        write_parquet(table, path)
+        write_parquet(table, path, self.row_group_size)
         self.written.append({"name": name, "rows": table.num_rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
         self._buf, self._rows, self._bytes = [], 0, 0
 

@@ -17,10 +17,11 @@ from pipeline.schema import N_TOKENS, QUARANTINE_SCHEMA, REASON, SOURCE, STAGE
 
 
 class TaskOutput:
-    def __init__(self, out: Path, prefix: str, stage: str, target_rows: int, target_bytes: int, single: bool = False):
+    def __init__(self, out: Path, prefix: str, stage: str, target_rows: int, target_bytes: int, single: bool = False,
+                 row_group_size: int | None = None):
         out = Path(out)
         self.stage = stage
-        self.kept = io.ShardWriter(out, prefix, target_rows, target_bytes, single=single)
+        self.kept = io.ShardWriter(out, prefix, target_rows, target_bytes, single=single, row_group_size=row_group_size)
         self.rejected = io.ShardWriter(out / io.REJECTED, prefix, single=True)
         self.quarantine = io.ShardWriter(out / io.QUARANTINE, prefix, single=True)
         self.rows_in = 0

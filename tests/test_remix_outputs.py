@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipeline import config, io, runner
-from pipeline.formats.hf import hf_mixture
+from pipeline.loader import hf_mixture
 from stages import remix as R
 from tests.test_remix import make_input, train_bpe, write_weights
 from tests.trainer_libs import import_megatron_indexed, import_streaming, streaming_dataset

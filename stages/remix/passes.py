@@ -33,6 +33,7 @@ from pipeline.tokens import count_tokens, load_tokenizer
 STAGE = "remix"
 EOS_TOKEN = "<|endoftext|>"
 OUT_SCHEMA = [(ID, pa.string()), (TEXT, pa.large_string()), ("domain", pa.string()), (N_TOKENS, pa.int64()), ("epoch", pa.int16())]
+ROW_GROUP = 1024  # rows per row group of the output shards
 PREFIX = "prefix"  # column: the metadata line prepended to the text (null = none), only with remix.metadata_prefix
 
 
@@ -235,7 +236,8 @@ def write_shard(out: str, key: str, parts: list[list], rows: int, names: list[st
         table, gained = _apply_prefix(table, tokenizer)
     ntok = table.column(N_TOKENS).to_numpy(zero_copy_only=False).astype(np.int64)
     extra = _token_files(table, out, key, tokenizer, batch_size) if tokenized and tokenizer else {}
-    res = TaskOutput(out, key, STAGE, target_rows=1 << 62, target_bytes=1 << 62, single=True)
+    # row groups of ROW_GROUP rows: a loader worker decodes only the groups of its share (bench/loader.py)
+    res = TaskOutput(out, key, STAGE, target_rows=1 << 62, target_bytes=1 << 62, single=True, row_group_size=ROW_GROUP)
     res.rows_in = n  # a sampler: every planned sample is written (see the package docstring)
     res.tokens_in = int(ntok.sum())
     if n:
