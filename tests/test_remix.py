@@ -321,3 +321,15 @@ def test_select_unknown_column_is_one_line(tmp_path, inp):
     wp = write_weights(tmp_path / "w.json", [0.3, 0.3, 0.4], 20_000)
     with pytest.raises(config.ConfigError, match=r"remix.select.column: input .* has no column 'nope'"):
         R.run(make_cfg(tmp_path, wp, select={"column": "nope"}), inp, tmp_path / "out", PHASE)
+
+
+def test_select_keeps_more_than_keep_when_the_epoch_cap_needs_it(tmp_path, inp):
+    src = scored_input(inp, tmp_path / "scored")
+    # domain 0 (~7.5k tokens) at weight 0.6 of 20k tokens needs 12k tokens: 1.6 epochs of all of it,
+    # ~3.2 of its top half; with max_epochs 2 the kept share must grow to hold >= 6k tokens
+    wp = write_weights(tmp_path / "w.json", [0.6, 0.2, 0.2], 20_000, max_epochs=2.0)
+    out = tmp_path / "out"
+    assert R.run(make_cfg(tmp_path, wp, select={"column": "quality", "keep": 0.5}), src, out, PHASE).ok
+    d0 = io.read_json(out / R.REMIX_JSON)["domains"][0]
+    assert d0["docs_available"] > 0.5 * d0["docs_in_domain"] and d0["epochs"] <= 2.0 + 1e-9
+    assert d0["tokens_available"] * 2 >= d0["target_tokens"]

@@ -87,14 +87,18 @@ def ranked(docs: np.ndarray, score: np.ndarray, higher_is_better: bool, r: np.ra
     return docs[np.lexsort((r.permutation(len(docs)), key))]
 
 
-def selected(docs: np.ndarray, score: np.ndarray | None, select: dict | None, r: np.random.Generator) -> tuple[np.ndarray, bool]:
+def selected(docs: np.ndarray, tok: np.ndarray, score: np.ndarray | None, select: dict | None, r: np.random.Generator,
+             need: float) -> tuple[np.ndarray, bool]:
     """The domain's documents that may be sampled, and whether a partial pass takes them in that
-    order (best first). Without `select`: all, in a random order per pass."""
+    order (best first). Without `select`: all, in a random order per pass. With it: the top `keep`
+    share, extended down the ranking as far as the epoch cap needs (`need` = the fewest tokens the
+    kept documents must hold), so a selection never makes a feasible mixture infeasible."""
     if not select or not len(docs):
         return docs, False
     best = ranked(docs, score, select.get("higher_is_better", True), r)
-    keep = best[:max(1, int(math.ceil(select.get("keep", 1.0) * len(docs))))]
-    return keep, select.get("order", "best_first") == "best_first"
+    k = max(1, int(math.ceil(select.get("keep", 1.0) * len(docs))))
+    k = max(k, min(len(best), int(np.searchsorted(np.cumsum(tok[best]), need, side="left")) + 1))
+    return best[:k], select.get("order", "best_first") == "best_first"
 
 
 def _domain_order(docs: np.ndarray, tok: np.ndarray, goal: int, avail: int, r: np.random.Generator, best_first: bool = False):
@@ -139,11 +143,12 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
         raise RuntimeError("remix.select: the census has no score column; re-run with --force")
     order = np.argsort(dom, kind="stable")  # docs grouped by domain, in input order
     bounds = np.searchsorted(dom[order], np.arange(len(names) + 1))
-    pools = [selected(order[bounds[i]:bounds[i + 1]], score, select, rng(seed, "remix", "select", n)) for i, n in enumerate(names)]
+    target = pt.sum(axis=0)
+    pools = [selected(order[bounds[i]:bounds[i + 1]], tok, score, select, rng(seed, "remix", "select", n), target[i] / max_epochs)
+             for i, n in enumerate(names)]
     docs_all = np.diff(bounds)
     docs_avail = np.array([len(p) for p, _ in pools], np.int64)
     tok_avail = np.array([int(tok[p].sum()) for p, _ in pools], np.int64)
-    target = pt.sum(axis=0)
     w_all = target / budget
     for i, n in enumerate(names):  # errors first, all domains at once (one line each, the first raised)
         if target[i] > 0 and docs_avail[i] == 0:
