@@ -211,6 +211,7 @@ class DedupConfig(Model):
 # ---------------------------------------------------------------- score (quality scoring)
 
 BUNDLED_BENCHMARKS = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
+BUNDLED_REFERENCE_LM = Path(__file__).resolve().parents[1] / "data" / "reference_lm" / "en"  # English, see its README
 
 
 class LabelSource(Model):
@@ -303,8 +304,13 @@ class LMTrainConfig(Model):
 
 
 class PerplexityConfig(Model):
-    model: Path | None = Field(None, description="n-gram LM (.npz/.arpa/.bin or their common stem); null = train one (train:)")
-    train: LMTrainConfig | None = Field(None, description="train the LM in the run on reference documents, cached by hash")
+    reference: str = Field("bundled", description="the LM documents are scored against (CCNet: Wikipedia): bundled = English prose "
+                           "(data/reference_lm), a path (.npz/.arpa/.bin or their stem), or none = only the LM of train:")
+    reference_lang: str | None = Field("en", description="the reference LM's language: documents whose `lang` differs go to the "
+                                       "LM of train: when there is one; null = every document gets the reference")
+    model: Path | None = Field(None, description="same as reference: <path> (the older spelling)")
+    train: LMTrainConfig | None = Field(None, description="an LM trained in the run (on the input unless data.path), cached by hash: "
+                                        "for the other languages, or for everything with reference: none")
     backend: str = Field("auto", pattern="^(auto|numpy|kenlm)$", description="auto = kenlm when it imports, else our numpy scorer (same numbers)")
     buckets: list[float] = Field([1 / 3, 2 / 3], description="perplexity quantiles splitting head / middle / tail (CCNet)")
     group_by: str | None = Field("lang", description="bucket quantiles per value of this column (CCNet: per language); null = global")
@@ -312,8 +318,15 @@ class PerplexityConfig(Model):
 
     @model_validator(mode="after")
     def _model_or_train(self) -> "PerplexityConfig":
-        if (self.model is None) == (self.train is None):
-            raise ValueError("give exactly one of model (a trained LM) or train")
+        if self.model is not None:
+            if "reference" in self.model_fields_set:
+                raise ValueError("give reference (or its older spelling model), not both")
+            self.reference = str(self.model)  # one spelling from here on
+            self.model = None
+        if self.reference == "none" and self.train is None:
+            raise ValueError("reference: none needs train: (an LM trained in the run), or use reference: bundled | <path>")
+        if self.reference == "bundled" and self.reference_lang not in ("en", None):
+            raise ValueError(f"reference_lang: the bundled reference LM is English (en), not {self.reference_lang!r}")
         if len(self.buckets) != 2 or not 0 < self.buckets[0] < self.buckets[1] < 1:
             raise ValueError("buckets: two increasing quantiles in (0, 1), e.g. [0.333, 0.667]")
         return self
@@ -437,13 +450,14 @@ def _check_score(score: ScoreConfig, path: str, base: Path) -> None:
                 targets(ft.train.preselect.targets, "fasttext.train.preselect.targets")
     pp = score.perplexity
     if pp:
-        if pp.model is not None:
+        if pp.reference not in ("bundled", "none"):
             from filters.perplexity import model_files
 
-            pp.model = _abs(pp.model, base)
-            if not model_files(pp.model):
-                raise ConfigError(f"{path}: score.perplexity.model: no .npz/.arpa/.bin model at {pp.model}; train one with `curate train-lm`")
-        else:
+            pp.reference = str(_abs(Path(pp.reference), base))
+            if not model_files(pp.reference):
+                raise ConfigError(f"{path}: score.perplexity.reference: no .npz/.arpa/.bin model at {pp.reference}; "
+                                  "train one with `curate train-lm`, or use reference: bundled")
+        if pp.train is not None:
             pp.train.data.path = need(pp.train.data.path, "perplexity.train.data.path", "give a dataset dir or a JSONL/Parquet file")
     if score.betr:
         targets(score.betr.targets, "betr.targets")
@@ -461,6 +475,7 @@ class TokenizerConfig(Model):
     path: Path | None = Field(None, description="a local `tokenizers` JSON to use; null = train a byte-level BPE on the mix input (saved as <mix>/tokenizer.json)")
     vocab_size: int = Field(4096, ge=260, le=1 << 20, description="BPE vocabulary size when training (a few thousand suits CPU proxies)")
     train_docs: int = Field(20_000, ge=10, description="documents (deterministic sample, run.seed) the BPE is trained on")
+    seed: int | None = Field(None, description="seed of that sample; null = run.seed (a second tokenizer for a robustness check: another seed with train_docs below the corpus size)")
 
 
 class ProxyConfig(Model):

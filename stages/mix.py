@@ -44,9 +44,6 @@ class _RoundFailed(RuntimeError):
 
 
 
-
-
-
 def _tokenizer(c: MixConfig, shards: list[Path], out: Path, seed: int, fp: str) -> Path:
     from pipeline.models import bpe
 
@@ -58,10 +55,11 @@ def _tokenizer(c: MixConfig, shards: list[Path], out: Path, seed: int, fp: str) 
         if not dest.exists() or io.sha256_file(dest) != io.sha256_file(src):
             io.atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
         return dest
-    key = ts.digest(fp, c.tokenizer.model_dump(), seed)
+    tseed = seed if c.tokenizer.seed is None else c.tokenizer.seed
+    key = ts.digest(fp, c.tokenizer.model_dump(exclude={"seed"}), tseed)
     cached = out / "_work" / f"tokenizer-{key}.json"
     if not cached.exists():
-        texts = ts.sample_texts(shards, c.tokenizer.train_docs, seed)
+        texts = ts.sample_texts(shards, c.tokenizer.train_docs, tseed)
         bpe.train_bpe(texts, c.tokenizer.vocab_size, cached)
     if not dest.exists() or io.sha256_file(dest) != io.sha256_file(cached):
         io.atomic_write(dest, lambda tmp: shutil.copyfile(cached, tmp))
