@@ -85,13 +85,9 @@ def prepare_models(cfg: Config, inp: Path, out: Path) -> dict:
                 meta = train.fasttext_from_config(t, d, inp, seed)
             models["fasttext"] = {"path": str(d / "model.bin"), "sha256": meta["sha256"], "trained": _brief(meta)}
     if s.perplexity:
-        from filters.perplexity import model_files, resolve_backend
-
         pp = s.perplexity
-        if pp.model is not None:
-            files = model_files(pp.model)
-            stem = str(pp.model)
-        else:
+        trained = None
+        if pp.train is not None:
             t = pp.train
             key = _h({"train": t.model_dump(mode="json"), "data": src_fp(t.data.path), "seed": seed, "v": CODE_VERSION})
             stem = str(mdir / f"lm-{key}")
@@ -101,10 +97,8 @@ def prepare_models(cfg: Config, inp: Path, out: Path) -> dict:
                                          t.data.max_docs, seed)
                 train.train_lm(docs, stem, order=t.order, min_count=t.min_count, arpa=want_arpa,
                                data_info={"path": str(t.data.path or inp), "sources": t.data.sources})
-            files = model_files(stem)
-        backend = resolve_backend(stem, pp.backend)
-        main = files.get("npz") or files.get("arpa") or files.get("bin")
-        models["perplexity"] = {"path": stem, "backend": backend, "sha256": io.sha256_file(main)}
+            trained = _lm_entry(stem, pp.backend)
+        models["perplexity"] = trained if pp.reference == "none" else _reference_entry(pp, trained)
     if s.bench_sim:
         from filters.bench_sim import save_targets
         from pipeline.models import embedder as E
@@ -157,6 +151,42 @@ def _betr_model(b, inp: Path, mdir: Path, inp_fp: str | None, seed: int) -> dict
             "spearman_vs_embedding_held_out": meta.get("spearman_vs_embedding_held_out")}
 
 
+def _lm_entry(stem: str, backend: str) -> dict:
+    from filters.perplexity import model_files, resolve_backend
+
+    files = model_files(stem)
+    main = files.get("npz") or files.get("arpa") or files.get("bin")
+    return {"path": stem, "backend": resolve_backend(stem, backend), "sha256": io.sha256_file(main)}
+
+
+def _reference_entry(pp, trained: dict | None) -> dict:
+    """The reference LM (bundled or a path): path, backend, sha256 of each of its files; `fallback`:
+    the LM trained in the run, for documents of other languages. A missing bundled model is a broken
+    install, not a config error: ModelError (exit 1), one line."""
+    from filters import ModelError
+    from filters.perplexity import model_file, model_files
+    from pipeline.config import BUNDLED_REFERENCE_LM
+
+    stem = str(BUNDLED_REFERENCE_LM) if pp.reference == "bundled" else pp.reference
+    files = model_files(stem)
+    if not files:
+        raise ModelError(f"scorer 'perplexity': the bundled reference LM is missing ({stem}.npz / .arpa.gz); restore data/reference_lm "
+                         "(git checkout) or rebuild it with python data/reference_lm/build.py, or set score.perplexity.reference")
+    out = {**_lm_entry(stem, pp.backend), "reference": pp.reference if pp.reference == "bundled" else "path", "lang": pp.reference_lang}
+    out["file"] = str(model_file(stem, out["backend"]))  # what the scorer loads; files: the sha256 of each file of the model
+    out["files"] = {p.name: io.sha256_file(p) for p in sorted(set(files.values()))}
+    if pp.reference_lang is None:
+        out["note"] = "every document is scored with the reference LM (reference_lang: null)"
+    elif trained is not None:
+        out["fallback"] = trained
+        out["note"] = (f"documents whose lang is not {pp.reference_lang!r} (or unknown) are scored with the LM trained in this run "
+                       "(fallback); compare perplexities within a language (ppl_bucket is per lang)")
+    else:
+        out["note"] = (f"the reference LM is {pp.reference_lang!r}; without score.perplexity.train every document, whatever its "
+                       "language, is scored with it")
+    return out
+
+
 def _kenlm() -> bool:
     from filters.perplexity import kenlm_available
 
@@ -202,7 +232,8 @@ def build_scorers(s: ScoreConfig, models: dict) -> list:
     if s.betr:
         out.append(FastTextScorer(models["betr"]["path"], "pos", s.betr.column))
     if s.perplexity:
-        out.append(PerplexityScorer(models["perplexity"]["path"], models["perplexity"]["backend"]))
+        m, fb = models["perplexity"], models["perplexity"].get("fallback")
+        out.append(PerplexityScorer(m["path"], m["backend"], fallback=(fb["path"], fb["backend"]) if fb else None, lang=m.get("lang")))
     if s.bench_sim:
         b = s.bench_sim
         out.append(BenchSimScorer(models["bench_sim"]["path"], models["bench_sim"]["names"], b.k, b.model, b.max_tokens, b.batch_size,
@@ -211,16 +242,20 @@ def build_scorers(s: ScoreConfig, models: dict) -> list:
 
 
 def _arrow_type(t: str) -> pa.DataType:
-    return {"float32": pa.float32(), "int32": pa.int32(), "string": pa.string(), "list<string>": pa.list_(pa.string())}[t]
+    return {"float32": pa.float32(), "int32": pa.int32(), "string": pa.string(), "list<string>": pa.list_(pa.string()),
+            "list<int32>": pa.list_(pa.int32())}[t]
 
 
-def _run_scorer(scorer, texts: list[str], errors: dict[int, str], budget: ErrorBudget, rows: str = "") -> dict[str, list]:
+def _run_scorer(scorer, texts: list[str], errors: dict[int, str], budget: ErrorBudget, rows: str = "",
+                columns: dict[str, list] | None = None) -> dict[str, list]:
     """Columns of one scorer over a batch; a batch that raises is retried document by document and
     the documents that still raise get an error (and null scores), within the shard's error budget
-    (which fails the task when they are every document of the batch, or too many for the shard)."""
+    (which fails the task when they are every document of the batch, or too many for the shard).
+    `columns`: the input columns the scorer asked for (`input_columns`, e.g. lang), as keywords."""
     names = list(scorer.output_columns)
+    columns = columns or {}
     try:
-        res = scorer(texts)
+        res = scorer(texts, **columns)
         return {c: list(res[c]) for c in names}
     except Exception:
         name = getattr(scorer, "name", type(scorer).__name__)
@@ -228,7 +263,7 @@ def _run_scorer(scorer, texts: list[str], errors: dict[int, str], budget: ErrorB
         failed, new = [], 0
         for i, t in enumerate(texts):
             try:
-                r = scorer([t])
+                r = scorer([t], **{c: v[i:i + 1] for c, v in columns.items()})
                 for c in names:
                     cols[c][i] = r[c][0]
             except Exception as e:
@@ -251,12 +286,15 @@ def score_shard(path: str, out: str, key: str, score: dict, models: dict, batch_
     budget = ErrorBudget(path, res.rows_in, max_error_fraction, kind="scorer")
     report: dict[str, dict] = {}
     offset = 0
-    for rb in pf.iter_batches(batch_size=batch_size, columns=["id", "text"]):
+    extra = sorted({c for sc in scorers for c in getattr(sc, "input_columns", ()) if c in pf.schema_arrow.names})
+    for rb in pf.iter_batches(batch_size=batch_size, columns=["id", "text", *extra]):
         texts = rb.column("text").to_pylist()
+        given = {c: rb.column(c).to_pylist() for c in extra}
         errors: dict[int, str] = {}
         cols: dict[str, list] = {}
         for sc in scorers:
-            cols.update(_run_scorer(sc, texts, errors, budget, f" (rows {offset}-{offset + len(texts) - 1})"))
+            cols.update(_run_scorer(sc, texts, errors, budget, f" (rows {offset}-{offset + len(texts) - 1})",
+                                    {c: given[c] for c in getattr(sc, "input_columns", ()) if c in given}))
         offset += len(texts)
         table = pa.table({"id": rb.column("id"),
                           **{c: pa.array(_nulls(v, errors), type=_arrow_type(types[c])) for c, v in cols.items()},
@@ -264,7 +302,8 @@ def score_shard(path: str, out: str, key: str, score: dict, models: dict, batch_
         res.add_kept(table)
         if "contaminated" in cols:
             _report_add(report, cols, errors)
-    return res.finish(inputs=[path], decontam=report)
+    lm_docs = {k: v for sc in scorers if getattr(sc, "name", "") == "perplexity" for k, v in sc.docs.items()}
+    return res.finish(inputs=[path], decontam=report, **({"perplexity_docs": lm_docs} if lm_docs else {}))
 
 
 def _nulls(values: list, errors: dict[int, str]) -> list:
@@ -531,6 +570,8 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
         raise ConfigError(f"score: cannot prepare the models: {e}") from None
     t_models = time.perf_counter() - t0
     shas = {k: v["sha256"] for k, v in models.items()}
+    if "fallback" in models.get("perplexity", {}):
+        shas["perplexity_fallback"] = models["perplexity"]["fallback"]["sha256"]
     fp = io.dataset_fingerprint(inp)
     h1 = _h({"scoring": _scoring_section(s), "models": shas, "backend": models.get("perplexity", {}).get("backend"),
              "embed": models.get("bench_sim", {}).get("resolved"),
@@ -552,6 +593,9 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     plan = select_plan(s, corpus_stats(s, pairs, models), models)
     t_stats = time.perf_counter() - t1
     report = _merge_reports([m.get("decontam", {}) for m in markers.values()], models)
+    if "perplexity" in models:  # documents scored by the reference LM and by the fallback, over all shards
+        models["perplexity"]["docs"] = {k: sum(m.get("perplexity_docs", {}).get(k, 0) for m in markers.values())
+                                        for k in ("reference", "fallback")}
     tasks2 = [runner.Task(key=p.stem, fn=select_shard,
                           kwargs=dict(path=str(p), scores_path=sp, out=str(out), key=p.stem, plan=plan, batch_size=cfg.run.batch_size))
               for p, (_, sp) in zip(shards, pairs)]

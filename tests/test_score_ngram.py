@@ -68,6 +68,31 @@ def test_kneser_ney_is_a_distribution(docs, order):
         assert abs(p.sum() - 1.0) < 1e-4, (ctx, p.sum())
 
 
+@pytest.mark.parametrize("order,prune", [(2, [0, 1]), (3, [0, 1, 2]), (4, [0, 1, 1, 3])])
+def test_pruned_lm_sums_to_one_and_equals_kenlm(docs, order, prune, tmp_path):
+    """Pruning drops rare n-grams but keeps every p(. | h) a distribution (their mass backs off), and
+    the ARPA it writes is one kenlm loads and scores as we do (prefixes/suffixes of kept n-grams stay)."""
+    sents = _sents(docs, 80)
+    lm = ngram.train(sents, order=order, prune=prune)
+    full = ngram.train(sents, order=order)
+    assert lm.meta["ngrams"][0] == full.meta["ngrams"][0] and all(a < b for a, b in zip(lm.meta["ngrams"][1:], full.meta["ngrams"][1:]))
+    V = len(lm.vocab)
+    words = [i for i in range(V) if i != ngram.BOS_ID]
+    for ctx in (["of", "the"], ["the"], ["i", "am", "not"], ["zzunseen"]):
+        ctx_ids = [lm.index.get(w, ngram.UNK_ID) for w in ctx][-(order - 1):]
+        seq = np.array([x for w in words for x in [ngram.BOS_ID, *ctx_ids, w]], dtype=np.int64)
+        lp, _ = lm.token_logprobs(seq, np.repeat(np.arange(len(words)), len(ctx_ids) + 2))
+        assert abs(np.power(10.0, lp[len(ctx_ids) + 1::len(ctx_ids) + 2]).sum() - 1.0) < 1e-4, ctx
+    kenlm = pytest.importorskip("kenlm")
+    lm.save(tmp_path / "p")
+    km = kenlm.Model(str(tmp_path / "p.arpa"))
+    held_out = _sents(docs[300:], 30)[:300]
+    ref = np.array([km.score(" ".join(s), bos=True, eos=True) for s in held_out])
+    assert np.abs(ngram.NGramLM.load(tmp_path / "p.npz").sentence_scores(held_out) - ref).max() < 1e-4
+    with pytest.raises(ValueError, match="prune"):
+        ngram.train(sents, order=2, prune=[1, 1])
+
+
 def test_discounts_and_adjusted_counts_on_a_toy_corpus():
     lm = ngram.train([["a", "b", "a"], ["b", "a", "c"], ["a", "b"]], order=2)
     # adjusted unigram counts are left-extension counts: a follows <s>, b ; b follows a, <s> ...

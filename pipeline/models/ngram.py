@@ -328,11 +328,19 @@ def build_vocab(sentences: list[list[str]], min_count: int = 1) -> list[str]:
 
 
 def train(sentences: list[list[str]], order: int = 3, min_count: int = 1, vocab: list[str] | None = None,
-          keep_rows: bool = True) -> NGramLM:
+          keep_rows: bool = True, prune: list[int] | None = None) -> NGramLM:
     """Interpolated modified Kneser-Ney LM of `order` on token lists (see `tokenize`). Words seen
-    fewer than `min_count` times become <unk> (lmplz keeps all words: min_count=1)."""
+    fewer than `min_count` times become <unk> (lmplz keeps all words: min_count=1).
+
+    `prune[k-1]`: drop the k-grams (k >= 2) seen at most this many times (raw count), like lmplz's
+    `--prune 0 1 1`; a k-gram that is the prefix or suffix of a kept (k+1)-gram stays (ARPA needs
+    it). A dropped n-gram's whole adjusted count goes to its context's back-off mass, so every
+    p(. | h) still sums to 1 (tests/test_score_ngram.py). Unigrams are never pruned."""
     if order < 1:
         raise ValueError("order must be >= 1")
+    prune = list(prune or [0] * order)
+    if len(prune) != order or prune[0] != 0 or min(prune) < 0:
+        raise ValueError(f"prune: one threshold >= 0 per order, 0 for unigrams, got {prune}")
     vocab = vocab or build_vocab(sentences, min_count)
     lm = NGramLM(vocab, [])
     ids, sent = lm.encode(sentences)
@@ -386,6 +394,7 @@ def train(sentences: list[list[str]], order: int = 3, min_count: int = 1, vocab:
     # <s> as a unigram is never predicted.
     bos_uni = rows[0][:, 0] == BOS_ID
     adjusted[0] = np.where(bos_uni, 0, adjusted[0])
+    keep = _pruned(uniq, rows, raw, prune)
 
     orders: list[Order] = []
     discounts, fallback = [], []
@@ -404,14 +413,16 @@ def train(sentences: list[list[str]], order: int = 3, min_count: int = 1, vocab:
             ckeys = hash_cols([r[:, j] for j in range(k - 1)])
             cu, ctx = np.unique(ckeys, return_inverse=True)
             nctx = len(cu)
+        kp = keep[k - 1]
         S = np.bincount(ctx, weights=a, minlength=nctx)
-        mass = np.bincount(ctx, weights=disc, minlength=nctx)
+        mass = np.bincount(ctx, weights=np.where(kp, disc, a), minlength=nctx)  # pruned: all of its count backs off
         with np.errstate(divide="ignore", invalid="ignore"):
             u = np.where(S[ctx] > 0, (a - disc) / np.where(S[ctx] > 0, S[ctx], 1), 0.0)
             gamma = np.where(S > 0, mass / np.where(S > 0, S, 1), 1.0)
         if k == 1:
             p = u + gamma[0] / (V - 1)  # uniform over the words that can be predicted (not <s>), as lmplz
         else:
+            a, r, u, ctx = a[kp], r[kp], u[kp], ctx[kp]
             skeys = hash_cols([r[:, j] for j in range(1, k)])
             found, pos = _lookup(orders[k - 2].keys, skeys)
             if not found.all():
@@ -424,13 +435,27 @@ def train(sentences: list[list[str]], order: int = 3, min_count: int = 1, vocab:
         logp = np.log10(np.maximum(p, 1e-300)).astype(np.float32)
         if k == 1:
             logp[bos_uni] = -99.0
-        orders.append(Order(uniq[k - 1], logp, np.zeros(len(a), dtype=np.float32) if k < order else None,
+        orders.append(Order(uniq[k - 1][kp], logp, np.zeros(len(a), dtype=np.float32) if k < order else None,
                             r if keep_rows else None))
         prev_logp10 = logp.astype(np.float64)
     meta = {"order": order, "tokens": int(T), "sentences": len(sentences), "vocab": V,
             "ngrams": [len(o.keys) for o in orders], "discounts": discounts, "discount_fallback": fallback,
             "min_count": min_count, "tokenizer": "lower, digits->0, \\w+|[^\\w\\s] per line"}
+    if any(prune):
+        meta["prune"] = prune
     return NGramLM(vocab, orders, meta)
+
+
+def _pruned(uniq: list[np.ndarray], rows: list[np.ndarray], raw: list[np.ndarray], prune: list[int]) -> list[np.ndarray]:
+    """Keep mask per order: count above the order's threshold, or a prefix/suffix of a kept longer n-gram."""
+    keep = [raw[k] > prune[k] for k in range(len(raw))]
+    keep[0][:] = True
+    for k in range(len(raw) - 1, 0, -1):  # k: index of the longer order; mark its sub-n-grams at k-1
+        r = rows[k][keep[k]]
+        for sub in (r[:, :k], r[:, 1:]):
+            found, pos = _lookup(uniq[k - 1], hash_cols([sub[:, j] for j in range(k)]))
+            keep[k - 1][pos[found]] = True
+    return keep
 
 
 # ---------------------------------------------------------------- ARPA
