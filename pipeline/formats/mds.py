@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.formats import AtomicWriter
+
 _ARRAY_DTYPES = ("uint8", "uint16", "uint32", "int32", "int64")
 ENCODINGS = {"str": None, "int": 8, "int64": 8, **{f"ndarray:{d}": None for d in _ARRAY_DTYPES}}
 
@@ -89,7 +91,7 @@ def _arrays(name: str, values, n: int, dtype: np.dtype) -> list[tuple[np.ndarray
     return [(heads.ravel(), np.arange(n, dtype=np.int64) * 9, 1 + (1 << k)), (vals, np.cumsum(lens_b) - lens_b, lens_b)]
 
 
-class MDSWriter:
+class MDSWriter(AtomicWriter):
     """Writes an MDS dataset identical to streaming.MDSWriter(compression=None, hashes=[])."""
 
     def __init__(self, out_dir: str | Path, columns: dict[str, str], size_limit: int | None = 1 << 26) -> None:
@@ -217,11 +219,3 @@ class MDSWriter:
                 tmp.unlink()
             self._done = True
 
-    def __enter__(self) -> MDSWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        elif not self._done:
-            self.close()

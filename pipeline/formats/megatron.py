@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.formats import AtomicWriter
+
 _HEADER = b"MMIDIDX\x00\x00"
 _CODES = {np.dtype("<u2"): 8, np.dtype("<i4"): 4}  # megatron DType: uint16 = 8, int32 = 4
 _PREAMBLE = len(_HEADER) + 8 + 1 + 8 + 8  # header, version, dtype code, sequence and document counts
@@ -47,7 +49,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class IndexedWriter:
+class IndexedWriter(AtomicWriter):
     """Streams documents into a Megatron-core indexed dataset at `prefix` (.bin + .idx)."""
 
     def __init__(self, prefix: str | Path, dtype: np.dtype) -> None:
@@ -135,14 +137,6 @@ class IndexedWriter:
             self._tmp_idx.unlink(missing_ok=True)
             self._done = True
 
-    def __enter__(self) -> IndexedWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        elif not self._done:
-            self.close()
 
 
 def read_index(prefix: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline import io
+from pipeline.formats import AtomicWriter
 from pipeline.formats.mds import MDSWriter
 from pipeline.formats.megatron import IndexedWriter
 from pipeline.schema import ID, N_TOKENS, TEXT
@@ -62,7 +63,7 @@ def take_docs(tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tupl
     return np.asarray(tokens)[src], new
 
 
-class _ArrowWriter:
+class _ArrowWriter(AtomicWriter):
     """One Arrow IPC stream file (HF's `arrow` builder), written to a temp name and renamed on close."""
 
     def __init__(self, path: Path, schema: pa.Schema):
@@ -78,11 +79,14 @@ class _ArrowWriter:
     def close(self) -> dict:
         self.writer.close()
         os.replace(self.tmp, self.path)
+        self._done = True
         return {"samples": self.rows}
 
     def abort(self) -> None:
-        self.writer.close()
-        self.tmp.unlink(missing_ok=True)
+        if not self._done:
+            self.writer.close()
+            self.tmp.unlink(missing_ok=True)
+            self._done = True
 
 
 def export_phase(out: str, phase: int, n_phases: int, keys: list[str], names: list[str], formats: list[str],
@@ -106,7 +110,7 @@ def export_phase(out: str, phase: int, n_phases: int, keys: list[str], names: li
         _export_shards(out, keys, names, formats, pdir, dt, writer, docs, toks)
     except BaseException:
         for w in writers.values():
-            getattr(w, "abort", lambda: None)()
+            w.abort()
         raise
     files = {f"{fmt}/{pdir}{name}": w.close() for (fmt, name), w in writers.items()}
     return {"rows_in": int(docs.sum()), "kept": int(docs.sum()), "rejected": 0, "quarantined": 0, "pass_output": True,
