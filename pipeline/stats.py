@@ -95,10 +95,31 @@ def print_summary(dirs: list[Path], out: Console | None = None) -> None:
         t = dedup_table(d)
         if t is not None:
             out.print(t)
-        for table in (clusters_table, mix_table, evaluate_table):
+        for table in (decontam_table, clusters_table, mix_table, evaluate_table):
             t = table(d)
             if t is not None:
                 out.print(t)
+
+
+def decontam_table(d: Path) -> Table | None:
+    """A score dir's decontamination report (_score.json): per benchmark, documents and n-gram
+    windows hit; benchmarks nothing hit are summed up in the caption."""
+    p = Path(d) / "_score.json"
+    dec = (io.read_json(p) if p.exists() else {}).get("decontamination") or {}
+    if not dec:
+        return None
+    hit = {k: v for k, v in dec.items() if v.get("docs_hit")}
+    t = Table(title=f"decontamination: {len(hit)} of {len(dec)} benchmarks hit, {_fmt(sum(v['docs_hit'] for v in hit.values()))} document hits")
+    for col in ("benchmark", "docs hit", "n-gram windows hit", "examples hit", "benchmark examples", "% examples hit"):
+        t.add_column(col, justify="left" if col == "benchmark" else "right")
+    for name, v in sorted(hit.items(), key=lambda kv: (-kv[1]["docs_hit"], kv[0])):
+        n = v.get("benchmark_examples") or 0
+        t.add_row(name, _fmt(v["docs_hit"]), _fmt(v.get("ngram_windows_hit", 0)), _fmt(v.get("examples_hit", 0)), _fmt(n),
+                  f"{100 * v.get('examples_hit', 0) / n:.2f}" if n else "-")
+    clean = sorted(set(dec) - set(hit))
+    if clean:
+        t.caption = f"no hits: {', '.join(clean)}"
+    return t
 
 
 def mix_table(d: Path) -> Table | None:

@@ -117,11 +117,12 @@ def prepare_models(cfg: Config, inp: Path, out: Path) -> dict:
     if s.betr:
         models["betr"] = _betr_model(s.betr, inp, mdir, src_fp(None), seed)
     if s.decontam:
-        from filters.decontam import NgramIndex
+        from filters.decontam import FORMAT, NgramIndex
+        from pipeline.config import bundled_benchmarks
 
         dc = s.decontam
-        targets = train.load_targets(dc.targets)
-        key = _h({"targets": train.targets_digest(targets), "n": dc.ngram, "min": dc.min_ngram, "v": CODE_VERSION})
+        targets = train.load_targets(dc.targets or bundled_benchmarks())  # default: every bundled benchmark
+        key = _h({"targets": train.targets_digest(targets), "n": dc.ngram, "min": dc.min_ngram, "v": CODE_VERSION, "format": FORMAT})
         path = mdir / f"decontam-{key}.npz"
         if not path.exists():
             NgramIndex.build(targets, dc.ngram, dc.min_ngram).save(path)
@@ -314,10 +315,10 @@ def _nulls(values: list, errors: dict[int, str]) -> list:
 
 
 def _report_add(report: dict, cols: dict, errors: dict) -> None:
-    for i, (names, n, ex) in enumerate(zip(cols["contaminated"], cols["contam_ngrams"], cols["contam_examples"])):
+    for i, (names, by, ex) in enumerate(zip(cols["contaminated"], cols["contam_ngrams_by"], cols["contam_examples"])):
         if not names or i in errors:
             continue
-        for name in names.split(","):
+        for name, n in zip(names.split(","), by):  # matched windows of this benchmark only
             r = report.setdefault(name, {"docs": 0, "windows": 0, "examples": []})
             r["docs"] += 1
             r["windows"] += int(n)
