@@ -244,7 +244,7 @@ class ColumnLabels(Model):
 
 
 class PreSelectConfig(Model):
-    targets: list[TargetSpec] = Field([], description="target set(s) the LMs are ranked on; empty = the bundled benchmarks (data/benchmarks)")
+    targets: list[TargetSpec] = Field([], description="target set(s) the LMs are ranked on; empty = the four bundled target benchmarks (ARC-Challenge, GSM8K, HumanEval, MBPP in data/benchmarks)")
     lm_docs: int = Field(3_000, ge=10, description="documents of the input the n-gram LMs are trained on")
     pool_docs: int = Field(3_000, ge=10, description="other documents of the input that get PreSelect scores and labels")
     models: list[tuple[int, float]] = Field([(1, 1.0), (2, 0.1), (2, 1.0), (3, 0.1), (3, 0.3), (3, 1.0)],
@@ -333,7 +333,7 @@ class PerplexityConfig(Model):
 
 
 class BenchSimConfig(Model):
-    targets: list[TargetSpec] = Field([], description="target sets; empty = the bundled benchmarks (data/benchmarks)")
+    targets: list[TargetSpec] = Field([], description="target sets; empty = the four bundled target benchmarks (ARC-Challenge, GSM8K, HumanEval, MBPP in data/benchmarks)")
     k: int = Field(5, ge=1, description="score = mean cosine of the k most similar examples")
     model: str | None = Field(None, description="local sentence-transformers dir; null = all-MiniLM-L6-v2 (offline package)")
     max_tokens: int = Field(128, ge=8, le=512, description="tokens of each document the embedder reads")
@@ -341,7 +341,7 @@ class BenchSimConfig(Model):
 
 
 class BetrConfig(Model):
-    targets: list[TargetSpec] = Field([], description="target sets; empty = the mix stage's targets when the config has a mix section, else the bundled benchmarks")
+    targets: list[TargetSpec] = Field([], description="target sets; empty = the mix stage's targets when the config has a mix section, else the four bundled target benchmarks")
     eval_fraction: float | None = Field(None, ge=0, lt=1, description="held-out share of each target set, never used to rank data; null = mix.eval_fraction (0.5): the same split, so `evaluate` stays honest")
     sample_docs: int = Field(3000, ge=20, description="documents embedded to label the ranker (the rest of the corpus is scored by fastText only)")
     top: float = Field(0.2, gt=0, lt=1, description="share of the sample labelled positive (most similar to the targets)")
@@ -511,7 +511,7 @@ class SearchConfig(Model):
 class MixConfig(Model):
     method: str = Field("climb", pattern="^(uniform|proportional|temperature|unimax|regmix|climb)$", description="optimizer, or a baseline")
     domain_column: str = Field("cluster", description="column whose values are the domains (e.g. cluster, source)")
-    targets: list[TargetSpec] = Field([], description="target sets the mixture should be good at; empty = the bundled benchmarks (data/benchmarks)")
+    targets: list[TargetSpec] = Field([], description="target sets the mixture should be good at; empty = the four bundled target benchmarks (ARC-Challenge, GSM8K, HumanEval, MBPP in data/benchmarks)")
     eval_fraction: float = Field(0.5, ge=0, lt=1, description="share of each target set held out for `evaluate` and never seen by the search")
     budget_tokens: int | None = Field(None, ge=1, description="training tokens the weights are for (epoch caps); null = all tokens available")
     temperature: float = Field(3.0, gt=0, description="temperature baseline: w ~ tokens^(1/temperature)")
