@@ -20,13 +20,14 @@ EXTRA = {
     "score": {"fasttext": {"train": {"preselect": {"lm_docs": 300, "pool_docs": 400}, "params": {"epoch": 3}}},
               "perplexity": {"backend": "numpy", "train": {"order": 2, "data": {"max_docs": 300}}},
               "decontam": {"action": "reject"},
+              "betr": {"sample_docs": 200, "max_tokens": 16, "params": {"epoch": 10, "dim": 16, "minCount": 1}},
               "quality": [{"column": "fasttext_score", "weight": 2}, {"column": "perplexity", "lower_is_better": True}]},
     "cluster": {"embed": {"max_tokens": 16}, "kmeans": {"k_init": 16}, "refine": {"k": 5}},
     "mix": {"method": "climb", "budget_tokens": 200_000, "constraints": {"max_epochs": 4, "max_weight": 0.6},
             "tokenizer": {"vocab_size": 512, "train_docs": 500},
             "proxy": {"n_layer": 1, "d_model": 32, "n_head": 2, "ctx": 32, "batch_size": 8, "tokens": 8_000, "eval_tokens": 4_000},
             "search": {"rounds": [4, 2], "candidates": 2_000}},
-    "remix": {"tokens": 200_000},
+    "remix": {"tokens": 200_000, "select": {"column": "betr", "keep": 0.5}},
     "evaluate": {"tokens": 8_000, "arms": ["raw", "proportional", "uniform", "mix", "remix"]},
 }
 
@@ -49,6 +50,11 @@ def test_whole_path_through_the_cli(tmp_path):
 
     rm = json.loads((run / "remix" / "_remix.json").read_text())
     assert rm["max_abs_share_error"] <= 0.02
+    # the score stage's BETR column reached the remix through cluster: each domain sampled its best half first
+    sel = [d for d in rm["domains"] if d["weight"] > 0]
+    assert rm["select"]["column"] == "betr" and all(d["docs_available"] <= d["docs_in_domain"] for d in sel)
+    assert any(d["docs_available"] < d["docs_in_domain"] for d in sel)  # (the epoch cap may widen a small domain's share)
+    assert rm["formats"] == ["parquet", "megatron"] and (run / "remix" / "megatron" / "mixed.idx").exists()
     shards = sorted((run / "remix").glob("part-*.parquet"))
     assert shards and pq.read_schema(shards[0]).names[:4] == ["id", "text", "domain", "n_tokens"]
     assert sorted((run / "remix").glob("part-*.tokens.npy"))
