@@ -26,8 +26,8 @@ main() {  # one function: bash reads it whole, so editing this file during a bui
   t0=$(date +%s)
   mkdir -p build
   write_env() {  # what make image-test reads
-    printf 'ENGINE=%s\nIMAGE=%s\nBASE=%s\nSTORAGE_DRIVER=%s\nBUILD_SECONDS=%s\nIMAGE_BYTES=%s\nBUILD_KEY=%s\nTORCH=%s\n' \
-      "$ENGINE" "$(image_ref "$IMAGE")" "$BASE" "$STORAGE_DRIVER" "$secs" "$(image_size "$IMAGE")" "$key" "$TORCH_VERSION+$TORCH_VARIANT" > build/image.env
+    printf 'ENGINE=%s\nIMAGE=%s\nBASE=%s\nSTORAGE_DRIVER=%s\nBUILD_SECONDS=%s\nIMAGE_BYTES=%s\nBUILD_KEY=%s\nTORCH=%s\nCA_BUNDLE=%s\n' \
+      "$ENGINE" "$(image_ref "$IMAGE")" "$BASE" "$STORAGE_DRIVER" "$secs" "$(image_size "$IMAGE")" "$key" "$TORCH_VERSION+$TORCH_VARIANT" "$CA_BUNDLE" > build/image.env
   }
   gb() { awk -v b="$1" 'BEGIN {printf "%.2f GB", b / 1e9}'; }
   resolve_ca             # the inputs first: a wrong one stops the build before anything is installed

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make image-clean`: remove what `make image` / `make image-test` left: the image, the debootstrap
-# base, buildah's cached layers and working containers of these builds, build/ files.
+# base, unnamed layers, leftover curate-* working containers, build/ files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHO="make image-clean"
@@ -11,7 +11,8 @@ if [ "$ENGINE" = docker ]; then
   docker image rm -f "$IMAGE" "$LOCAL_BASE" >/dev/null 2>&1 || true
   docker builder prune -f >/dev/null 2>&1 || true
 elif command -v buildah >/dev/null; then
-  bah rm --all >/dev/null 2>&1 || true   # working containers (only these builds use this storage driver here)
+  # working containers of image-test runs that were killed (image_test.py names them curate-*)
+  bah containers --format '{{.ContainerName}}' 2>/dev/null | grep '^curate-' | while read -r c; do bah rm "$c" >/dev/null 2>&1 || true; done
   bah rmi -f "$(image_ref "$IMAGE")" "$LOCAL_BASE" >/dev/null 2>&1 || true
   bah rmi --prune >/dev/null 2>&1 || true
 fi

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -144,6 +145,31 @@ class Engine:
         if os.geteuid() != 0:
             self.run(["chmod", "-R", "a+rwX", dst], "0:0", [(runs, dst, False)], WORK / "chmod.log")
 
+    def ca_check(self, ca_bundle: str) -> str:
+        """The build's CA bundle was a secret: none of its certificates that Debian's bundle lacks
+        (the proxy's own) may be in any file of the image."""
+        if not ca_bundle or not Path(ca_bundle).is_file():
+            return "no CA bundle was passed to the build"
+        if self.kind != "buildah":
+            return "not checked with docker"
+        r = sh(self._b("mount", self.ctr))
+        if r.returncode:
+            return f"not checked (buildah mount: {r.stderr.strip()[-100:]})"
+        root = Path(r.stdout.strip())
+        try:
+            deb = root / "etc/ssl/certs/ca-certificates.crt"
+            known = deb.read_text() if deb.exists() else ""
+            firsts = re.findall(r"-----BEGIN CERTIFICATE-----\s*\n(\S+)", Path(ca_bundle).read_text())
+            extra = sorted({f for f in firsts if f not in known})
+            if not extra:
+                return f"{ca_bundle} holds no certificate beyond Debian's"
+            g = sh(["grep", "-rlF", *[a for f in extra for a in ("-e", f)], str(root)])
+            if g.stdout.strip():
+                die(f"the build's CA bundle ({ca_bundle}) is in the image: {g.stdout.split()[0].replace(str(root), '')}; it must only be a build secret")
+            return f"none of the {len(extra)} certificate(s) of {ca_bundle} beyond Debian's is in any file of the image"
+        finally:
+            sh(self._b("umount", self.ctr))
+
     def close(self) -> None:
         if self.ctr:
             sh(self._b("rm", self.ctr))
@@ -212,6 +238,7 @@ def check(eng: Engine, env: dict[str, str], cj: dict, cfg_name: str, runs: Path,
     compilers = eng.output(["bash", "-c", "for c in gcc g++ cc c++ clang; do command -v $c; done; true"]).replace("\n", " ") or "none"
     if compilers != "none":
         die(f"the image holds a compiler ({compilers}): the runtime stage must not install one")
+    ca = eng.ca_check(env.get("CA_BUNDLE", ""))
     t = time.time()
     rc = eng.run(cmd, user, [(WORK / "config", cj["config"], True), (runs, cj["runs"], False), (incoming, cj["incoming"], True)],
                  WORK / "image-run.log")
@@ -249,6 +276,7 @@ def check(eng: Engine, env: dict[str, str], cj: dict, cfg_name: str, runs: Path,
     size = int(env.get("IMAGE_BYTES", 0) or 0)
     say(f"image {eng.image}: {size / 1e9:.2f} GB uncompressed ({eng.kind}, {eng.driver} storage), base {env.get('BASE')}")
     say(f"torch in the image: {torch_v}; compilers in the image: {compilers}; output owned by uid {cj['uid']}")
+    say(f"CA bundle: {ca}")
     say(f"image run {fmt_s(t_image)} (+{fmt_s(t_start)} to create the container), venv run {fmt_s(t_venv)}")
     say(f"OK: {len(a)} Parquet files ({nbytes / 1e6:.1f} MB) byte-identical between the image and the venv run "
         f"({fmt_s(time.time() - t_all)} for this test)")

@@ -40,7 +40,7 @@ pip_cause() {
   host=$(printf '%s\n' "$line" | grep -oE "host='[^']+'" | head -1 | cut -d"'" -f2) || true
   why=$(printf '%s\n' "$line" | grep -oE "$pat" | head -1) || true
   if [ -n "$why" ]; then
-    echo "${host:-the package index} unreachable ($why; index ${PIP_INDEX_URL:-https://pypi.org/simple}${PIP_EXTRA_INDEX_URL:+ + $PIP_EXTRA_INDEX_URL}${PIP_CERT:+, CA bundle $PIP_CERT})"
+    echo "${host:-${PIP_INDEX_URL:-pypi.org}} unreachable ($why; index ${PIP_INDEX_URL:-https://pypi.org/simple}${PIP_EXTRA_INDEX_URL:+ + $PIP_EXTRA_INDEX_URL}${PIP_CERT:+, CA bundle $PIP_CERT})"
     return
   fi
   # pip says nothing of a refused connection it did not retry: ask the indexes themselves
