@@ -12,7 +12,7 @@ if [ "$ENGINE" = docker ]; then
   docker builder prune -f >/dev/null 2>&1 || true
 elif command -v buildah >/dev/null; then
   # working containers of image-test runs that were killed (image_test.py names them curate-*)
-  bah containers --format '{{.ContainerName}}' 2>/dev/null | grep '^curate-' | while read -r c; do bah rm "$c" >/dev/null 2>&1 || true; done
+  for c in $(bah containers --format '{{.ContainerName}}' 2>/dev/null | grep '^curate-' || true); do bah rm "$c" >/dev/null 2>&1 || true; done
   bah rmi -f "$(image_ref "$IMAGE")" "$LOCAL_BASE" >/dev/null 2>&1 || true
   bah rmi --prune >/dev/null 2>&1 || true
 fi
