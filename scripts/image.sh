@@ -49,7 +49,9 @@ main() {  # one function: bash reads it whole, so editing this file during a bui
 
   # The build's key: every file of the context (git's view: tracked and untracked, not ignored), the
   # build arguments and the base image. An image with the same key is not built again (FORCE=1 does).
-  key=$( { printf '%s\n' "${args[@]}" "base=$(image_id "$BASE")"; git ls-files -z -co --exclude-standard 2>/dev/null \
+  # Outside a git work tree there is no file list: the key is new each time and the image is built.
+  nogit=""; git rev-parse --is-inside-work-tree >/dev/null 2>&1 || nogit="no-git-$(date +%s%N)"
+  key=$( { printf '%s\n' "${args[@]}" "base=$(image_id "$BASE")" "$nogit"; git ls-files -z -co --exclude-standard 2>/dev/null \
           | python3 -c 'import hashlib, os, sys
 h = hashlib.sha256()
 for p in sorted(set(sys.stdin.read().split("\0")) - {""}):
