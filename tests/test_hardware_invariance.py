@@ -189,3 +189,17 @@ def test_embedder_refuses_a_hub_name_before_loading():
     with pytest.raises(ValueError, match="not a local directory; models load offline only"):
         E.Embedder(model=HUB)
     assert E.COUNTERS["model_loads"] == loads
+
+
+def test_mkl_code_path_is_pinned_before_torch_uses_mkl():
+    """The AVX-512/AMX bits bug: without MKL_CBWR=AVX2 a batch of 7 embeds differently from one
+    document alone on such CPUs. `import pipeline` must pin it (a user's own value is kept)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, pipeline; print(os.environ['MKL_CBWR'])"
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "AVX2"
+    env["MKL_CBWR"] = "COMPATIBLE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "COMPATIBLE"
