@@ -80,6 +80,8 @@ print(h.hexdigest())'; } | sha256sum | cut -c1-16)
     local l s0=$SECONDS
     while IFS= read -r l; do printf '%4d %s\n' $((SECONDS - s0)) "$l"; done
   }
+  before=""
+  [ "$ENGINE" = buildah ] && before=$(bah containers -a -q --notruncate 2>/dev/null | sort)
   set +e
   if [ "${VERBOSE:-0}" = 1 ]; then
     "${cmd[@]}" 2>&1 | stamp | tee "$log"
@@ -88,6 +90,11 @@ print(h.hexdigest())'; } | sha256sum | cut -c1-16)
   fi
   rc=${PIPESTATUS[0]}
   set -e
+  if [ "$ENGINE" = buildah ]; then  # buildah 1.28 leaves a working container of the scratch stage behind
+    for c in $(comm -13 <(printf '%s\n' "$before") <(bah containers -a -q --notruncate 2>/dev/null | sort)); do
+      bah rm "$c" >/dev/null 2>&1 || true
+    done
+  fi
   if [ "$rc" != 0 ]; then
     # the cause: a one-line error of ours if the build printed one, else the last error the build printed
     cause=$(grep -m1 -E '^ *[0-9]+ (#[0-9]+ [0-9.]+ )?(install\.sh|Dockerfile): error' "$log" | sed -E 's/^ *[0-9]+ (#[0-9]+ [0-9.]+ )?//' || true)
