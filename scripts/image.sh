@@ -24,17 +24,18 @@ cd "$(dirname "$0")/.."
 
 main() {  # one function: bash reads it whole, so editing this file during a build is harmless
   t0=$(date +%s)
-  mkdir -p build
   write_env() {  # what make image-test reads
     printf 'ENGINE=%s\nIMAGE=%s\nBASE=%s\nSTORAGE_DRIVER=%s\nBUILD_SECONDS=%s\nIMAGE_BYTES=%s\nBUILD_KEY=%s\nTORCH=%s\nCA_BUNDLE=%s\n' \
       "$ENGINE" "$(image_ref "$IMAGE")" "$BASE" "$STORAGE_DRIVER" "$secs" "$(image_size "$IMAGE")" "$key" "$TORCH_VERSION+$TORCH_VARIANT" "$CA_BUNDLE" > build/image.env
   }
   gb() { awk -v b="$1" 'BEGIN {printf "%.2f GB", b / 1e9}'; }
-  resolve_ca             # the inputs first: a wrong one stops the build before anything is installed
+  check_engine           # the inputs first: a wrong one stops the build before anything is installed
+  resolve_ca
   resolve_torch_wheels
   pick_engine
   ensure_buildah
   resolve_base
+  mkdir -p build
 
   args=(--build-arg "BASE=$BASE" --build-arg "TORCH_VERSION=$TORCH_VERSION" --build-arg "TORCH_VARIANT=$TORCH_VARIANT")
   [ -n "${TORCH_INDEX:-}" ] && args+=(--build-arg "TORCH_INDEX=$TORCH_INDEX")

@@ -30,12 +30,16 @@ apt_install() {
     || die "apt-get install $* failed: run apt-get update && apt-get install $* to see why"
 }
 
-pick_engine() {
+check_engine() {
   case "$ENGINE" in
-    docker|buildah) return ;;
-    "") ;;
+    docker|buildah|"") ;;
     *) die "ENGINE=$ENGINE: use ENGINE=docker or ENGINE=buildah (or leave it empty to pick)" ;;
   esac
+}
+
+pick_engine() {
+  check_engine
+  [ -n "$ENGINE" ] && return
   if command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1; then ENGINE=docker; else ENGINE=buildah; fi
 }
 
