@@ -94,7 +94,7 @@ def export_phase(out: str, phase: int, n_phases: int, keys: list[str], names: li
     """Per-domain outputs of one phase: every shard of the phase read once, in order, each domain's
     documents appended to its writers (so each per-domain file keeps the stream's order)."""
     out, pdir, dt = Path(out), phase_dir(n_phases, phase), np.dtype(dtype)
-    for fmt in ("mds", "hf"):  # a retried task starts its folders afresh (MDS refuses a non-empty one)
+    for fmt in [f for f in ("mds", "hf") if f in formats]:  # a retried task starts its folders afresh (MDS refuses a non-empty one)
         for name in names:
             shutil.rmtree(out / fmt / f"{pdir}{name}", ignore_errors=True)
     writers: dict[tuple[str, str], object] = {}
@@ -132,6 +132,8 @@ def _export_shards(out: Path, keys: list[str], names: list[str], formats: list[s
             toks[i] += len(ids)
             if "megatron" in formats:
                 writer("megatron", name, lambda: IndexedWriter(out / "megatron" / f"{pdir}{name}", megatron_dtype(dt))).add_documents(ids, off)
+            if "mds" not in formats and "hf" not in formats:
+                continue  # the text columns are only for the MDS and HF copies
             sub = t.take(pa.array(rows))
             if "mds" in formats:
                 w = writer("mds", name, lambda: MDSWriter(out / "mds" / f"{pdir}{name}", {

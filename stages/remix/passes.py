@@ -103,13 +103,15 @@ def by_shard(samples: np.ndarray, n_shards: int) -> tuple[np.ndarray, list[int]]
     return a, [int(x) for x in bounds]
 
 
-def _field_values(path: str, rows: np.ndarray, field: str) -> list:
-    """The metadata field of the given rows: a column, or meta.<key> of the JSON `meta` column."""
+def prefix_column(field: str) -> tuple[str, str]:
+    """(column, key): a column name, or ("meta", key) for meta.<key> of the JSON `meta` column."""
     col, _, key = field.partition(".") if field.startswith("meta.") else (field, "", "")
-    names = pq.read_schema(path).names
-    if col not in names:
-        raise RuntimeError(f"{path}: remix.metadata_prefix.field {field!r}: no column {col!r} (columns: {names}); fix the field")
-    vals = pq.read_table(path, columns=[col]).column(col).take(pa.array(rows, pa.int64())).to_pylist()
+    return col, key
+
+
+def _field_values(col: pa.ChunkedArray, key: str) -> list:
+    """The metadata field's values: the column's, or `key` of each JSON object in it."""
+    vals = col.to_pylist()
     if not key:
         return vals
     out = []
@@ -142,7 +144,12 @@ def scatter_shard(path: str, key: str, work: str, plan_file: str, lo: int, hi: i
     groups: list[list[int]] = []
     if n:
         rows = np.asarray(a["row"])
-        t = pq.read_table(path, columns=[ID, TEXT, domain_column]).take(pa.array(rows, pa.int64()))
+        fcol, fkey = prefix_column(prefix["field"]) if prefix is not None else (None, "")
+        if fcol is not None and fcol not in (names_in := pq.read_schema(path).names):
+            raise RuntimeError(f"{path}: remix.metadata_prefix.field {prefix['field']!r}: no column {fcol!r} "
+                               f"(columns: {names_in}); fix the field")
+        cols_in = list(dict.fromkeys([ID, TEXT, domain_column] + ([fcol] if fcol else [])))
+        t = pq.read_table(path, columns=cols_in).take(pa.array(rows, pa.int64()))  # the shard is read once
         want = pa.array([names[i] for i in a["dom"]], pa.string())
         if not pc.all(pc.equal(domain_strings(t.column(domain_column)), want)).as_py():
             raise RuntimeError(f"{path}: domain column changed since the census; re-run with --force")
@@ -156,7 +163,7 @@ def scatter_shard(path: str, key: str, work: str, plan_file: str, lo: int, hi: i
             for s, e in prefix["spans"]:
                 on |= (pos >= s) & (pos < e)
             on &= prefix_chosen(pos, prefix["seed"], prefix["fraction"])
-            vals = _field_values(path, rows, prefix["field"])
+            vals = _field_values(t.column(fcol), fkey)
             cols[PREFIX] = pa.array([prefix["template"].format(value=v) if o and v not in (None, "") else None
                                      for o, v in zip(on.tolist(), vals)], pa.string())
         table = pa.table(cols)

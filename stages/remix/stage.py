@@ -102,7 +102,7 @@ def finalize(out: Path, markers: dict[str, dict], *, info: dict, formats: list[s
     doc.pop("shard_starts", None)
     if any(f in formats for f in EXPORTS):
         doc["outputs"] = _export(out, doc, keys, names, formats, dtype, phase, seed)
-    io.atomic_write(out / "README.md", lambda tmp: tmp.write_text(export.hf_card(len(doc["phases"]), doc["phases"], names, formats, keys and [f"{k}.parquet" for k in keys])))
+    io.atomic_write(out / "README.md", lambda tmp: tmp.write_text(export.hf_card(len(doc["phases"]), doc["phases"], names, formats, [f"{k}.parquet" for k in keys])))
     io.write_json(doc, out / REMIX_JSON)
     for p in (out / "_work" / "scatter").glob("scatter-*.parquet"):  # a copy of every sample: free the disk
         p.unlink()
@@ -162,7 +162,7 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
           max_epochs: float | None = None, tokenized: bool = True, tokenizer: str | Path | None = None,
           target_rows: int = 50_000, phase=None, run_tokenizer: str | None = None, batch_size: int = 2_000,
           base_hash: str = "", formats: list[str] | None = None, phases: list | None = None,
-          metadata_prefix=None, select: dict | None = None, force: bool | None = None) -> runner.StageResult:
+          metadata_prefix=None, select: dict | None = None) -> runner.StageResult:
     """The stage without a Config (CLI). `phase` as in `pipeline.driver` (default: local, no Ray)."""
     if phase is None:
         phase = partial(runner.run_stage, use_ray=False)
@@ -181,7 +181,7 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
         raise ConfigError(f"remix: input {inp} lacks column(s) {missing} (domain_column {col!r} of {weights_path}); run the cluster stage first or fix the weights")
     pre = metadata_prefix.model_dump() if hasattr(metadata_prefix, "model_dump") else metadata_prefix
     if pre is not None:
-        field = pre["field"].split(".", 1)[0] if pre["field"].startswith("meta.") else pre["field"]
+        field = passes.prefix_column(pre["field"])[0]
         if field not in schema.names:
             raise ConfigError(f"remix.metadata_prefix.field: {pre['field']!r}: input {inp} has no column {field!r} ({schema.names}); choose one")
     if select is not None and select["column"] not in schema.names:
@@ -191,7 +191,7 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
     h = _hash(base_hash, io.sha256_file(weights_path), budget, cap, seed, tok_sha, bool(tokenized and tok), target_rows,
               fmts, ph_spec, pre, select)
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
-    force = bool(getattr(phase, "keywords", {}).get("force", False)) if force is None else force
+    force = bool(getattr(phase, "keywords", {}).get("force", False))
     runner.refuse_other_output(out, h, fp, force, "remix", what_config="config or weights")
     work = out / "_work"
     with io.dir_lock(out):
