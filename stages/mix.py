@@ -203,10 +203,9 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
         weights = base[method]
     # verify: the chosen mixture and two baselines, trained (ids show which is which in search.parquet)
     verify = {"chosen": weights, "uniform": base["uniform"], "proportional": base["proportional"]}
-    if ok:  # the best mixture a proxy actually trained on (already trained: not run again)
-        verify["best_run"] = np.asarray(min(ok, key=lambda r_: r_["loss"])["weights"])
-    if len(ok) > 1:
-        verify["second_run"] = np.asarray(sorted(ok, key=lambda r_: r_["loss"])[1]["weights"])
+    # the two best mixtures a proxy actually trained on (already trained at this seed: not run again)
+    for name, r_ in zip(("best_run", "second_run"), sorted(ok, key=lambda r_: r_["loss"])):
+        verify[name] = np.asarray(r_["weights"])
     vl = ev("final", np.stack(list(verify.values())))
     trained = {name: float(v) for name, v in zip(verify, vl)}
     weights, picked, robust = _robust_pick(verify, trained, weights, rho, s, phase, work, streams, evals, spec, seed, fp, ev)
@@ -246,11 +245,11 @@ def _robust_pick(verify: dict, trained: dict, weights, rho, s, phase, work, stre
         ev.records += [{**r_, "round": "final", "kind": "verify"} for r_ in evk.records]  # own work dir per seed, same round in search.parquet
     mean = {name: float(np.mean(v)) for name, v in per_seed.items()}
     cands = [n for n in ("chosen", "best_run", "second_run") if n in verify]
-    robust = rho is None or not np.isfinite(rho) or rho < s.robust_rho
-    final = min(cands, key=mean.get) if robust and s.verify_seeds > 1 else "chosen"
+    by_mean = s.verify_seeds > 1 and (rho is None or not np.isfinite(rho) or rho < s.robust_rho)  # predictor unreliable
+    final = min(cands, key=mean.get) if by_mean else "chosen"
     rec = {"seeds": s.verify_seeds, "losses": per_seed, "mean": mean, "final": final,
            "rule": (f"predictor rho {rho if rho is None else round(float(rho), 3)} < {s.robust_rho}: lowest seed-mean loss among {cands}"
-                    if robust and s.verify_seeds > 1 else "the predictor's pick"),
+                    if by_mean else "the predictor's pick"),
            **{f"vs_{b}": intervals.paired(per_seed[final], per_seed[b]) for b in ("uniform", "proportional")}}
     return (np.asarray(verify[final]) if final != "chosen" else weights), ("predicted" if final == "chosen" else f"seed_mean:{final}"), rec
 
