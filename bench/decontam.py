@@ -33,22 +33,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from filters.decontam import WORD_RE, DecontamScorer, NgramIndex  # noqa: E402
+from filters.decontam import DecontamScorer, random_span  # noqa: E402
 from pipeline import train  # noqa: E402
 from pipeline.config import bundled_benchmarks, bundled_targets  # noqa: E402
 
 OUT = ROOT / "runs" / "bench_decontam"
 EDITS = [lambda t: t.upper().replace("\n", "  ") + " ...", lambda t: re.sub(r"\s+", " ", t.lower()),
          lambda t: re.sub(r"[^\w\s]+", " ", t), lambda t: "\t".join(t.split()).title()]
-
-
-def span(text: str, rng: random.Random, n: int = 13) -> str | None:
-    ms = list(WORD_RE.finditer(text.lower()))
-    starts = [i for i in range(len(ms) - n + 1) if not all(m.group().isdigit() for m in ms[i:i + n])]
-    if not starts:
-        return None
-    i = rng.choice(starts)
-    return text[ms[i].start():ms[i + n - 1].end()]
 
 
 def previous(rev: str):
@@ -90,7 +81,7 @@ def catch_rates(index: str, targets: dict, clean: list[str], per: int) -> dict:
     planted, expect = [], []
     for name, rows in targets.items():
         for j, (ex_id, text) in enumerate(rng.sample(rows, min(per, len(rows)))):
-            for kind, passage in (("whole", text), ("span", span(text, rng))):
+            for kind, passage in (("whole", text), ("span", random_span(text, rng))):
                 if passage is None:
                     continue
                 host = rng.choice(hosts)

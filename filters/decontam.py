@@ -51,6 +51,18 @@ def words(text: str) -> list[str]:
     return WORD_RE.findall(text.lower())
 
 
+def random_span(text: str, rng, n: int = 13) -> str | None:
+    """The original characters of a random n-word window of `text` that the index would catch
+    (windows of numbers only are not indexed); None when there is none. For planting contamination
+    in tests and benchmarks. `rng`: a random.Random."""
+    ms = list(WORD_RE.finditer(text.lower()))
+    starts = [i for i in range(len(ms) - n + 1) if not all(m.group().isdigit() for m in ms[i:i + n])]
+    if not starts:
+        return None
+    i = rng.choice(starts)
+    return text[ms[i].start():ms[i + n - 1].end()]
+
+
 def word_hashes(ws: list[str]) -> np.ndarray:
     """xxh3-64 of each word as uint64 (cached per process, bounded)."""
     import xxhash

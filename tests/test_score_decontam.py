@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from filters.decontam import WORD_RE, DecontamScorer, NgramIndex, Tokens, words
+from filters.decontam import DecontamScorer, NgramIndex, Tokens, random_span
 from pipeline import train
 from pipeline.config import BUNDLED_TARGETS, bundled_benchmarks, bundled_targets
 from tests.conftest import ROOT
@@ -52,16 +52,6 @@ def _edit(text: str, i: int) -> str:
             lambda t: "\t".join(t.split()).title()][i % 4](text)       # tabs, title case
 
 
-def _span(text: str, rng: random.Random, n: int = 13) -> str | None:
-    """The original characters of a random n-word span that is not numbers only (those are not indexed)."""
-    ms = list(WORD_RE.finditer(text.lower()))
-    starts = [i for i in range(len(ms) - n + 1) if not all(m.group().isdigit() for m in ms[i:i + n])]
-    if not starts:
-        return None
-    i = rng.choice(starts)
-    return text[ms[i].start():ms[i + n - 1].end()]
-
-
 def test_bundle_and_default_targets():
     """Decontamination defaults to all 24 bundled benchmarks; the search/eval targets stay the four."""
     names = [t.name for t in bundled_benchmarks()]
@@ -81,7 +71,7 @@ def test_catches_planted_passages_per_benchmark(index, sample):
     planted, expect = [], []
     for name, rows in targets.items():
         for j, (ex_id, text) in enumerate(rng.sample(rows, PER_BENCHMARK)):
-            for kind, passage in (("whole", text), ("span", _span(text, rng))):
+            for kind, passage in (("whole", text), ("span", random_span(text, rng))):
                 if passage is None:
                     continue
                 host = rng.choice(clean)
