@@ -48,6 +48,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from pipeline.formats.hf import hf_mixture  # noqa: F401  (the HF-side loader: one place, re-exported here)
+
 MODES = ("text", "tokens")
 REMIX_JSON = "_remix.json"
 EPOCH_BUFFER = 4096  # block size of epoch_seed's shuffle when shuffle_buffer is 0
@@ -310,12 +312,3 @@ def packed(docs: Iterable[torch.Tensor], seq_len: int, drop_last: bool = True) -
             buf, have = ([rest] if rest.numel() else []), rest.numel()
     if not drop_last and have:
         yield torch.cat(buf)
-
-
-def hf_mixture(path, phase: int | None = None, streaming: bool = False):
-    """HF `datasets` mixture of a remix dir's per-domain Arrow copies (remix.formats with hf):
-    `interleave_datasets` per phase with the recipe's probabilities and seed, phases concatenated.
-    See pipeline/formats/hf.py."""
-    from pipeline.formats.hf import hf_mixture as build
-
-    return build(path, phase=phase, streaming=streaming)
