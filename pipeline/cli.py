@@ -269,7 +269,7 @@ def train_fasttext(output: Path = typer.Option(..., "--output", "-o", help="dire
 
     from pydantic import ValidationError
 
-    from pipeline import train
+    from pipeline.models import train
     from pipeline.config import FastTextTrainConfig
 
     spec = _train_section(config, "fasttext")
@@ -327,7 +327,7 @@ def train_lm(input: Path = typer.Option(..., "--input", "-i", help="reference do
     """Train a modified Kneser-Ney n-gram LM (lmplz-equivalent) for the perplexity scorer."""
     import json
 
-    from pipeline import train
+    from pipeline.models import train
 
     if not input.exists():
         _fail(f"--input: {input} does not exist")
@@ -426,7 +426,7 @@ def train_tokenizer(input: Path = typer.Option(..., "--input", "-i", help="datas
                     docs: int = typer.Option(20_000, "--docs", help="documents sampled to train on"),
                     seed: int = typer.Option(0)):
     """Train a byte-level BPE on a dataset dir; set run.tokens.tokenizer to it to count n_tokens with it."""
-    from pipeline import tokenstreams
+    from pipeline.models import tokenstreams
     from pipeline.models import bpe
 
     shards = io.shard_files(input) if input.is_dir() else []
@@ -442,11 +442,11 @@ def report(run_dir: Path = typer.Argument(..., help="run dir (holds one dir per 
            output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file (default: RUN_DIR/report.html)")):
     """Write one self-contained report.html: funnel, rejection reasons, score histograms, clusters,
     mixture weights and search trace, evaluation."""
-    from pipeline.report import write_report
+    from pipeline import registry
 
     if not run_dir.is_dir():
         _fail(f"{run_dir}: no such run directory")
-    path = write_report(run_dir, output)
+    path = registry.command("report")(run_dir, output)
     out.print(f"wrote {path}")
 
 

@@ -451,7 +451,7 @@ def _check_score(score: ScoreConfig, path: str, base: Path) -> None:
     pp = score.perplexity
     if pp:
         if pp.reference not in ("bundled", "none"):
-            from filters.perplexity import model_files
+            from pipeline.models.lm import model_files
 
             pp.reference = str(_abs(Path(pp.reference), base))
             if not model_files(pp.reference):

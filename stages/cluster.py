@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from pipeline import io, runner
 from pipeline.config import ClusterConfig, Config, ConfigError
 from pipeline.models import kmeans
+from pipeline.registry import Stage
 from pipeline.schema import N_TOKENS, REASON, SOURCE
 from pipeline.taskio import TaskOutput
 from pipeline.version import __version__
@@ -526,3 +527,6 @@ def _annotate(out: Path, res: runner.StageResult, embedding: dict, seconds: dict
     st.setdefault("timings", {})["passes"] = {k: round(v, 3) for k, v in seconds.items()}
     st["timings"]["wall_seconds"] = round(sum(seconds.values()), 3)
     io.write_json(st, out / io.STATS)
+
+
+SPEC = Stage(STAGE, run=run, recompute_on_growth=True)

@@ -27,6 +27,7 @@ import numpy as np
 from pipeline import io, runner
 from pipeline.config import Config, ConfigError
 from pipeline.dedup import passes
+from pipeline.registry import Stage
 
 STAGE = "dedup"
 WORK, INDEX = "_work", "_index"
@@ -321,3 +322,6 @@ def _stats(cfg: Config, sig, bk, va, vb, sem, el, final, rounds, closure, timing
         out["against"] = [str(d) for d, _ in closure]
         out["against_matches"] = total(bk, "exact_old_pairs") + (total(va, "old_matched") if va else total(bk, "fuzzy_old_pairs"))
     return out
+
+
+SPEC = Stage(STAGE, run=run)

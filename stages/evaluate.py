@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import intervals, io, runner, tokenstreams as ts
+from pipeline import intervals, io, runner
+from pipeline.models import tokenstreams as ts
 from pipeline.config import Config, ConfigError, EvaluateConfig
+from pipeline.registry import Stage
 from pipeline.version import __version__
 
 STAGE = "evaluate"
@@ -150,3 +152,6 @@ def _table(d: Path, c: EvaluateConfig, run_of: dict[str, str], targets: list[str
         if best is not None and r["arm"] not in BASELINES and r["arm"] != "raw":
             r["vs_best_baseline"] = {"baseline": best["arm"], **intervals.paired(r["seed_losses"], best["seed_losses"])}
     return rows
+
+
+SPEC = Stage(STAGE, run=run, artifact=True, recompute_on_growth=True)

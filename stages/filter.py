@@ -25,6 +25,7 @@ from filters import Batch
 from filters.base import describe
 from pipeline import io, runner
 from pipeline.config import Config, FilterSpec
+from pipeline.registry import Stage
 from pipeline.schema import REASON, arrow_type
 from pipeline.taskio import TaskOutput
 from pipeline.tokens import count_tokens
@@ -146,3 +147,5 @@ def tasks(cfg: Config, inp: Path, out: Path) -> tuple[list[runner.Task], str]:
     ]
     return ts, io.dataset_fingerprint(inp)
 
+
+SPEC = Stage(STAGE, tasks=tasks)

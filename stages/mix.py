@@ -30,8 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import io, runner, tokenstreams as ts
+from pipeline import io, runner
+from pipeline.models import tokenstreams as ts
 from pipeline.config import Config, ConfigError, MixConfig, unsafe_domain_name
+from pipeline.registry import Stage
 from pipeline.version import __version__
 
 STAGE = "mix"
@@ -138,7 +140,7 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
 
 def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, header: dict):
     from pipeline.mixture import baselines, constraints, formats, search
-    from pipeline.train import load_targets
+    from pipeline.models.train import load_targets
 
     c: MixConfig = cfg.mix
     seed, work = cfg.run.seed, out / "_work"
@@ -278,3 +280,6 @@ def _write_search(path: Path, rows: list[dict], dnames: list[str], tnames: list[
     for t in tnames:
         cols[f"loss_{t}"] = [r["losses"].get(t) for r in rows]
     io.write_parquet(pa.table({k: pa.array(v, pa.float64() if k not in ("round", "kind", "run", "tokens") else None) for k, v in cols.items()}), path)
+
+
+SPEC = Stage(STAGE, run=run, artifact=True, recompute_on_growth=True)

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from pipeline import io, runner
 from pipeline.config import Config, ConfigError, RemixConfig
+from pipeline.registry import Stage
 from pipeline.schema import ID, TEXT
 from pipeline.version import __version__
 from stages.remix import export, passes
@@ -265,3 +266,6 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
         return phase(STAGE, out, tasks, config_hash=h, input_fingerprint=fp, force=False, finalize=fin)
     except ExportFailed as e:
         return runner.stopped(STAGE, out, header, e.result)
+
+
+SPEC = Stage(STAGE, run=run, artifact=True, recompute_on_growth=True)
