@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import config, driver, io
-from pipeline.dedup.text import shingles
+from stages.dedup.text import shingles
 from tests.conftest import ROOT, all_ids, clean_env, curate_bin, kill_group, output_hashes
 
 THRESHOLD = 0.8

@@ -139,7 +139,7 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
 
 
 def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, header: dict):
-    from pipeline.mixture import baselines, constraints, formats, search
+    from stages.mix import baselines, constraints, formats, search
     from pipeline.models.train import load_targets
 
     c: MixConfig = cfg.mix
@@ -194,7 +194,7 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     predicted_base = None
     ok = [r_ for r_ in (res.runs if res is not None else []) if r_["loss"] is not None]  # runs with a finite loss
     if res is not None:
-        from pipeline.mixture.predictor import Predictor
+        from stages.mix.predictor import Predictor
 
         weights, predicted, rho = np.asarray(res.weights), res.predicted_loss, res.rho
         # the baselines under a predictor fit on every search run: is the choice better than them?

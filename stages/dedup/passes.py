@@ -28,9 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import io
-from pipeline.dedup import cc, hashing, lsh, semantic, shuffle
-from pipeline.dedup.minhash import MinHasher, band_keys, signatures_from_hashes
-from pipeline.dedup.text import Normalization, compact
+from stages.dedup import cc, hashing, lsh, semantic, shuffle
+from stages.dedup.minhash import MinHasher, band_keys, signatures_from_hashes
+from stages.dedup.text import Normalization, compact
 
 OLD_BIT = np.uint64(1 << 63)
 LOW32 = np.uint64(0xFFFFFFFF)

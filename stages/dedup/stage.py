@@ -6,7 +6,7 @@ Every pass is one `phase` (runner.run_stage) into `<out>/_work/<pass>`, with its
 killed run resumes at the first unfinished task. Tasks are per input shard ("homes": signatures,
 verification, components, groups, the final write) or per hash partition (LSH buckets, the
 election of keepers, semantic clusters); rows move between them through Parquet shuffle files
-(`pipeline.dedup.shuffle`), so no task holds more than its shard or partition.
+(`stages.dedup.shuffle`), so no task holds more than its shard or partition.
 
 The output keeps the input's shard names. Rejected rows carry `reason` (dup:exact when the text
 equals the kept document's after the exact normalization, else dup:fuzzy / dup:semantic), `dup_of`
@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline import io, runner
 from pipeline.config import Config, ConfigError
-from pipeline.dedup import passes
+from stages.dedup import passes
 from pipeline.registry import Stage
 
 STAGE = "dedup"
