@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 from . import register
 from .base import Batch, Filter, FilterResult
-from .gopher import TERMINAL_PUNCTUATION, _check_number
+from .text import TERMINAL_PUNCTUATION, check_number
 
 CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
@@ -135,7 +135,7 @@ class C4Filter(Filter):
         for key in ("min_num_sentences", "min_words_per_line", "max_word_length"):
             if self.cfg[key] == -1:
                 self.cfg[key] = None
-            _check_number(key, self.cfg[key])
+            check_number(key, self.cfg[key])
         for key, value in self.cfg.items():
             if key.startswith(("filter_", "remove_")) and not isinstance(value, bool):
                 raise ValueError(f"parameter '{key}' must be true or false, got {value!r}")

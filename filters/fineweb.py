@@ -7,7 +7,7 @@ Defaults are FineWeb's, as datatrove's FineWebQualityFilter ships them. Differen
   dropped every CRLF page for line_punct_ratio).
 - list_ratio divides newlines by whitespace words instead of spaCy tokens; spaCy tokens are ~15-25%
   more numerous on prose (punctuation), so this rule is slightly stricter here, unless
-  `punctuation_as_words: true` counts gopher.punctuation_tokens() (spaCy-like) instead.
+  `punctuation_as_words: true` counts text.punctuation_tokens() (spaCy-like) instead.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from . import register
 from .base import Batch, Filter, FilterResult, first_failing
-from .gopher import TERMINAL_PUNCTUATION, _check_number, _ratio, batch_punctuation_tokens
+from .text import TERMINAL_PUNCTUATION, batch_punctuation_tokens, check_number, safe_ratio
 
 
 @register
@@ -49,7 +49,7 @@ class FineWebQualityFilter(Filter):
     def __init__(self, **overrides: Any):
         super().__init__(**overrides)
         for key in ("line_punct_thr", "short_line_thr", "short_line_length", "char_duplicates_ratio", "new_line_ratio"):
-            _check_number(key, self.cfg[key])
+            check_number(key, self.cfg[key])
         for key in ("line_punct_exclude_zero", "punctuation_as_words"):
             if not isinstance(self.cfg[key], bool):
                 raise ValueError(f"parameter '{key}' must be true or false, got {self.cfg[key]!r}")
@@ -83,19 +83,19 @@ class FineWebQualityFilter(Filter):
         newlines = np.fromiter((t.count("\n") for t in texts), dtype=np.int64, count=n)
         checks: list[tuple[str, np.ndarray]] = [("fineweb:empty", n_lines == 0)]
         if c["line_punct_thr"] is not None:
-            ratio = _ratio(stats[:, 1], n_lines)
+            ratio = safe_ratio(stats[:, 1], n_lines)
             fails = ratio < c["line_punct_thr"]
             if c["line_punct_exclude_zero"]:
                 fails &= ratio != 0
             checks.append(("fineweb:line_punct_ratio", fails))
         if c["short_line_thr"] is not None and short is not None:
-            checks.append(("fineweb:short_line_ratio", _ratio(stats[:, 2], n_lines) > c["short_line_thr"]))
+            checks.append(("fineweb:short_line_ratio", safe_ratio(stats[:, 2], n_lines) > c["short_line_thr"]))
         if c["char_duplicates_ratio"] is not None:
-            checks.append(("fineweb:char_dup_ratio", _ratio(stats[:, 3], batch.n_chars - newlines) > c["char_duplicates_ratio"]))
+            checks.append(("fineweb:char_dup_ratio", safe_ratio(stats[:, 3], batch.n_chars - newlines) > c["char_duplicates_ratio"]))
         if c["new_line_ratio"] is not None:
             n_words = batch.n_words
             if c["punctuation_as_words"]:
                 tokens = batch_punctuation_tokens(batch, range(n))
                 n_words = np.fromiter(map(len, tokens), dtype=np.int64, count=n)
-            checks.append(("fineweb:list_ratio", _ratio(newlines, n_words) > c["new_line_ratio"]))
+            checks.append(("fineweb:list_ratio", safe_ratio(newlines, n_words) > c["new_line_ratio"]))
         return FilterResult(first_failing(n, checks))

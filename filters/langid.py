@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from . import register
 from .base import Batch, Filter, FilterResult, ModelError, describe
-from .gopher import _check_number
+from .text import check_number
 
 _MODELS: dict[str, Any] = {}
 UNKNOWN = "und"  # ISO 639 "undetermined": the label given to empty documents
@@ -78,12 +78,12 @@ class LangIdFilter(Filter):
         if langs is not None and not all(isinstance(x, str) for x in langs):
             raise ValueError(f"parameter 'languages' must be a list of language codes or null, got {langs!r}")
         self._languages = frozenset(langs) if langs is not None else None
-        _check_number("min_score", self.cfg["min_score"])
+        check_number("min_score", self.cfg["min_score"])
         per = self.cfg["per_language_min_score"] or {}
         if not isinstance(per, dict):
             raise ValueError(f"parameter 'per_language_min_score' must be a mapping lang -> score, got {per!r}")
         for lang, score in per.items():
-            _check_number(f"per_language_min_score.{lang}", score)
+            check_number(f"per_language_min_score.{lang}", score)
         self._per = dict(per)
         self._model = None
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import register
 from .base import Batch, Filter, FilterResult, first_failing
-from .gopher import _check_number, _ratio
+from .text import check_number, safe_ratio
 
 
 @register
@@ -32,7 +32,7 @@ class LengthFilter(Filter):
     def __init__(self, **overrides: Any):
         super().__init__(**overrides)
         for key, value in self.cfg.items():
-            _check_number(key, value)
+            check_number(key, value)
 
     def apply(self, batch: Batch) -> FilterResult:
         c = self.cfg
@@ -111,7 +111,7 @@ class CharRatioFilter(Filter):
     def __init__(self, **overrides: Any):
         super().__init__(**overrides)
         for key, value in self.cfg.items():
-            _check_number(key, value)
+            check_number(key, value)
 
     def apply(self, batch: Batch) -> FilterResult:
         active = [(k, v) for k, v in self.cfg.items() if v is not None]
@@ -122,6 +122,6 @@ class CharRatioFilter(Filter):
         for key, thr in active:
             bound, cls = key.split("_", 1)
             cls = cls.removesuffix("_ratio")
-            ratio = _ratio(counts[cls], batch.n_chars)
+            ratio = safe_ratio(counts[cls], batch.n_chars)
             checks.append((f"char_ratio:{bound}_{cls}", ratio < thr if bound == "min" else ratio > thr))
         return FilterResult(first_failing(len(batch), checks))

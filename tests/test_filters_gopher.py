@@ -201,7 +201,7 @@ def test_repetition_ngrams_match_reference_on_random_docs():
 
 
 def test_punctuation_tokens_like_spacy():
-    from filters.gopher import punctuation_tokens
+    from filters.text import punctuation_tokens
 
     assert punctuation_tokens(["end.", "(see", "====", "-----", "wait....", '"Hi,"', "..."]) == [
         "end", ".", "(", "see", "=", "=", "=", "=", "-----", "wait", "....", '"', "Hi", ",", '"', "...",
