@@ -9,7 +9,7 @@ Each scorer module registers a `ScorerSpec` under its config key (`score.<key>`)
 
 A scorer is an object with `name`, `output_columns` ({column: arrow type name}), optionally
 `input_columns` (columns of the shard it reads, e.g. `lang`), and `__call__(texts, **columns) ->
-{column: values}`. The engine (stages/score.py) owns the loop, batching, retries and error budget.
+{column: values}`. The engine (stages/score/attributes.py) owns the loop, batching, retries and error budget.
 """
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ def test_windows_stay_in_their_document_and_keys_do_not_depend_on_position():
 
 def test_shared_ngram_counts_per_benchmark():
     """A window in two benchmarks counts for each; per-benchmark counts follow `contaminated`."""
-    from stages.score import _merge_reports, _report_add
+    from stages.score import add_decontam_hits, merge_decontam_reports
 
     shared = "the quick brown fox jumps over the lazy dog near the river bank today"  # 14 words: 2 windows
     idx = NgramIndex.build({"a": [("a1", shared)], "b": [("b1", "zero " + shared), ("b2", "one two three four five six seven eight nine ten eleven twelve")]})
@@ -155,9 +155,9 @@ def test_shared_ngram_counts_per_benchmark():
     assert res["contam_ngrams_by"] == [[2, 2], [1], []] and res["contam_ngrams"].tolist() == [4, 1, 0]
     assert res["contam_examples"] == [["a/a1", "b/b1"], ["b/b2"], []]
     report: dict = {}
-    _report_add(report, res, errors={})
+    add_decontam_hits(report, res, errors={})
     models = {"decontam": {"names": idx.names, "index": idx.info}}
-    merged = _merge_reports([report, report], models)
+    merged = merge_decontam_reports([report, report], models)
     assert merged["a"] | {"examples": None} == {"docs_hit": 2, "ngram_windows_hit": 4, "examples_hit": 1, "examples": None,
                                                 "benchmark_examples": 1, "benchmark_ngrams": 2}
     assert merged["b"]["docs_hit"] == 4 and merged["b"]["ngram_windows_hit"] == 6 and merged["b"]["examples"] == ["b1", "b2"]

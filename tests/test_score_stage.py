@@ -216,7 +216,7 @@ def test_scorer_errors_are_isolated_and_quarantined(tmp_path):
     # 1 document of 3 is 33 %, far above the default budget (run.max_error_fraction 1 %): allowed
     # here, as this test is about isolating one bad document, not about the budget.
     budget = ErrorBudget("part-00000", rows=3, max_fraction=0.5, kind="scorer")
-    cols = S._run_scorer(Flaky(), texts, errors, budget)
+    cols = S.run_scorer(Flaky(), texts, errors, budget)
     assert cols["fasttext_score"][0] == 0.5 and cols["fasttext_score"][1] is None and list(errors) == [1]
     assert "cannot score BOOM" in errors[1]
     inp = tmp_path / "part-00000.parquet"
@@ -260,18 +260,18 @@ def test_scorer_error_budget():
     budget = ErrorBudget("in/part-00000.parquet", rows=1000, max_fraction=0.01, kind="scorer")
     with pytest.raises(RuntimeError, match=r"^scorer 'boom' failed on all 3 documents of a batch of in/part-00000\.parquet "
                                            r"\(rows 0-2\): ValueError: cannot score BOOM; "):
-        S._run_scorer(_Raises(always=True), ["a", "b", "c"], {}, budget, " (rows 0-2)")
+        S.run_scorer(_Raises(always=True), ["a", "b", "c"], {}, budget, " (rows 0-2)")
     texts = ["fine", "BOOM", "fine too"]
     for _ in range(10):  # 10 of 1000: at the budget, not above it
         errors: dict[int, str] = {}
-        S._run_scorer(_Raises(), texts, errors, budget)
-        S._run_scorer(_Raises(name="boom2"), texts, errors, budget)  # a second scorer failing on the same document: counted once
+        S.run_scorer(_Raises(), texts, errors, budget)
+        S.run_scorer(_Raises(name="boom2"), texts, errors, budget)  # a second scorer failing on the same document: counted once
         assert list(errors) == [1] and errors[1] == "scorer 'boom' raised ValueError: cannot score BOOM"
     assert budget.count == 10
     with pytest.raises(RuntimeError, match=r"^scorer 'boom' failed on 11 of 1000 documents of in/part-00000\.parquet "
                                            r"\(with 'boom2' 10: 11 in all\), more than run.max_error_fraction=0.01; "
                                            r"first error: ValueError: cannot score BOOM; fix the scorer or its input"):
-        S._run_scorer(_Raises(), texts, {}, budget)
+        S.run_scorer(_Raises(), texts, {}, budget)
 
 
 def _garbage_model(tmp_path, kind):
