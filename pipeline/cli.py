@@ -479,6 +479,10 @@ def config_ref():
     print(reference())
 
 
+from pipeline.cli_ngram import app as _ngram  # noqa: E402  (curate ngram: the ∞-gram index)
+app.add_typer(_ngram, name="ngram")
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("CURATE_LOG", "WARNING"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

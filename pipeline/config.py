@@ -362,6 +362,12 @@ class DecontamConfig(Model):
     action: str = Field("reject", pattern="^(reject|flag)$", description="reject (reason contaminated:<benchmark>) or only flag (column `contaminated`)")
 
 
+class InfiniGramConfig(Model):
+    index: Path = Field(..., description="∞-gram index dir of a reference dataset (curate ngram build REF -o DIR --tokenizer TOK)")
+    column: str = Field("infini_gram", pattern=r"^[a-z0-9_]+$", description="column prefix: <column>_logprob, <column>_zero, <column>_ctx (scorers/infini_gram.py)")
+    max_tokens: int | None = Field(1024, ge=1, description="score each document's first this many tokens (cost grows with tokens); null = all")
+
+
 class SelectRule(Model):
     column: str = Field(..., description="score (or any numeric) column")
     min: float | None = Field(None, description="reject values below")
@@ -392,13 +398,14 @@ class ScoreConfig(Model):
     bench_sim: BenchSimConfig | None = Field(None, description="embedding similarity to benchmarks -> bench_sim_<name>, bench_sim_max")
     decontam: DecontamConfig | None = Field(None, description="n-gram overlap with benchmarks -> contaminated")
     betr: BetrConfig | None = Field(None, description="benchmark-targeted ranking (BETR): embedding similarity of a sample to the targets' search examples, distilled into fastText -> betr")
+    infini_gram: InfiniGramConfig | None = Field(None, description="∞-gram log-probability against a reference index -> infini_gram_logprob, _zero, _ctx")
     quality: list[QualityTerm] = Field([], description="combine scores into `quality` = weighted mean of corpus percentile ranks")
     select: list[SelectRule] = Field([], description="thresholds applied after scoring (re-thresholding never re-scores)")
 
     @model_validator(mode="after")
     def _something(self) -> "ScoreConfig":
-        if not any((self.fasttext, self.perplexity, self.bench_sim, self.decontam, self.betr)):
-            raise ValueError("nothing to score: add fasttext, perplexity, bench_sim, decontam or betr")
+        if not any((self.fasttext, self.perplexity, self.bench_sim, self.decontam, self.betr, self.infini_gram)):
+            raise ValueError("nothing to score: add fasttext, perplexity, bench_sim, decontam, betr or infini_gram")
         return self
 
 
@@ -465,6 +472,11 @@ def _check_score(score: ScoreConfig, path: str, base: Path) -> None:
     if score.bench_sim:
         targets(score.bench_sim.targets, "bench_sim.targets")
         score.bench_sim.model = _local_model(score.bench_sim.model, base, path, "score.bench_sim.model")
+    if score.infini_gram:
+        ix = need(score.infini_gram.index, "infini_gram.index", "build it with curate ngram build REF_DIR -o DIR --tokenizer TOK.json")
+        if not (ix / "index.json").exists():
+            raise ConfigError(f"{path}: score.infini_gram.index: {ix} is not a finished ∞-gram index (no index.json); build or resume it with curate ngram build")
+        score.infini_gram.index = ix
     if score.decontam:
         targets(score.decontam.targets, "decontam.targets")
         if score.decontam.min_ngram > score.decontam.ngram:

@@ -116,6 +116,8 @@ def prepare_models(cfg: Config, inp: Path, out: Path) -> dict:
                                "examples": {k: len(v) for k, v in targets.items()}}
     if s.betr:
         models["betr"] = _betr_model(s.betr, inp, mdir, src_fp(None), seed)
+    if s.infini_gram:  # index.json holds the sha256 of every index file
+        models["infini_gram"] = {"path": str(s.infini_gram.index), "sha256": io.sha256_file(Path(s.infini_gram.index) / "index.json")}
     if s.decontam:
         from filters.decontam import FORMAT, NgramIndex
         from pipeline.config import bundled_benchmarks
@@ -239,6 +241,10 @@ def build_scorers(s: ScoreConfig, models: dict) -> list:
         b = s.bench_sim
         out.append(BenchSimScorer(models["bench_sim"]["path"], models["bench_sim"]["names"], b.k, b.model, b.max_tokens, b.batch_size,
                                   resolved=models["bench_sim"]["resolved"]))
+    if s.infini_gram:
+        from scorers.infini_gram import InfiniGramScorer
+
+        out.append(InfiniGramScorer(models["infini_gram"]["path"], s.infini_gram.column, s.infini_gram.max_tokens))
     return out
 
 
