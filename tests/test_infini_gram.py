@@ -73,9 +73,11 @@ def _queries(seqs, rng) -> list[np.ndarray]:
 def test_counts_equal_brute_force(corpus):
     _, _, ix, seqs, flat = corpus
     qs = _queries(seqs, np.random.default_rng(1))
-    got = ix.count(qs)
+    got = ix.count(qs)  # one call: the vectorized search
     want = np.array([_brute_count(flat, q) for q in qs])
     assert np.array_equal(got, want)
+    assert [int(ix.count([q])[0]) for q in qs[::5]] == want[::5].tolist()  # one by one: the scalar search
+    assert ix.count([np.zeros(0, np.int64)])[0] == len(flat)
     assert want[:150].min() >= 1 and got[-1] == 0
     assert ix.meta["tokens"] == int((flat >= 0).sum()) and ix.meta["docs"] == len(seqs)
 
@@ -89,6 +91,8 @@ def test_longest_match_and_location_equal_brute_force(corpus):
     lens = np.array([len(k) for k in keys])
     pos = np.concatenate([[0], np.cumsum(lens)[:-1]])
     best, shard, where = ix.longest(buf, pos, lens)
+    few = ix.longest(buf, pos[:5], lens[:5])  # few keys: the scalar search
+    assert np.array_equal(few[0], best[:5]) and np.array_equal(few[2], where[:5])
     for k, b, sh, w in zip(keys, best, shard, where):
         assert _brute_count(flat, k[:b]) > 0 and (b == len(k) or _brute_count(flat, k[:b + 1]) == 0)
         if b:

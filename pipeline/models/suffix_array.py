@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 BLOCKS = (4, 16, 64)  # tokens compared per round: most comparisons end in the first block
+FEW = 16  # up to this many keys are searched one by one with Python list comparisons (less overhead)
 
 
 def sep_of(dtype) -> int:
@@ -126,10 +127,34 @@ class Shard:
             act = act[lo[act] < hi[act]]
         return lo
 
+    def _bound1(self, key: list, lo: int, hi: int, upper: bool) -> int:
+        """`bound` of one key: a list comparison is lexicographic, and a suffix cut by the array's
+        end ends in SEP, which sorts after every token."""
+        m, tok, sa = len(key), self.tokens, self.sa
+        while lo < hi:
+            mid = (lo + hi) // 2
+            p = int(sa[mid])
+            s = tok[p:p + m].tolist()
+            if (s <= key) if upper else (s < key):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _few(self, qbuf, qpos, qlen, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+        a, b = lo.copy(), hi.copy()
+        for i in np.flatnonzero(qlen > 0):  # an empty key's range is the whole array
+            key = qbuf[qpos[i]:qpos[i] + qlen[i]].tolist()
+            a[i] = self._bound1(key, int(lo[i]), int(hi[i]), False)
+            b[i] = self._bound1(key, int(a[i]), int(hi[i]), True)
+        return a, b
+
     def ranges(self, qbuf: np.ndarray, qpos: np.ndarray, qlen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[lo, hi) suffix-array range of every key: hi - lo = its number of occurrences (an empty
         key: every position, separators included, as Infini-gram counts it)."""
         lo, hi = self._range0(qbuf, qpos, qlen)
+        if len(qpos) <= FEW:
+            return self._few(qbuf, qpos, qlen, lo, hi)
         need = qlen > (1 if self.first is not None else 0)  # one token: its range is the table entry
         a, b = lo.copy(), hi.copy()
         if need.any():
@@ -152,7 +177,10 @@ class Shard:
         if m == 0 or self.n == 0:
             return best, where
         lo, hi = self._range0(qbuf, qpos, qlen)
-        p = self.bound(qbuf, qpos, qlen, lo, hi, upper=False)
+        if m <= FEW:
+            p = np.array([self._bound1(qbuf[qpos[i]:qpos[i] + qlen[i]].tolist(), int(lo[i]), int(hi[i]), False) for i in range(m)], np.int64)
+        else:
+            p = self.bound(qbuf, qpos, qlen, lo, hi, upper=False)
         for nb in (p - 1, p):
             ok = np.flatnonzero((nb >= 0) & (nb < self.n) & (qlen > 0))
             if ok.size:
