@@ -66,6 +66,14 @@ class Batch:
         return np.fromiter((len(w) for w in self.words), dtype=np.int64, count=len(self.texts))
 
 
+def check_number(name: str, value: Any, lo: float = 0.0) -> None:
+    """A numeric filter parameter is a number >= lo, or null (the bound is off); ValueError naming it."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lo:
+        raise ValueError(f"parameter '{name}' must be a number >= {lo} or null, got {value!r}")
+
+
 @dataclass
 class FilterResult:
     """reasons[i] is None to keep document i, else a precise reason like 'gopher:mean_word_length'.

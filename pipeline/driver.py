@@ -74,7 +74,7 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
         phase = partial(runner.run_stage, force=force or grew, use_ray=use_ray, max_retries=cfg.run.ray.max_retries,
                         cpus_per_task=cfg.run.ray.cpus_per_task, show_progress=show_progress)
         if spec.run is not None:
-            res = spec.run(cfg, p.inp, p.out, phase)
+            res = spec.run(cfg, p.inp, p.out, phase, force=force or grew)
         else:
             tasks, fp = spec.tasks(cfg, p.inp, p.out)
             res = phase(p.stage, p.out, tasks, config_hash=cfg.stage_hash(p.stage), input_fingerprint=fp, finalize=spec.finalize)
