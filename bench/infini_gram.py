@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import io, train  # noqa: E402
-from pipeline.models import bpe, infini_contam  # noqa: E402
+from pipeline import io  # noqa: E402
+from pipeline.models import bpe, infini_contam, train  # noqa: E402
 from pipeline.models import infini_gram as ig  # noqa: E402
 from pipeline.models.suffix_array import build_sa  # noqa: E402
 

@@ -74,7 +74,7 @@ def _too_long(ix, q: np.ndarray) -> None:
 
 
 def _resolve_tokenizer(src: Path, tokenizer: Path | None, config: Path | None) -> Path | None:
-    """--tokenizer; else the config's (run.tokens.tokenizer, remix.tokenizer, <run.output>/mix/tokenizer.json);
+    """--tokenizer; else the config's (run.tokenizer.path, remix.tokenizer, <run.output>/mix/tokenizer.json);
     else for a remix dir the mix stage's tokenizer beside it whose sha256 _remix.json records."""
     if tokenizer is not None:
         return tokenizer
@@ -86,10 +86,10 @@ def _resolve_tokenizer(src: Path, tokenizer: Path | None, config: Path | None) -
         except ConfigError as e:
             _fail(str(e))
         remix = getattr(cfg, "remix", None)
-        for p in (cfg.run.tokens.tokenizer, getattr(remix, "tokenizer", None), cfg.run.output / "mix" / "tokenizer.json"):
+        for p in (cfg.run.tokenizer.path, getattr(remix, "tokenizer", None), cfg.run.output / "mix" / "tokenizer.json"):
             if p is not None and Path(p).is_file():
                 return Path(p)
-        _fail(f"{config}: names no tokenizer that exists (run.tokens.tokenizer, remix.tokenizer, {cfg.run.output}/mix/tokenizer.json); give --tokenizer")
+        _fail(f"{config}: names no tokenizer that exists (run.tokenizer.path, remix.tokenizer, {cfg.run.output}/mix/tokenizer.json); give --tokenizer")
     meta = src / "_remix.json"
     if meta.exists():
         from pipeline import io
@@ -191,7 +191,7 @@ def contamination(index: Path = INDEX,
     from pipeline.config import TargetSpec, bundled_benchmarks
     from pipeline.models import infini_contam
     from pipeline.models.infini_gram import NgramError
-    from pipeline.train import load_targets
+    from pipeline.models.train import load_targets
 
     ix = _open(index)
     specs = bundled_benchmarks() if not benchmark else []

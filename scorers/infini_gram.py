@@ -20,7 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from filters.base import ModelError, describe
+from pipeline import io
+from pipeline.errors import ModelError, describe
+from scorers import register
+from scorers.base import Context, ScorerSpec
 
 
 class InfiniGramScorer:
@@ -51,3 +54,12 @@ class InfiniGramScorer:
             mean = {k: np.bincount(r["doc"], weights=v, minlength=len(seqs)) / n
                     for k, v in (("logprob", lp), ("zero", (r["prob"] == 0).astype(np.float64)), ("ctx", r["ctx"].astype(np.float64)))}
         return {f"{self.column}_{k}": np.where(n > 0, v, np.nan).astype(np.float32) for k, v in mean.items()}
+
+
+def prepare(section, ctx: Context) -> dict:
+    """The index is built outside the score stage (curate ngram build); its index.json holds the sha256
+    of every index file, so its own sha256 stands for the whole index in the config hash."""
+    return {"path": str(section.index), "sha256": io.sha256_file(Path(section.index) / "index.json")}
+
+
+register(ScorerSpec("infini_gram", prepare, lambda s, m: InfiniGramScorer(m["path"], s.column, s.max_tokens), position=60))

@@ -14,10 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from filters.base import ModelError
-from pipeline import io, train
+from pipeline import io
+from pipeline.errors import ModelError
 from pipeline.models import bpe
 from pipeline.models import infini_gram as ig
+from pipeline.models import train
 from tests.conftest import ROOT, clean_env
 
 SAMPLE = ROOT / "data" / "sample_small"
@@ -238,6 +239,11 @@ def test_scorer_and_score_stage_task(corpus, tmp_path):
     assert lp[0] > -0.05 and lp[1] < lp[0] and out["infini_gram_ctx"][0] > out["infini_gram_ctx"][1]
     with pytest.raises(ModelError, match="curate ngram build") as e:
         InfiniGramScorer(str(tmp_path / "missing"))
+    assert "\n" not in str(e.value)
+    from pipeline.config import ConfigError, parse
+
+    with pytest.raises(ConfigError, match="score.infini_gram.index") as e:
+        parse({"run": {"output": str(tmp_path / "run")}, "score": {"infini_gram": {"index": str(tmp_path / "nope")}}}, "cfg.yaml")
     assert "\n" not in str(e.value)
     s = ScoreConfig.model_validate({"infini_gram": {"index": str(tmp_path / "idx"), "max_tokens": 300}})
     models = {"infini_gram": {"path": str(tmp_path / "idx"), "sha256": io.sha256_file(tmp_path / "idx" / "index.json")}}

@@ -159,7 +159,7 @@ def build(src: Path, out: Path, tokenizer: Path | None = None, force: bool = Fal
 
 
 def runner_hash(kind: str, tok_sha: str | None) -> str:
-    from pipeline.tokenstreams import digest
+    from pipeline.models.tokenstreams import digest
 
     return digest("infini-gram", FORMAT, kind, tok_sha)
 
