@@ -11,7 +11,8 @@ last, which is held out for the scorer. Build: ours = `curate ngram build --no-r
 peer = infini-gram's `indexing.build_sa` (rust_indexing make-part/merge/concat, all cores) on token
 files holding exactly our tokens, in its own layout (\\xff\\xff before each document). Queries:
 n-grams drawn from the corpus (1-10 tokens, seeded) and, for prob, contexts of 1-20 tokens with the
-token that follows them: ours one query per call (latency) and all in one call (throughput); the
+token that follows them: ours one query per call (latency; prob by binary search on the context
+length, checked equal to the per-position path on 100) and all counts in one call (throughput); the
 peer's `count` / `infgram_prob` one per call. Scorer: held-out documents per second. Contamination:
 `--contam-limit` examples of each bundled benchmark. Results also go to runs/bench_infini_gram/.
 Wall-clock seconds on a shared 2-core machine: `load` (1-min load average) is printed with them.
@@ -134,7 +135,8 @@ def main() -> None:
     t0 = time.perf_counter()
     batch_cnt = ix.count(counts_q)
     res["count_batch_us"] = (time.perf_counter() - t0) / a.queries * 1e6
-    t_prob, ours_prob = lat(lambda q: float(ix.infgram([q])["prob"][-1]), prob_q)
+    t_prob, ours_prob = lat(lambda q: float(ix.prob_next(q[:-1], int(q[-1]))["prob"]), prob_q)
+    assert np.allclose(ours_prob, [ix.infgram([q])["prob"][-1] for q in prob_q[:100]] + ours_prob[100:], rtol=1e-12, atol=0)
     res["count_us"], res["prob_us"] = float(np.median(t_cnt) * 1e6), float(np.median(t_prob) * 1e6)
     assert list(batch_cnt) == ours_cnt
     if not isinstance(peer, str):

@@ -161,9 +161,13 @@ def prob(index: Path = INDEX, query: Optional[str] = QUERY, ids: Optional[str] =
     with c the longest suffix of the context that occurs (Infini-gram); `ctx` = its length."""
     ix = _open(index)
     q = _query(ix, query, ids)
-    r = ix.infgram([q])
-    rows = [{"token": int(q[i]), "text": ix.decode([q[i]]), "prob": float(r["prob"][i]), "ctx": int(r["ctx"][i]),
-             "ctx_count": int(r["ctx_count"][i]), "count": int(r["count"][i])} for i in (range(len(q)) if each else [len(q) - 1])]
+    if each:
+        r = ix.infgram([q])
+        stats = [{k: r[k][i] for k in ("prob", "ctx", "ctx_count", "count")} for i in range(len(q))]
+    else:
+        stats = [ix.prob_next(q[:-1], int(q[-1]))]
+    rows = [{"token": int(t), "text": ix.decode([t]), "prob": float(x["prob"]), "ctx": int(x["ctx"]), "ctx_count": int(x["ctx_count"]),
+             "count": int(x["count"])} for t, x in zip(q[-len(stats):], stats)]
     nxt = None
     if top:
         used, pairs = ix.next_tokens(q, top)

@@ -117,6 +117,8 @@ def test_infgram_prob_equals_definition(corpus):
             assert (r["ctx"][i], r["ctx_count"][i]) == (n, c_ctx)
             assert r["count"][i] == _brute_count(flat, q[i - n:i + 1])
             assert r["prob"][i] == pytest.approx(r["count"][i] / c_ctx)
+            one = ix.prob_next(q[:i], int(q[i]))  # one token: binary search on the context length
+            assert (one["ctx"], one["ctx_count"], one["count"]) == (n, c_ctx, r["count"][i])
 
 
 def test_token_files_give_the_same_index(corpus, tmp_path):

@@ -271,6 +271,24 @@ class InfiniGram:
             prob = np.where(ctx_count > 0, count / np.maximum(ctx_count, 1), 0.0)
         return {"prob": prob, "ctx": ctx, "ctx_count": ctx_count, "count": count, "doc": doc}
 
+    def prob_next(self, ctx: np.ndarray, token: int) -> dict:
+        """∞-gram statistics of one token after `ctx` (= the last entry of `infgram(ctx + [token])`):
+        the longest occurring suffix of ctx by binary search on its length (occurrence is monotone:
+        a suffix of an occurring sequence occurs), ~log2(len(ctx)) + 2 counts instead of one search
+        per position."""
+        buf = np.concatenate([self.check(ctx, "context"), self.check([token], "token")])
+        L = len(buf) - 1
+
+        def cnt(n: int, extra: int = 0) -> int:
+            return int(self._counts(buf, np.array([L - n]), np.array([n + extra]))[0])
+
+        lo, hi = 0, L
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if cnt(mid) > 0 else (lo, mid - 1)
+        ctx_count, count = cnt(lo), cnt(lo, 1)
+        return {"prob": count / ctx_count, "ctx": lo, "ctx_count": ctx_count, "count": count}
+
     def next_tokens(self, ctx: np.ndarray, k: int = 10) -> tuple[int, list[tuple[int, int]]]:
         """The ∞-gram next-token distribution after `ctx`: (length of the suffix used, [(id, count)] top k)."""
         ctx = self.check(ctx, "context")
