@@ -20,7 +20,6 @@ Wall-clock seconds on a shared 2-core machine: `load` (1-min load average) is pr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

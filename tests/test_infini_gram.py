@@ -126,7 +126,7 @@ def test_token_files_give_the_same_index(corpus, tmp_path):
     from pipeline.tokens import count_tokens
     from stages.remix.passes import _token_files
 
-    tmp, docs, _, _, _ = corpus
+    tmp = corpus[0]
     part = pq.read_table(tmp / "ds" / "part-00001.parquet")
     texts = part.column("text").to_pylist()
     table = part.append_column("n_tokens", pa.array(count_tokens(texts, str(tmp / "tok.json")), pa.int64()))
@@ -254,3 +254,27 @@ def test_scorer_and_score_stage_task(corpus, tmp_path):
     assert m["rows_in"] == t.num_rows == DOCS_PER_SHARD and t.column("score_error").null_count == t.num_rows
     texts = pq.read_table(tmp / "ds" / "part-00002.parquet").column("text").to_pylist()
     assert np.allclose(t.column("infini_gram_logprob").to_numpy(zero_copy_only=False), sc(texts)["infini_gram_logprob"], equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+def test_shard_search_on_a_small_alphabet(dtype):
+    """Many repeats (5 ids), both token widths (uint32: no first-token table), vector and scalar paths."""
+    from pipeline.models.suffix_array import Shard, build_sa, sep_of
+
+    rng = np.random.default_rng(4)
+    toks = rng.integers(0, 5, 4000).astype(dtype)
+    toks[rng.choice(4000, 50, replace=False)] = sep_of(dtype)
+    toks[-1] = sep_of(dtype)
+    sh = Shard(toks, build_sa(toks), np.array([0]))
+    flat = np.where(toks == sep_of(dtype), -1, toks.astype(np.int64))
+    qs = [rng.integers(0, 5, int(rng.integers(1, 9))) for _ in range(200)]
+    buf = np.concatenate(qs).astype(np.int64)
+    lens = np.array([len(q) for q in qs])
+    pos = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    want = [_brute_count(flat, q) for q in qs]
+    assert sh.counts(buf, pos, lens).tolist() == want
+    assert sh.counts(buf, pos[:10], lens[:10]).tolist() == want[:10]
+    best, where = sh.longest(buf, pos, lens)
+    for q, b, w in zip(qs, best, where):
+        assert _brute_count(flat, q[:b]) > 0 and (b == len(q) or _brute_count(flat, q[:b + 1]) == 0)
+        assert b == 0 or np.array_equal(flat[w:w + b], q[:b])

@@ -47,18 +47,17 @@ def build_sa(tokens: np.ndarray) -> np.ndarray:
 
 
 class Shard:
-    """One shard's token array, suffix array and document starts, memory-mapped from `dir`."""
+    """One shard's token array, suffix array and document starts (`open`: memory-mapped from an index dir)."""
 
     def __init__(self, tokens: np.ndarray, sa: np.ndarray, starts: np.ndarray, key: str = ""):
         self.tokens, self.sa, self.starts, self.key = tokens, sa, starts, key
         self.n = len(tokens)
         self.sep = sep_of(tokens.dtype)
         # first[t]:first[t+1] = the suffix-array range of suffixes starting with token t (SEP included)
-        counts = np.bincount(np.asarray(tokens), minlength=self.sep + 1) if self.n and tokens.dtype == np.uint16 else None
-        if counts is None:  # uint32: a dict-sized table would be 16 GB; search the token values in the SA instead
-            self.first = None
-        else:
-            self.first = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        # (uint32 ids: a table per id would take 32 GB; keys are then searched in the whole array)
+        self.first = None
+        if self.n and tokens.dtype == np.uint16:
+            self.first = np.concatenate([[0], np.cumsum(np.bincount(np.asarray(tokens), minlength=self.sep + 1))]).astype(np.int64)
 
     @classmethod
     def open(cls, d: Path, key: str) -> "Shard":
