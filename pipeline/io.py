@@ -107,6 +107,15 @@ def write_npy(arr, path: Path) -> None:
     atomic_write(Path(path), write)
 
 
+def write_npz(path: Path, arrays: dict) -> None:
+    """An uncompressed .npz of `arrays`, atomically (np.savez to the open temp file: no suffix added)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(Path(path), write)
+
+
 def content_hash(obj: Any) -> str:
     """The content hash used for config hashes and cache keys: sha256 of the sorted JSON, 16 hex."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
