@@ -29,6 +29,6 @@ def build(type_: str, params: dict | None = None, load: bool = False) -> Filter:
 
 
 # Importing the modules registers their filters.
-from . import c4, fineweb, gopher, langid, length  # noqa: E402,F401
+from . import c4, fineweb, gopher, langid, length, pii, url_blocklist  # noqa: E402,F401
 
 __all__ = ["Batch", "ErrorBudget", "Filter", "FilterResult", "ModelError", "REGISTRY", "build", "first_failing", "register"]
