@@ -54,8 +54,11 @@ def _run_one(f: filters.Filter, batch: Batch, idx: list[int], errors: dict[int, 
                 errors[i] = f"filter '{f.name}' raised {describe(e)}"
                 failed.append(e)
         budget.add(f.name, len(idx), failed, rows)
+        # a column some documents' results lack: their text unchanged, else null
+        cols = {c for r in results for c in r.columns}
         merged = filters.FilterResult([r.reasons[0] for r in results],
-                                      {c: [r.columns[c][0] for r in results] for c in (results[0].columns if results else {})},
+                                      {c: [r.columns[c][0] if c in r.columns else (batch.texts[i] if c == "text" else None)
+                                           for i, r in zip(ok, results)] for c in cols},
                                       dict(sum((Counter(r.counters) for r in results), Counter())))
         return ok, merged
 

@@ -128,3 +128,28 @@ def test_bad_parameters_fail_in_one_line_naming_the_key(params, message):
     with pytest.raises(ConfigError) as e:
         parse({"run": {"output": "/tmp/x"}, "filter": {"filters": [{"type": "length"}, {"type": "pii", "params": params}]}})
     assert str(e.value).startswith("<config>: filter.filters[1]: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_stage_isolating_a_failed_batch_still_redacts_every_document():
+    """When a filter raises on a batch, the stage reruns it document by document: a document whose
+    result has a `text` column and one whose result has none are merged without losing either."""
+    import pyarrow as pa
+
+    from filters import ErrorBudget
+    from filters.pii import PIIFilter
+    from pipeline.config import FilterSpec
+    from stages.filter import apply_filters
+
+    class Flaky(PIIFilter):
+        def apply(self, batch):
+            if any("BOOM" in t for t in batch.texts):
+                raise ValueError("boom")
+            return super().apply(batch)
+
+    texts = ["no pii", "mail ann@uni-bonn.de", "BOOM", "call (617) 542-5942"]
+    table = pa.table({"id": list("abcd"), "text": texts, "source": ["s"] * 4})
+    counters: dict = __import__("collections").Counter()
+    reasons, added, new_texts, errors = apply_filters(table, [(FilterSpec(type="pii"), Flaky())], ErrorBudget("t", 100, 0.5), 0, counters)
+    assert new_texts == ["no pii", "mail <EMAIL_ADDRESS>", "BOOM", "call <PHONE_NUMBER>"]
+    assert list(errors) == [2] and added["pii_count"][0] == [0, 1, None, 1]
+    assert counters["pii:email"] == 1 and counters["pii:phone"] == 1
