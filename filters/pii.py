@@ -44,7 +44,7 @@ _END = r"(?![\w@-]|[.,]\w)"  # not followed by more of a word, number or id ("1.
 # Python regexes that find candidates (validated below). E-mail is found from its "@": the domain
 # forwards, the local part backwards (a pattern that starts at every word character is 100x slower).
 _EMAIL_DOMAIN = re.compile(r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])")
-_EMAIL_LOCAL = re.compile(r"(?<![\w.%+/-])[\w.%+-]*\w\Z")  # not after "/": po/ca@valencia.po is a file
+_EMAIL_LOCAL = re.compile(r"(?<![\w.%+/-])[\w.%+-]*[\w%+-]\Z")  # not after "/": po/ca@valencia.po is a file
 # Domains that are no one's address: reserved (RFC 2606/6761), local, and file extensions after an
 # "@" in file names (en@boldquot.header); e-mails at them are left alone.
 _NOT_EMAIL_TLD = frozenset(
