@@ -110,7 +110,7 @@ USER 1000:1000
 # compiler, kenlm, the libraries and every stage import without the builder's toolchain.
 RUN python -c "import os, sys, torch; want = os.environ['TORCH_VERSION'] + '+' + os.environ['TORCH_VARIANT']; \
 sys.exit(0 if torch.__version__ == want else f'Dockerfile: error: the image has torch {torch.__version__}, not {want}: build with a {want} wheel (TORCH_WHEELS/TORCH_INDEX)')" \
- && python -c "import kenlm, fasttext, faiss, lightgbm, sklearn, scipy, pandas, duckdb, ray, sentence_transformers, transformers, datasets, pipeline.cli, stages" \
+ && python -c "import kenlm, fasttext, faiss, lightgbm, sklearn, scipy, pandas, duckdb, ray, sentence_transformers, transformers, datasets, pipeline.cli, scorers; from pipeline import registry; registry.stages()" \
  && if command -v g++ || command -v gcc || command -v cc; then echo "Dockerfile: error: a compiler is in the runtime stage" >&2; exit 1; fi \
  && curate --help >/dev/null \
  && rm -rf /tmp/torchinductor_*

@@ -33,8 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from filters.decontam import DecontamScorer, random_span  # noqa: E402
-from pipeline import train  # noqa: E402
+from scorers.decontam import DecontamScorer, random_span  # noqa: E402
+from pipeline.models import train  # noqa: E402
 from pipeline.config import bundled_benchmarks, bundled_targets  # noqa: E402
 
 OUT = ROOT / "runs" / "bench_decontam"
@@ -43,16 +43,16 @@ EDITS = [lambda t: t.upper().replace("\n", "  ") + " ...", lambda t: re.sub(r"\s
 
 
 def previous(rev: str):
-    """filters/decontam.py as of `rev`, imported as filters._decontam_prev (None without git)."""
+    """scorers/decontam.py as of `rev`, imported as filters._decontam_prev (None without git)."""
     try:
-        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:filters/decontam.py"], capture_output=True, text=True, check=True).stdout
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:scorers/decontam.py"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     spec = importlib.util.spec_from_loader("filters._decontam_prev", loader=None)
     mod = importlib.util.module_from_spec(spec)
     mod.__package__ = "filters"
     sys.modules[spec.name] = mod
-    exec(compile(src, f"{rev}:filters/decontam.py", "exec"), mod.__dict__)
+    exec(compile(src, f"{rev}:scorers/decontam.py", "exec"), mod.__dict__)
     return mod
 
 
@@ -105,7 +105,7 @@ def catch_rates(index: str, targets: dict, clean: list[str], per: int) -> dict:
 def every_example(index: str, targets: dict) -> dict:
     """Each example of each benchmark planted whole (an edit each, between two short clean lines):
     the share caught, and the number of examples under 8 words (not indexed, by design)."""
-    from filters.decontam import words
+    from scorers.decontam import words
 
     sc = DecontamScorer(index)
     out = {}
@@ -119,7 +119,7 @@ def every_example(index: str, targets: dict) -> dict:
 
 
 def false_hits(index: str, docs: list) -> dict:
-    from filters.decontam import Tokens, load_index, words
+    from scorers.decontam import Tokens, load_index, words
 
     idx = load_index(index)
     sc = DecontamScorer(index)
@@ -155,7 +155,7 @@ def main() -> None:
     four, every = train.load_targets(bundled_targets()), train.load_targets(bundled_benchmarks())
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict = {"docs": len(texts), "benchmarks": {n: len(r) for n, r in every.items()}}
-    import filters.decontam as now
+    import scorers.decontam as now
 
     prev = previous(args.prev)
     with tempfile.TemporaryDirectory() as tmp:

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from pipeline.dedup import hashing, minhash, text  # noqa: E402
+from stages.dedup import hashing, minhash, text  # noqa: E402
 
 NUM_PERM, BANDS, ROWS, SEED = 112, 14, 8, 1
 

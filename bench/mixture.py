@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from pipeline.mixture import Bounds, baseline, climb, regmix, sample_mixtures  # noqa: E402
+from stages.mix import Bounds, baseline, climb, regmix, sample_mixtures  # noqa: E402
 
 
 def main() -> None:

@@ -41,8 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from filters.perplexity import PerplexityScorer, kenlm_available  # noqa: E402
-from pipeline import train  # noqa: E402
+from pipeline.models.lm import kenlm_available
+from scorers.perplexity import PerplexityScorer  # noqa: E402
+from pipeline.models import train  # noqa: E402
 
 REF = ROOT / "data" / "reference_lm"
 

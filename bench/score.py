@@ -35,8 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from filters.fasttext_quality import FastTextScorer, load_model, normalize  # noqa: E402
-from pipeline import train  # noqa: E402
+from pipeline.models.fasttext import load_model, normalize
+from scorers.fasttext import FastTextScorer  # noqa: E402
+from pipeline.models import train  # noqa: E402
 from pipeline.config import FastTextParams, PreSelectConfig  # noqa: E402
 
 CACHE = ROOT / "runs" / "bench_score"
@@ -116,7 +117,8 @@ def bench_fasttext(texts: list[str], model: Path, batch_size: int, repeat: int) 
 
 
 def bench_perplexity(texts: list[str], repeat: int) -> dict:
-    from filters.perplexity import PerplexityScorer, kenlm_available
+    from pipeline.models.lm import kenlm_available
+    from scorers.perplexity import PerplexityScorer
 
     tmp = Path(tempfile.mkdtemp())
     try:
@@ -141,7 +143,7 @@ def bench_perplexity(texts: list[str], repeat: int) -> dict:
 
 
 def bench_decontam(texts: list[str], repeat: int) -> dict:
-    from filters.decontam import DecontamScorer, NgramIndex
+    from scorers.decontam import DecontamScorer, NgramIndex
 
     tmp = Path(tempfile.mkdtemp())
     try:

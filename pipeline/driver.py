@@ -1,9 +1,8 @@
 """Runs the stages of a config in order: each reads the previous stage's dir and writes its own.
 
-A stage module exposes either `tasks(cfg, inp, out) -> (tasks, input_fingerprint)` (one pass of
-per-shard tasks, optional `finalize(out, markers)` global step), or, for multi-pass stages (dedup,
-cluster), `run(cfg, inp, out, phase) -> StageResult`, where `phase(...)` runs one pass of tasks
-into a directory with the run's Ray, retry, resume and progress settings.
+The stages come from the registry (pipeline/registry.py): each is either one pass of per-shard
+tasks or multi-pass (`run(cfg, inp, out, phase)`, where `phase(...)` runs one pass of tasks into a
+directory with the run's Ray, retry, resume and progress settings).
 """
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pipeline import io, logs, runner
+from pipeline import io, logs, registry, runner
 from pipeline.config import STAGES, Config, ConfigError, _inside
 
 
@@ -22,12 +21,9 @@ class StagePlan:
     out: Path
 
 
-ARTIFACTS = ("mix", "remix", "evaluate")  # read the last dataset stage's dir; later stages do not read theirs
-# Stages whose every output depends on the whole input (trained models, corpus-wide thresholds,
-# centroids, weights): when their input gained shards (and lost or changed none) a scheduled re-run
-# recomputes them. Per-shard stages (ingest, filter) and dedup (against its own index) add the new
-# shards only. Any other change of the input is refused by the stage itself (needs --force).
-RECOMPUTE_ON_GROWTH = ("score", "cluster", "mix", "remix", "evaluate")
+# Per-shard stages (ingest, filter) and dedup (against its own index) add the new shards of a grown
+# input only; stages registered with recompute_on_growth recompute. Any other change of the input is
+# refused by the stage itself (needs --force).
 INPUT_SHARDS = "_input_shards.json"  # the input's shard fingerprints when the stage last completed
 
 
@@ -52,42 +48,39 @@ def plan(cfg: Config, only: list[str] | None = None, inp: Path | None = None, ou
         o = out if (out is not None and i == len(names) - 1) else cfg.run.output / name
         src = last_data
         if src is None:  # `--stage dedup`: read the run's previous dataset stage
-            prior = [s for s in present[:present.index(name)] if s not in ARTIFACTS]
+            prior = [s for s in present[:present.index(name)] if not registry.stage(s).artifact]
             src = cfg.run.output / prior[-1] if prior else None
         plans.append(StagePlan(name, src, Path(o)))
-        if name not in ARTIFACTS:
+        if not registry.stage(name).artifact:
             last_data = Path(o)
     return plans
 
 
 def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bool = True,
         ray_address: str | None = None, show_progress: bool = True) -> list[runner.StageResult]:
-    import stages
-
     if use_ray:
         runner.init_ray(ray_address or cfg.run.ray.address, cfg.run.ray.num_cpus)
     results = []
     for p in plans:
-        mod = stages.REGISTRY[p.stage]
+        spec = registry.stage(p.stage)
         if p.inp is not None and (_inside(p.out, p.inp) or _inside(p.inp, p.out)):
             raise ConfigError(f"{p.stage}: output {p.out} overlaps its input {p.inp}; choose a separate output dir")
         if p.inp is not None and not (Path(p.inp) / "_manifest.json").exists() and not list(Path(p.inp).glob("part-*.parquet")):
             raise runner.StageConflict(f"{p.stage}: input {p.inp} is not a dataset dir (no _manifest.json or part-*.parquet); run the previous stage first")
-        grew = not force and p.stage in RECOMPUTE_ON_GROWTH and p.inp is not None and _input_grew(p.inp, p.out)
+        grew = not force and spec.recompute_on_growth and p.inp is not None and _input_grew(p.inp, p.out)
         if grew:
             logs.event("input_grew", stage=p.stage, out=str(p.out), message=f"{p.stage}: its input gained new shards; "
                        "recomputing it (its models, thresholds or weights depend on every document)")
         phase = partial(runner.run_stage, force=force or grew, use_ray=use_ray, max_retries=cfg.run.ray.max_retries,
                         cpus_per_task=cfg.run.ray.cpus_per_task, show_progress=show_progress)
-        if hasattr(mod, "run"):
-            res = mod.run(cfg, p.inp, p.out, phase)
+        if spec.run is not None:
+            res = spec.run(cfg, p.inp, p.out, phase, force=force or grew)
         else:
-            tasks, fp = mod.tasks(cfg, p.inp, p.out)
-            res = phase(p.stage, p.out, tasks, config_hash=cfg.stage_hash(p.stage), input_fingerprint=fp,
-                        finalize=getattr(mod, "finalize", None))
+            tasks, fp = spec.tasks(cfg, p.inp, p.out)
+            res = phase(p.stage, p.out, tasks, config_hash=cfg.stage_hash(p.stage), input_fingerprint=fp, finalize=spec.finalize)
         results.append(res)
         if not res.ok:
             break  # later stages would read an incomplete input
-        if p.stage in RECOMPUTE_ON_GROWTH and p.inp is not None:  # what _input_grew compares with next time
+        if spec.recompute_on_growth and p.inp is not None:  # what _input_grew compares with next time
             io.write_json(io.shard_fingerprints(p.inp), Path(p.out) / INPUT_SHARDS)
     return results

@@ -14,6 +14,7 @@ from rich.table import Table
 from pipeline import io
 from pipeline.config import Config
 from pipeline.driver import StagePlan
+from pipeline.readers import input_files
 
 # Per-core throughput in text bytes per second, measured by `make run` on the bundled corpus
 # (task_seconds in each stage's _stats.json); a rough guide, not a promise.
@@ -31,11 +32,11 @@ def _model_seconds(cfg: Config, stage: str, docs: int | None, text_bytes: int | 
         m = cfg.mix
         runs = 3 + (m.search.runs if m.method == "regmix" else sum(m.search.rounds) if m.method == "climb" else 0)
         tokenize = (text_bytes or 0) / (2e6 * cpus)
-        return tokenize + runs * m.proxy.tokens / (PROXY_TOKENS_PER_SEC_PER_CORE * min(cpus, max(runs, 1)))
+        return tokenize + runs * m.proxy.train_tokens / (PROXY_TOKENS_PER_SEC_PER_CORE * min(cpus, max(runs, 1)))
     if stage == "evaluate":
         e = cfg.evaluate
         n = len(e.arms) * e.seeds
-        return n * e.tokens / (PROXY_TOKENS_PER_SEC_PER_CORE * min(cpus, n))
+        return n * e.train_tokens / (PROXY_TOKENS_PER_SEC_PER_CORE * min(cpus, n))
     return None
 SAMPLE_LIMIT = 20_000
 
@@ -57,8 +58,6 @@ def _count_first(cfg: Config, files: list[tuple]) -> tuple[int, int] | None:
 
 
 def plan_table(cfg: Config, plans: list[StagePlan]) -> Table:
-    from stages import ingest
-
     cpus = cfg.run.ray.num_cpus or os.cpu_count() or 1
     t = Table(title=f"curate plan: {cfg.run.name} → {cfg.run.output} ({cpus} CPUs)")
     for c in ("stage", "input", "output", "shards", "docs", "text bytes", "est. time", "est. memory"):
@@ -66,7 +65,7 @@ def plan_table(cfg: Config, plans: list[StagePlan]) -> Table:
     docs = text_bytes = shards = None
     for p in plans:
         if p.stage == "ingest":
-            files = ingest.plan(cfg)
+            files = input_files(cfg.ingest.inputs)
             from pipeline import storage
 
             disk = sum(storage.size(f) for _, f, _ in files if storage.isfile(f))

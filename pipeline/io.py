@@ -110,6 +110,11 @@ def write_npy(arr, path: Path) -> None:
     atomic_write(Path(path), write)
 
 
+def content_hash(obj: Any) -> str:
+    """The content hash used for config hashes and cache keys: sha256 of the sorted JSON, 16 hex."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def write_json(obj: Any, path: Path) -> None:
     data = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
     atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))

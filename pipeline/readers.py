@@ -229,6 +229,18 @@ def detect_format(path: str) -> str:
     raise UnknownFormat(f"{path}: unknown input format ({what}); set `format:` for this input or rename the file")
 
 
+def input_files(inputs: list) -> list[tuple[Any, str, str]]:
+    """(input spec, file path, path relative to the input root) for every file of the ingest
+    inputs (`ingest.inputs`: specs with `path` and `pattern`), in a stable order."""
+    files = []
+    for spec in inputs:
+        root = str(spec.path)
+        for f in list_inputs(root, spec.pattern):
+            rel = storage.relpath(f, root) if storage.isdir(root) and f != root else storage.basename(f)
+            files.append((spec, f, rel))
+    return files
+
+
 def list_inputs(path: str, pattern: str | None = None) -> list[str]:
     """Input files under `path` (a file, a directory searched recursively, or a glob), sorted.
 

@@ -158,7 +158,7 @@ def _one_line(e: BaseException) -> str:
                 return _one_line(cause)
         oom = getattr(rex, "OutOfMemoryError", ())
         if oom and isinstance(e, oom):
-            return "worker ran out of memory (killed by Ray's memory monitor); lower run.batch_size or run.ray.num_cpus, then re-run"
+            return "worker ran out of memory (killed by Ray's memory monitor); lower run.docs_per_batch or run.ray.num_cpus, then re-run"
         died = tuple(c for c in (getattr(rex, "WorkerCrashedError", None), getattr(rex, "NodeDiedError", None)) if c)
         if died and isinstance(e, died):
             return "worker process died while running the task (killed by a signal or out of memory); re-run to retry it"

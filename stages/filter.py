@@ -25,7 +25,8 @@ import filters
 from filters import Batch
 from filters.base import describe
 from pipeline import io, runner
-from pipeline.config import Config, FilterSpec
+from pipeline.config import Config, ConfigError, FilterSpec
+from pipeline.registry import Stage
 from pipeline.schema import REASON, arrow_type
 from pipeline.taskio import TaskOutput
 from pipeline.tokens import count_tokens
@@ -146,10 +147,33 @@ def tasks(cfg: Config, inp: Path, out: Path) -> tuple[list[runner.Task], str]:
     ts = [
         runner.Task(key=p.stem, fn=filter_shard,
                     kwargs=dict(path=str(p), out=str(out), key=p.stem, specs=specs,
-                                batch_size=cfg.run.batch_size, tokenizer=cfg.run.tokens.tokenizer,
+                                batch_size=cfg.run.docs_per_batch, tokenizer=cfg.run.tokenizer.path,
                                 max_error_fraction=cfg.run.max_error_fraction),
                     input_fp=fps[p.name])
         for p in shards
     ]
     return ts, io.dataset_fingerprint(inp)
 
+
+def check(cfg: Config, path: str) -> None:
+    """Every filter type and parameter of the config exists (built without loading models), and
+    `languages` follows a langid filter: one line naming the entry, before any work."""
+    for i, spec in enumerate(cfg.filter.filters):
+        try:
+            filters.build(spec.type, spec.params)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{path}: filter.filters[{i}]: {e}") from None
+        if spec.languages is not None and not any(s.type == "langid" for s in cfg.filter.filters[:i]):
+            raise ConfigError(f"{path}: filter.filters[{i}].languages: needs a langid filter before it in the list")
+
+
+def reference() -> str:
+    """The filters table of the config reference: every registered filter with its parameters."""
+    lines = ["Filters (`filter.filters[].type`, parameters with their defaults):", "", "| type | parameters |", "|---|---|"]
+    for name, cls in sorted(filters.REGISTRY.items()):
+        params = ", ".join(f"`{k}`={v!r}" for k, v in cls.params.items() if k != "stop_words")
+        lines.append(f"| `{name}` | {params.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+SPEC = Stage(STAGE, tasks=tasks, check=check, reference=reference)

@@ -15,23 +15,13 @@ import pyarrow as pa
 from pipeline import io, runner, storage
 from pipeline.config import Config, InputConfig
 from pipeline.io import fingerprint
-from pipeline.readers import Bad, list_inputs, read_records
+from pipeline.readers import Bad, input_files, read_records
+from pipeline.registry import Stage
 from pipeline.schema import BASE_SCHEMA, make_id
 from pipeline.taskio import TaskOutput, quarantine_table
 from pipeline.tokens import count_tokens
 
 STAGE = "ingest"
-
-
-def plan(cfg: Config) -> list[tuple[InputConfig, str, str]]:
-    """(input spec, file path, path relative to the input root) for every input file, in a stable order."""
-    files = []
-    for spec in cfg.ingest.inputs:
-        root = str(spec.path)
-        for f in list_inputs(root, spec.pattern):
-            rel = storage.relpath(f, root) if storage.isdir(root) and f != root else storage.basename(f)
-            files.append((spec, f, rel))
-    return files
 
 
 def ingest_file(path: str, relpath: str, spec: dict, out: str, key: str, target_rows: int, target_bytes: int,
@@ -118,7 +108,7 @@ def tasks(cfg: Config, inp: Path | None, out: Path) -> tuple[list[runner.Task], 
     """One task per input file (`inp` is unused: ingest reads `cfg.ingest.inputs`). Each task carries
     its file's fingerprint (size, mtime): a re-run ingests new files only, and refuses a changed or
     removed one by name (see runner.task_input_change)."""
-    files = plan(cfg)
+    files = input_files(cfg.ingest.inputs)
     r = cfg.run
     keys = task_keys([f for _, f, _ in files], out)
     stats = {f: storage.stat_key(f) for _, f, _ in files}  # one stat per file: the task's and the stage's fingerprint
@@ -127,8 +117,8 @@ def tasks(cfg: Config, inp: Path | None, out: Path) -> tuple[list[runner.Task], 
             key=key,
             fn=ingest_file,
             kwargs=dict(path=f, relpath=rel, spec=spec.model_dump(mode="json"), out=str(out), key=key,
-                        target_rows=r.shard.target_rows, target_bytes=r.shard.target_bytes, batch_size=r.batch_size,
-                        tokenizer=r.tokens.tokenizer, max_text_bytes=cfg.ingest.max_text_bytes),
+                        target_rows=r.shard.target_rows, target_bytes=r.shard.target_bytes, batch_size=r.docs_per_batch,
+                        tokenizer=r.tokenizer.path, max_text_bytes=cfg.ingest.max_text_bytes),
             input_fp=stats[f].replace("\0", ":"),
         )
         for key, (spec, f, rel) in zip(keys, files)
@@ -196,3 +186,6 @@ def finalize(out: Path, markers: dict[str, dict]) -> None:
         m["reasons"] = {**{k: v for k, v in m["reasons"].items() if k != "quarantine:duplicate id across files"},
                         "quarantine:duplicate id across files": n_dup}
         io.write_json(m, io.marker_path(out, key))
+
+
+SPEC = Stage(STAGE, tasks=tasks, finalize=finalize)

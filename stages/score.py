@@ -3,7 +3,7 @@
     models ─ score (<out>/_scores) ─ stats ─ select (<out>)
 
 - models (driver): load or train what the config names, each cached in `<out>/_models/` under a
-  content hash: the fastText classifier (`pipeline.train`, PreSelect labels included), the n-gram LM,
+  content hash: the fastText classifier (`pipeline.models.train`, PreSelect labels included), the n-gram LM,
   the embeddings of the benchmark targets, the decontamination n-gram index.
 - score (one task per shard): attribute files `_scores/<shard>.parquet` = `id` + score columns,
   row-aligned with the input shard. Its config hash covers the scorers and the models' sha256 only,
@@ -21,7 +21,6 @@ above it, or when a scorer raises on every document of a batch, the task fails (
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -31,10 +30,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from filters import ErrorBudget
-from filters.base import describe
+import scorers
 from pipeline import io, runner
+from pipeline.errors import ErrorBudget, describe
 from pipeline.config import Config, ConfigError, ScoreConfig
+from pipeline.registry import Stage
 from pipeline.schema import REASON
 from pipeline.taskio import TaskOutput
 
@@ -47,199 +47,17 @@ ERROR = "score_error"
 CODE_VERSION = 1  # bump when a scorer's numbers change
 
 
-def _h(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- models
-
-
 def prepare_models(cfg: Config, inp: Path, out: Path) -> dict:
-    """Paths and sha256 of every model the scorers need, training/building what is missing."""
-    from pipeline import train
-
-    s: ScoreConfig = cfg.score
-    seed = cfg.run.seed
+    """Model entry (path, sha256 ...) of every scorer the config names, training/building what is missing."""
     mdir = Path(out) / MODELS
     mdir.mkdir(parents=True, exist_ok=True)
-    inp_fp = io.dataset_fingerprint(inp) if inp is not None else None
-    models: dict = {}
-
-    def src_fp(path: Path | None) -> str | None:
-        if path is None:
-            return inp_fp
-        p = Path(path)
-        return io.dataset_fingerprint(p) if train._is_dataset_dir(p) else io.fingerprint(sorted(map(str, p.rglob("*"))) if p.is_dir() else [p])
-
-    if s.fasttext:
-        ft = s.fasttext
-        if ft.model is not None:
-            models["fasttext"] = {"path": str(ft.model), "sha256": io.sha256_file(ft.model)}
-        else:
-            t = ft.train
-            srcs = [x.path for x in t.positive + t.negative] + ([t.from_column.path] if t.from_column else [None] if t.preselect else [])
-            key = _h({"train": t.model_dump(mode="json"), "data": [src_fp(p) for p in srcs], "seed": seed, "v": CODE_VERSION})
-            d = mdir / f"fasttext-{key}"
-            meta = _cached_meta(d / "model.json", d / "model.bin")
-            if meta is None:
-                meta = train.fasttext_from_config(t, d, inp, seed)
-            models["fasttext"] = {"path": str(d / "model.bin"), "sha256": meta["sha256"], "trained": _brief(meta)}
-    if s.perplexity:
-        pp = s.perplexity
-        trained = None
-        if pp.train is not None:
-            t = pp.train
-            key = _h({"train": t.model_dump(mode="json"), "data": src_fp(t.data.path), "seed": seed, "v": CODE_VERSION})
-            stem = str(mdir / f"lm-{key}")
-            want_arpa = pp.backend == "kenlm" or (pp.backend == "auto" and _kenlm())
-            if _cached_meta(Path(stem + ".json"), Path(stem + ".npz")) is None or (want_arpa and not Path(stem + ".arpa").exists()):
-                docs = train.sample_docs(train.iter_docs(t.data.path or inp, t.data.text_field, t.data.source_field, sources=t.data.sources),
-                                         t.data.max_docs, seed)
-                train.train_lm(docs, stem, order=t.order, min_count=t.min_count, arpa=want_arpa,
-                               data_info={"path": str(t.data.path or inp), "sources": t.data.sources})
-            trained = _lm_entry(stem, pp.backend)
-        models["perplexity"] = trained if pp.reference == "none" else _reference_entry(pp, trained)
-    if s.bench_sim:
-        from filters.bench_sim import save_targets
-        from pipeline.models import embedder as E
-
-        b = s.bench_sim
-        targets = train.load_targets(b.targets)
-        resolved = E.resolve()  # once, here: every task embeds with the same precision and device
-        emb = E.for_task(b.model, b.max_tokens, b.batch_size, resolved)
-        key = _h({"targets": train.targets_digest(targets), "model": _model_id(emb.model_path), "max_tokens": b.max_tokens,
-                  "resolved": resolved, "v": CODE_VERSION})
-        path = mdir / f"bench-{key}.npz"
-        if not path.exists():
-            save_targets(path, {name: emb.encode([t for _, t in rows]) for name, rows in targets.items()})
-        models["bench_sim"] = {"path": str(path), "names": list(targets), "sha256": io.sha256_file(path), "resolved": resolved,
-                               "examples": {k: len(v) for k, v in targets.items()}}
-    if s.betr:
-        models["betr"] = _betr_model(s.betr, inp, mdir, src_fp(None), seed)
-    if s.decontam:
-        from filters.decontam import FORMAT, NgramIndex
-        from pipeline.config import bundled_benchmarks
-
-        dc = s.decontam
-        targets = train.load_targets(dc.targets or bundled_benchmarks())  # default: every bundled benchmark
-        key = _h({"targets": train.targets_digest(targets), "n": dc.ngram, "min": dc.min_ngram, "v": CODE_VERSION, "format": FORMAT})
-        path = mdir / f"decontam-{key}.npz"
-        if not path.exists():
-            NgramIndex.build(targets, dc.ngram, dc.min_ngram).save(path)
-        idx = NgramIndex.load(path)
-        models["decontam"] = {"path": str(path), "names": idx.names, "sha256": io.sha256_file(path), "index": idx.info}
-    return models
-
-
-def _betr_model(b, inp: Path, mdir: Path, inp_fp: str | None, seed: int) -> dict:
-    """The BETR ranker (pipeline/models/betr.py), trained once per input, targets and settings."""
-    from pipeline import train
-    from pipeline.models import betr
-    from pipeline.models import embedder as E
-
-    targets = train.load_targets(b.targets)
-    frac = 0.5 if b.eval_fraction is None else b.eval_fraction
-    resolved = E.resolve()
-    emb = E.for_task(b.model, b.max_tokens, b.batch_size, resolved)
-    key = _h({"betr": b.model_dump(mode="json", exclude={"targets", "column"}), "targets": train.targets_digest(targets),
-              "eval_fraction": frac, "data": inp_fp, "model": _model_id(emb.model_path), "resolved": resolved, "seed": seed, "v": CODE_VERSION})
-    d = mdir / f"betr-{key}"
-    meta = _cached_meta(d / "model.json", d / "model.bin")
-    if meta is None:
-        meta = betr.train_betr(inp, targets, d, emb, sample_docs=b.sample_docs, top=b.top, bottom=b.bottom, k=b.k,
-                               eval_fraction=frac, params=b.params, seed=seed)
-    return {"path": str(d / "model.bin"), "sha256": meta["sha256"], "trained": _brief(meta),
-            "spearman_vs_embedding_held_out": meta.get("spearman_vs_embedding_held_out")}
-
-
-def _lm_entry(stem: str, backend: str) -> dict:
-    from filters.perplexity import model_files, resolve_backend
-
-    files = model_files(stem)
-    main = files.get("npz") or files.get("arpa") or files.get("bin")
-    return {"path": stem, "backend": resolve_backend(stem, backend), "sha256": io.sha256_file(main)}
-
-
-def _reference_entry(pp, trained: dict | None) -> dict:
-    """The reference LM (bundled or a path): path, backend, sha256 of each of its files; `fallback`:
-    the LM trained in the run, for documents of other languages. A missing bundled model is a broken
-    install, not a config error: ModelError (exit 1), one line."""
-    from filters import ModelError
-    from filters.perplexity import model_file, model_files
-    from pipeline.config import BUNDLED_REFERENCE_LM
-
-    stem = str(BUNDLED_REFERENCE_LM) if pp.reference == "bundled" else pp.reference
-    files = model_files(stem)
-    if not files:
-        raise ModelError(f"scorer 'perplexity': the bundled reference LM is missing ({stem}.npz / .arpa.gz); restore data/reference_lm "
-                         "(git checkout) or rebuild it with python data/reference_lm/build.py, or set score.perplexity.reference")
-    out = {**_lm_entry(stem, pp.backend), "reference": pp.reference if pp.reference == "bundled" else "path", "lang": pp.reference_lang}
-    out["file"] = str(model_file(stem, out["backend"]))  # what the scorer loads; files: the sha256 of each file of the model
-    out["files"] = {p.name: io.sha256_file(p) for p in sorted(set(files.values()))}
-    if pp.reference_lang is None:
-        out["note"] = "every document is scored with the reference LM (reference_lang: null)"
-    elif trained is not None:
-        out["fallback"] = trained
-        out["note"] = (f"documents whose lang is not {pp.reference_lang!r} (or unknown) are scored with the LM trained in this run "
-                       "(fallback); compare perplexities within a language (ppl_bucket is per lang)")
-    else:
-        out["note"] = (f"the reference LM is {pp.reference_lang!r}; without score.perplexity.train every document, whatever its "
-                       "language, is scored with it")
-    return out
-
-
-def _kenlm() -> bool:
-    from filters.perplexity import kenlm_available
-
-    return kenlm_available()
-
-
-def _model_id(path: str) -> str:
-    from pipeline.models.embedder import model_fingerprint
-
-    return model_fingerprint(path)
-
-
-def _cached_meta(meta_path: Path, model_path: Path) -> dict | None:
-    """Metadata of a cached model whose file is complete (its sha256 matches)."""
-    if not (meta_path.exists() and model_path.exists()):
-        return None
-    try:
-        meta = io.read_json(meta_path)
-    except (OSError, ValueError):
-        return None
-    want = meta.get("sha256") or meta.get("files", {}).get(model_path.name)
-    return meta if want == io.sha256_file(model_path) else None
-
-
-def _brief(meta: dict) -> dict:
-    return {k: meta.get(k) for k in ("validation", "params", "data") if k in meta}
-
-
-# ---------------------------------------------------------------- scorers
+    ctx = scorers.Context(inp=inp, models_dir=mdir, seed=cfg.run.seed, version=CODE_VERSION)
+    return {sp.key: sp.prepare(section, ctx) for sp in scorers.specs() if (section := getattr(cfg.score, sp.key, None))}
 
 
 def build_scorers(s: ScoreConfig, models: dict) -> list:
-    from filters.bench_sim import BenchSimScorer
-    from filters.decontam import DecontamScorer
-    from filters.fasttext_quality import FastTextScorer
-    from filters.perplexity import PerplexityScorer
-
-    out = []
-    if s.decontam:
-        out.append(DecontamScorer(models["decontam"]["path"], s.decontam.min_matches))
-    if s.fasttext:
-        out.append(FastTextScorer(models["fasttext"]["path"], s.fasttext.positive_label, s.fasttext.column))
-    if s.betr:
-        out.append(FastTextScorer(models["betr"]["path"], "pos", s.betr.column))
-    if s.perplexity:
-        m, fb = models["perplexity"], models["perplexity"].get("fallback")
-        out.append(PerplexityScorer(m["path"], m["backend"], fallback=(fb["path"], fb["backend"]) if fb else None, lang=m.get("lang")))
-    if s.bench_sim:
-        b = s.bench_sim
-        out.append(BenchSimScorer(models["bench_sim"]["path"], models["bench_sim"]["names"], b.k, b.model, b.max_tokens, b.batch_size,
-                                  resolved=models["bench_sim"]["resolved"]))
-    return out
+    """The scorers of the config, in column order; each loads its model now (ModelError)."""
+    return [sp.build(section, models[sp.key]) for sp in scorers.specs() if (section := getattr(s, sp.key, None))]
 
 
 def _arrow_type(t: str) -> pa.DataType:
@@ -560,7 +378,7 @@ def _scoring_section(s: ScoreConfig) -> dict:
     return d
 
 
-def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
+def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner.StageResult:
     s = cfg.score
     out = Path(out)
     shards = io.shard_files(inp)
@@ -574,13 +392,13 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     if "fallback" in models.get("perplexity", {}):
         shas["perplexity_fallback"] = models["perplexity"]["fallback"]["sha256"]
     fp = io.dataset_fingerprint(inp)
-    h1 = _h({"scoring": _scoring_section(s), "models": shas, "backend": models.get("perplexity", {}).get("backend"),
+    h1 = io.content_hash({"scoring": _scoring_section(s), "models": shas, "backend": models.get("perplexity", {}).get("backend"),
              "embed": models.get("bench_sim", {}).get("resolved"),
-             "batch": cfg.run.batch_size, "v": CODE_VERSION})
+             "batch": cfg.run.docs_per_batch, "v": CODE_VERSION})
     sdir = out / SCORES
     score_cfg = s.model_dump(mode="json")
     tasks = [runner.Task(key=p.stem, fn=score_shard,
-                         kwargs=dict(path=str(p), out=str(sdir), key=p.stem, score=score_cfg, models=models, batch_size=cfg.run.batch_size,
+                         kwargs=dict(path=str(p), out=str(sdir), key=p.stem, score=score_cfg, models=models, batch_size=cfg.run.docs_per_batch,
                                      max_error_fraction=cfg.run.max_error_fraction))
              for p in shards]
     old = io.read_json(sdir / io.MANIFEST) if (sdir / io.MANIFEST).exists() else {}
@@ -598,10 +416,10 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
         models["perplexity"]["docs"] = {k: sum(m.get("perplexity_docs", {}).get(k, 0) for m in markers.values())
                                         for k in ("reference", "fallback")}
     tasks2 = [runner.Task(key=p.stem, fn=select_shard,
-                          kwargs=dict(path=str(p), scores_path=sp, out=str(out), key=p.stem, plan=plan, batch_size=cfg.run.batch_size))
+                          kwargs=dict(path=str(p), scores_path=sp, out=str(out), key=p.stem, plan=plan, batch_size=cfg.run.docs_per_batch))
               for p, (_, sp) in zip(shards, pairs)]
-    h2 = _h({"stage": cfg.stage_hash(STAGE), "scores": h1})
-    fp2 = _h([fp, io.dataset_fingerprint(sdir)])
+    h2 = io.content_hash({"stage": cfg.stage_hash(STAGE), "scores": h1})
+    fp2 = io.content_hash([fp, io.dataset_fingerprint(sdir)])
 
     def finalize(o: Path, _markers: dict) -> None:
         io.write_json({"models": models, "plan": _plan_summary(plan), "decontamination": report,
@@ -644,3 +462,6 @@ def _plan_summary(plan: dict) -> dict:
     if p.get("quality"):
         p["quality"] = [{k: v for k, v in t.items() if k != "table"} | {"corpus_values": len(t["table"]["pts"])} for t in p["quality"]]
     return p
+
+
+SPEC = Stage(STAGE, run=run, recompute_on_growth=True)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from pipeline import io, runner
-from pipeline.dedup import shuffle
+from stages.dedup import shuffle
 from pipeline.taskio import TaskOutput
 from tests.conftest import SAMPLE_SMALL, clean_env, curate_bin, small_config
 

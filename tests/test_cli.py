@@ -1,7 +1,6 @@
 """`curate ingest` / `curate filter` as single stages from the command line, on real bundled input."""
 import json
 import subprocess
-from pathlib import Path
 
 import pyarrow.parquet as pq
 

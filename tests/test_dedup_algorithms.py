@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xxhash
 
-from pipeline.dedup import cc, hashing, lsh, minhash, text
+from stages.dedup import cc, hashing, lsh, minhash, text
 from tests.conftest import SAMPLE_SMALL
 
 

@@ -105,7 +105,7 @@ def test_dockerfile_is_multi_stage_with_the_compiler_only_in_the_builder():
     # and checks, as that user, the torch build, that no compiler is there, and that everything imports
     check = _in(runtime, "RUN")[-1]
     assert "torch.__version__ == want" in check and "command -v g++" in check and "import kenlm" in check
-    assert "pipeline.cli, stages" in check
+    assert "pipeline.cli, scorers; from pipeline import registry; registry.stages()" in check  # every stage and scorer imports
 
 
 def test_build_inputs_are_not_stored_in_a_layer():

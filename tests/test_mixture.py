@@ -1,4 +1,4 @@
-"""pipeline.mixture: constraints, baselines, predictor, RegMix/CLIMB search, output formats (fast, no Ray)."""
+"""stages.mix: constraints, baselines, predictor, RegMix/CLIMB search, output formats (fast, no Ray)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.mixture import (BASELINES, Bounds, Predictor, WeightsFormatError, baseline, caps, climb, feasible,
+from stages.mix import (BASELINES, Bounds, Predictor, WeightsFormatError, baseline, caps, climb, feasible,
                               project, read_weights, regmix, sample_mixtures, temperature,
                               unimax, write_outputs)
 

@@ -5,7 +5,6 @@ import datetime
 import gzip
 import io
 import json
-import os
 import random
 
 import pyarrow as pa

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from filters import ModelError
-from filters.perplexity import PerplexityScorer, kenlm_available
+from pipeline.models.lm import kenlm_available
+from scorers.perplexity import PerplexityScorer
 from pipeline import config, io
 from pipeline.schema import BASE_SCHEMA
 from tests.conftest import ROOT
@@ -137,7 +138,7 @@ def _dataset(tmp_path, texts, langs):
 
 def test_other_languages_go_to_the_fallback_lm(build, real, tmp_path):
     """English documents get the reference LM's numbers, the rest (and lang null) the fallback's."""
-    from pipeline import train
+    from pipeline.models import train
 
     en = [d["text"] for d in build.eval_docs(real, per_other_domain=3)[:6]]
     other = ["Der Hund läuft schnell über die Straße.\nEr ist müde.", "def f(x):\n    return x + 1\n"]

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from pipeline import config, driver
-from pipeline.report import build_report, write_report
-from tests.conftest import ROOT, small_config
+from stages.report import build_report, write_report
+from tests.conftest import small_config
 
 # Cheap scorers (no benchmark-similarity embedding) and a small clustering: ~25 s on 2 cores.
 EXTRA = {

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from filters.bench_sim import BenchSimScorer, save_targets, topk_mean
-from pipeline import train
+from pipeline.models.embedder import save_target_embeddings as save_targets, topk_mean
+from scorers.bench_sim import BenchSimScorer
+from pipeline.models import train
 from pipeline.config import TargetSpec
 from pipeline.models.embedder import Embedder
 from tests.conftest import ROOT

@@ -4,13 +4,13 @@ ranking on held-out documents, never uses the held-out (eval) examples, and runs
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import config, io, runner, train
+from pipeline import config, io, runner
+from pipeline.models import train
 from pipeline.models import betr
 from pipeline.models import embedder as E
 from tests.conftest import SAMPLE_SMALL
@@ -39,7 +39,7 @@ def ranker(tmp_path_factory):
 
 
 def test_ranker_prefers_target_like_domains_and_matches_the_embeddings(ranker):
-    from filters.fasttext_quality import FastTextScorer
+    from scorers.fasttext import FastTextScorer
 
     path, meta = ranker
     assert meta["data"]["method"] == "betr" and meta["held_out_docs"] == 160

@@ -10,8 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from filters.decontam import DecontamScorer, NgramIndex, Tokens, random_span
-from pipeline import train
+from scorers.decontam import DecontamScorer, NgramIndex, Tokens, random_span
+from pipeline.models import train
 from pipeline.config import BUNDLED_TARGETS, bundled_benchmarks, bundled_targets
 from tests.conftest import ROOT
 

@@ -9,8 +9,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from filters import fasttext_quality as fq
-from pipeline import train
+from pipeline.models import fasttext as fq
+from scorers.fasttext import FastTextScorer
+from pipeline.models import train
 from pipeline.config import FastTextParams
 from tests.conftest import ROOT, clean_env, curate_bin
 
@@ -40,7 +41,7 @@ def test_separates_held_out_real_domains(two_domains):
     assert meta["data"]["positive_sources"] == {"literature": meta["data"]["per_class"]}
     assert meta["validation"]["precision"] >= 0.9 and meta["validation"]["recall"] >= 0.9
     assert meta["sha256"] and meta["params"]["wordNgrams"] == 2
-    scores = fq.FastTextScorer(str(out / "model.bin"))([d.text for d in held])["fasttext_score"]
+    scores = FastTextScorer(str(out / "model.bin"))([d.text for d in held])["fasttext_score"]
     y = np.array([d.source == "literature" for d in held])
     acc = float(((scores >= 0.5) == y).mean())
     assert len(held) > 500 and y.sum() > 200 and (~y).sum() > 200
@@ -91,8 +92,8 @@ def test_fnv_hash_matches_reference():
     data = b"".join(w.encode() for w in words)
     lens = np.array([len(w.encode()) for w in words])
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    assert fq.fnv1a32(fq._padded(data), starts, lens).tolist() == [ref(w) for w in words]
-    keys = fq.identity64(fq._padded(data), starts, lens)
+    assert fq.fnv1a32(fq.padded(data), starts, lens).tolist() == [ref(w) for w in words]
+    keys = fq.identity64(fq.padded(data), starts, lens)
     assert len(set(keys.tolist())) == len(words)
 
 

@@ -6,8 +6,9 @@ import random
 import numpy as np
 import pytest
 
-from filters.perplexity import PerplexityScorer, model_files, resolve_backend
-from pipeline import train
+from pipeline.models.lm import model_files, resolve_backend
+from scorers.perplexity import PerplexityScorer
+from pipeline.models import train
 from pipeline.models import ngram
 from tests.conftest import ROOT
 

@@ -11,7 +11,7 @@ import pytest
 
 from filters import ErrorBudget, ModelError
 from pipeline import config, driver, io, runner
-from pipeline.train import preselect_labels
+from pipeline.models.train import preselect_labels
 from tests.conftest import ROOT, all_ids, clean_env, curate_bin, output_hashes, small_config
 
 SCORE = """
@@ -153,7 +153,7 @@ def test_resume_and_rethreshold_without_rescoring(scored):
 def test_preselect_labels_prefer_target_like_documents(scored):
     """Targets = the code benchmarks: positives are mostly code/technical, negatives are not."""
     from pipeline.config import PreSelectConfig, TargetSpec
-    from pipeline.train import load_targets
+    from pipeline.models.train import load_targets
 
     _, run = scored
     targets = load_targets([TargetSpec(name="mbpp", path=ROOT / "data" / "benchmarks" / "mbpp.jsonl"),

@@ -5,7 +5,7 @@ rank documents by how similar they are to the target tasks' examples, cheaply at
      is never used to choose data) and a seeded sample of documents (all-MiniLM-L6-v2, offline);
   2. a document's similarity = mean over target sets of the mean cosine of its k nearest examples;
   3. label the sample: the top `top` share positive, the bottom `bottom` share negative; train a
-     fastText classifier on those labels (pipeline.train.train_fasttext);
+     fastText classifier on those labels (pipeline.models.train.train_fasttext);
   4. the score stage scores every document with it (column `betr` = P(positive)): embedding the
      whole corpus is what this avoids (fastText reads ~10^4 docs/s per core, MiniLM ~10^2 on CPU).
 
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import io, train
+from pipeline import io
+from pipeline.models import train
 
 
 def split_mask(name: str, ids: list[str], eval_fraction: float) -> np.ndarray:
@@ -36,7 +37,7 @@ def search_part(targets: dict[str, list[tuple[str, str]]], eval_fraction: float)
 
 def similarity(docs: np.ndarray, targets: dict[str, np.ndarray], k: int) -> np.ndarray:
     """Mean over target sets of the mean cosine of each document's k most similar examples."""
-    from filters.bench_sim import topk_mean
+    from pipeline.models.embedder import topk_mean
 
     return np.mean([topk_mean(docs @ t.T, min(k, len(t))) for t in targets.values()], axis=0)
 
@@ -51,7 +52,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 def train_betr(inp: str | Path, targets: dict[str, list[tuple[str, str]]], out_dir: str | Path, embedder, *, sample_docs: int,
                top: float, bottom: float, k: int, eval_fraction: float, params, seed: int = 0, held_out: float = 0.2) -> dict:
     """Train the BETR classifier into out_dir (model.bin, model.json); returns its meta."""
-    from filters.fasttext_quality import FastTextModel, normalize
+    from pipeline.models.fasttext import FastTextModel, normalize
 
     search = search_part(targets, eval_fraction)
     empty = [n for n, v in search.items() if not v]

@@ -330,3 +330,32 @@ def _word_prefix(text: str, cut: int) -> str:
     while j > 0 and text[j - 1] in _SPACE:
         j -= 1
     return text[:j] if j > 0 else text  # no whitespace in the prefix: tokenize everything
+
+
+# ---------------------------------------------------------------- target sets (bench_sim, BETR)
+
+_TARGETS: dict[str, dict[str, np.ndarray]] = {}
+
+
+def topk_mean(sims: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the k largest values of each row (all of them when a row has fewer)."""
+    if sims.shape[1] == 0:
+        return np.full(sims.shape[0], np.nan, dtype=np.float32)
+    k = min(k, sims.shape[1])
+    part = np.partition(sims, sims.shape[1] - k, axis=1)[:, sims.shape[1] - k:]
+    return part.mean(axis=1)
+
+
+def save_target_embeddings(path: str | Path, embeddings: dict[str, np.ndarray]) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **{name: e.astype(np.float32) for name, e in embeddings.items()})
+    tmp.replace(path)
+
+
+def load_target_embeddings(path: str) -> dict[str, np.ndarray]:
+    t = _TARGETS.get(path)
+    if t is None:
+        with np.load(path, allow_pickle=False) as z:
+            t = _TARGETS[path] = {name: z[name] for name in z.files}
+    return t

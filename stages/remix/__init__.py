@@ -12,6 +12,6 @@ tokens), upsampled by whole seeded passes plus one partial pass, never beyond `m
   export.py    megatron/, mds/, hf/ per phase and domain; megatron/mixed; recipes; the HF card
   stage.py     the driver that chains them, each pass resumable by its markers
 """
-from stages.remix.stage import REMIX_JSON, STAGE, remix, run
+from stages.remix.stage import REMIX_JSON, SPEC, STAGE, remix, run
 
-__all__ = ["REMIX_JSON", "STAGE", "remix", "run"]
+__all__ = ["REMIX_JSON", "SPEC", "STAGE", "remix", "run"]

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from pipeline import io, runner
 from pipeline.config import Config, ConfigError, RemixConfig
+from pipeline.registry import Stage
 from pipeline.schema import ID, TEXT
 from pipeline.version import __version__
 from stages.remix import export, passes
@@ -49,7 +50,7 @@ def resolve_formats(formats: list[str] | None, has_tokens: bool) -> tuple[list[s
     need = [f for f in formats if f in export.FORMATS_WITH_TOKENS]
     if need and not has_tokens:
         raise ConfigError(f"remix.formats: {need} need token ids; set remix.tokenized: true and a tokenizer "
-                          "(remix.tokenizer, the mix stage's, or run.tokens.tokenizer), or drop them")
+                          "(remix.tokenizer, the mix stage's, or run.tokenizer.path), or drop them")
     return (["parquet"] + [f for f in formats if f != "parquet"]), []
 
 
@@ -146,24 +147,25 @@ def _export(out: Path, doc: dict, keys: list[str], names: list[str], formats: li
     return rec
 
 
-def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
+def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner.StageResult:
     c: RemixConfig = cfg.remix
     if inp is None:
         raise ConfigError("remix: no input dataset dir; use `curate remix --input DIR`, or run the stage before it too")
     weights = Path(c.weights) if c.weights is not None else Path(cfg.run.output) / "mix" / "weights.json"
-    return remix(inp, out, weights, c.tokens, seed=cfg.run.seed, max_epochs=c.max_epochs, tokenized=c.tokenized,
+    return remix(inp, out, weights, c.budget_tokens, seed=cfg.run.seed, max_epochs=c.max_epochs, tokenized=c.tokenized,
                  tokenizer=c.tokenizer, target_rows=cfg.run.shard.target_rows, phase=phase,
-                 run_tokenizer=cfg.run.tokens.tokenizer, batch_size=cfg.run.batch_size, base_hash=cfg.stage_hash(STAGE),
+                 run_tokenizer=cfg.run.tokenizer.path, batch_size=cfg.run.docs_per_batch, base_hash=cfg.stage_hash(STAGE),
                  formats=c.formats, phases=c.phases, metadata_prefix=c.metadata_prefix,
-                 select=c.select.model_dump() if c.select else None)
+                 select=c.select.model_dump() if c.select else None, force=force)
 
 
 def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *, seed: int = 0,
           max_epochs: float | None = None, tokenized: bool = True, tokenizer: str | Path | None = None,
           target_rows: int = 50_000, phase=None, run_tokenizer: str | None = None, batch_size: int = 2_000,
           base_hash: str = "", formats: list[str] | None = None, phases: list | None = None,
-          metadata_prefix=None, select: dict | None = None) -> runner.StageResult:
-    """The stage without a Config (CLI). `phase` as in `pipeline.driver` (default: local, no Ray)."""
+          metadata_prefix=None, select: dict | None = None, force: bool = False) -> runner.StageResult:
+    """The stage without a Config (CLI). `phase` as in `pipeline.driver` (default: local, no Ray);
+    `force`: replace output made with another config or input (--force)."""
     if phase is None:
         phase = partial(runner.run_stage, use_ray=False)
     inp, out, weights_path = Path(inp), Path(out), Path(weights_path)
@@ -191,7 +193,6 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
     h = _hash(base_hash, io.sha256_file(weights_path), budget, cap, seed, tok_sha, bool(tokenized and tok), target_rows,
               fmts, ph_spec, pre, select)
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
-    force = bool(getattr(phase, "keywords", {}).get("force", False))
     runner.refuse_other_output(out, h, fp, force, "remix", what_config="config or weights")
     work = out / "_work"
     with io.dir_lock(out):
@@ -265,3 +266,6 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
         return phase(STAGE, out, tasks, config_hash=h, input_fingerprint=fp, force=False, finalize=fin)
     except ExportFailed as e:
         return runner.stopped(STAGE, out, header, e.result)
+
+
+SPEC = Stage(STAGE, run=run, artifact=True, recompute_on_growth=True)

@@ -6,7 +6,7 @@ Every pass is one `phase` (runner.run_stage) into `<out>/_work/<pass>`, with its
 killed run resumes at the first unfinished task. Tasks are per input shard ("homes": signatures,
 verification, components, groups, the final write) or per hash partition (LSH buckets, the
 election of keepers, semantic clusters); rows move between them through Parquet shuffle files
-(`pipeline.dedup.shuffle`), so no task holds more than its shard or partition.
+(`stages.dedup.shuffle`), so no task holds more than its shard or partition.
 
 The output keeps the input's shard names. Rejected rows carry `reason` (dup:exact when the text
 equals the kept document's after the exact normalization, else dup:fuzzy / dup:semantic), `dup_of`
@@ -26,7 +26,8 @@ import numpy as np
 
 from pipeline import io, runner
 from pipeline.config import Config, ConfigError
-from pipeline.dedup import passes
+from stages.dedup import passes
+from pipeline.registry import Stage
 
 STAGE = "dedup"
 WORK, INDEX = "_work", "_index"
@@ -107,7 +108,7 @@ def _fingerprint(inp: Path, closure: list[tuple[Path, dict]]) -> str:
 # ---------------------------------------------------------------------------- the stage
 
 
-def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
+def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner.StageResult:
     d = cfg.dedup
     if inp is None:
         raise ConfigError("dedup: no input dataset dir; use `curate dedup --input DIR`, or run the stage before it too")
@@ -117,7 +118,6 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     # semantic: the embedder's precision/device, resolved here once for every task, in the hash
     resolved = resolved_embedder() if "semantic" in d.method else None
     chash = cfg.stage_hash(STAGE, {"embed": resolved} if resolved else None)
-    force = bool(getattr(phase, "keywords", {}).get("force", False))
     finished = [] if force else _finished_shards(cfg, out, chash, shards, fps)
     if finished is None:  # complete, and its input is what it was made from: nothing to do
         return runner.StageResult(STAGE, out, io.read_json(out / io.MANIFEST))
@@ -204,7 +204,7 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
 
     try:
         sig = run_pass("sig", [runner.Task(stems[i], passes.sig_task, dict(path=str(shards[i]), out=str(work / "sig"), key=stems[i], shard=i,
-                                                                             n_parts=n_parts, batch_size=cfg.run.batch_size, params=params))
+                                                                             n_parts=n_parts, batch_size=cfg.run.docs_per_batch, params=params))
                                for i in range(n)])
         sig_path = lambda h: str(work / "sig" / f"sig-{stems[h]}.parquet")  # noqa: E731
         band_srcs = _srcs(work / "sig", sig, "bands-")
@@ -254,7 +254,7 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
     tasks = [runner.Task(stems[h], passes.final_task, dict(
         path=str(shards[h]), out=str(out), key=stems[h], h=h, decision_srcs=_for_part(decisions, h),
         bands_file=str(work / "sig" / f"bands-{stems[h]}.parquet"), sig_path=sig_path(h),
-        n_parts=n_parts, batch_size=cfg.run.batch_size, write_index=d.write_index), input_fp=fps[shards[h].name]) for h in range(n)]
+        n_parts=n_parts, batch_size=cfg.run.docs_per_batch, write_index=d.write_index), input_fp=fps[shards[h].name]) for h in range(n)]
     res = phase(STAGE, out, [*finished, *tasks], config_hash=chash, input_fingerprint=fp)
     timings["write"] = round(res.seconds, 3)
     if res.ok:
@@ -321,3 +321,6 @@ def _stats(cfg: Config, sig, bk, va, vb, sem, el, final, rounds, closure, timing
         out["against"] = [str(d) for d, _ in closure]
         out["against_matches"] = total(bk, "exact_old_pairs") + (total(va, "old_matched") if va else total(bk, "fuzzy_old_pairs"))
     return out
+
+
+SPEC = Stage(STAGE, run=run)

@@ -1,4 +1,9 @@
-"""Deduplication algorithms, free of IO and Ray (the `dedup` stage composes them into passes).
+"""dedup: exact, MinHash-LSH fuzzy and semantic deduplication.
+
+- `stage`    the driver: which passes run, in what order, resumable by their markers
+- `passes`   the per-shard / per-partition Ray tasks (signatures, buckets, components, elect, write)
+
+The algorithms, free of IO and Ray:
 
 - `text`     normalization and shingling of a batch into one byte buffer (plus a pure-Python reference)
 - `hashing`  vectorized xxh32 over byte ranges, exact-text hashes
@@ -8,3 +13,6 @@
 - `shuffle`  Parquet files with one row group per destination partition
 - `semantic` k-means buckets and within-bucket cosine pairs (SemDeDup)
 """
+from stages.dedup.stage import SPEC, STAGE, run  # noqa: E402 - the stage (stage.py) composes the modules above
+
+__all__ = ["SPEC", "STAGE", "run"]

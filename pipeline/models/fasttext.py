@@ -1,8 +1,8 @@
-"""fastText quality classifier: `fasttext_score` = P(positive label) of each document.
+"""fastText classifiers: P(positive label) of each document, fast (the model behind scorers/fasttext.py and BETR).
 
 Text is normalized as in DCLM's classifier (lowercase, whitespace collapsed to single spaces, one
 line; NUL counts as whitespace because fastText splits on it) both when training
-(`pipeline/train.py`) and when scoring, so the two always see the same tokens.
+(`pipeline/models/train.py`) and when scoring, so the two always see the same tokens.
 
 Fast path. A supervised fastText model with softmax loss and no character n-grams (what
 `curate train-fasttext` writes; DCLM's and FineWeb-Edu-style classifiers are of this kind) is
@@ -18,19 +18,17 @@ needs a 64-bit collision). No Python code runs per token. Scores equal fastText'
 up to float32 rounding (tests/test_score_fasttext.py). Other models (quantized .ftz, subword
 models, hs/ova loss) go through fastText's batched `predict`.
 
-The model loads when the scorer is built (the score stage's task set-up, before any document), once
-per process and path; one that cannot load raises ModelError naming the scorer and the path.
+The model loads once per process and path (`load_model`); the scorer (scorers/fasttext.py) loads it
+when built, before any document.
 """
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 
 from pipeline.models.ngram import KeyIndex
 
-from .base import ModelError, describe
 
 LABEL_PREFIX = "__label__"
 EOS = "</s>"
@@ -76,7 +74,7 @@ def fnv1a32(buf: np.ndarray, start: np.ndarray, lens: np.ndarray) -> np.ndarray:
 
 def identity64(buf: np.ndarray, start: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """64-bit key of each token's bytes, 8 bytes per step through an unaligned uint64 view (most
-    words take one step). `buf` must be followed by 8 readable bytes (see `_padded`)."""
+    words take one step). `buf` must be followed by 8 readable bytes (see `padded`)."""
     w8 = np.ndarray(shape=(len(buf) - 8,), dtype="<u8", buffer=buf, strides=(1,))
     with np.errstate(over="ignore"):
         h = lens.astype(np.uint64) * _K1
@@ -106,7 +104,7 @@ def _is(buf: np.ndarray, start: np.ndarray, lens: np.ndarray, word: bytes) -> np
     return m
 
 
-def _padded(data: bytes) -> np.ndarray:
+def padded(data: bytes) -> np.ndarray:
     return np.frombuffer(data + b"\0" * 8, dtype=np.uint8)
 
 
@@ -139,7 +137,7 @@ def tokenize_batch(texts: list[str], lowercase: bool = True):
     token starts, token lengths, document of each token). Each document is followed by a literal
     "</s>" token standing for the newline (fastText turns it into the same word)."""
     parts = [(t.lower() if lowercase else t).encode("utf-8", "surrogatepass") for t in texts]
-    buf = _padded(_EOS_SEP.join(parts) + _EOS_SEP)
+    buf = padded(_EOS_SEP.join(parts) + _EOS_SEP)
     body = buf[:-8]
     ws = _WS[body]
     us, ul = _unicode_spaces(body)
@@ -182,7 +180,7 @@ class FastTextModel:
     def _collapse(self, args) -> bool:
         words = list(self.model.get_words())
         enc = [w.encode("utf-8", "surrogatepass") for w in words]
-        buf = _padded(b"".join(enc))
+        buf = padded(b"".join(enc))
         lens = np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(enc))
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if len(enc) else np.zeros(0, dtype=np.int64)
         key = identity64(buf, starts, lens)
@@ -200,7 +198,7 @@ class FastTextModel:
         self.nwords, self.bucket, self.ngrams = len(words), int(args.bucket), int(args.wordNgrams)
         self.vocab = KeyIndex(key, slots_per_key=4)  # sparse table: ~1.2 probes per lookup
         self.eos_row = words.index(EOS) if EOS in words else -1
-        self.eos_h32 = int(fnv1a32(_padded(EOS.encode()), np.array([0]), np.array([len(EOS)]))[0])
+        self.eos_h32 = int(fnv1a32(padded(EOS.encode()), np.array([0]), np.array([len(EOS)]))[0])
         return True
 
     def p_positive(self, texts: list[str], normalized: bool = False) -> np.ndarray:
@@ -288,26 +286,3 @@ def load_model(path: str, positive_label: str = "pos") -> FastTextModel:
     if m is None:
         m = _MODELS[key] = FastTextModel(path, positive_label)
     return m
-
-
-class FastTextScorer:
-    """Adds `column` (default `fasttext_score`): P(positive) under the classifier at `model_path`
-    (float32; NaN when fastText would predict nothing, i.e. no known word and no </s> in the model)."""
-
-    name = "fasttext"
-
-    def __init__(self, model_path: str, positive_label: str = "pos", column: str = "fasttext_score"):
-        self.model_path, self.positive_label, self.column = str(model_path), positive_label, column
-        try:
-            self._model = load_model(self.model_path, self.positive_label)
-        except Exception as e:
-            raise ModelError(f"scorer 'fasttext': cannot load model {self.model_path} ({describe(e)}); "
-                             "give a fastText classifier .bin (score.fasttext.model) or train one (score.fasttext.train)") from None
-
-    @property
-    def output_columns(self) -> dict[str, str]:
-        return {self.column: "float32"}
-
-    def __call__(self, texts: list[str]) -> dict[str, Any]:
-        p = self._model.p_positive(texts)
-        return {self.column: np.clip(p, 0.0, 1.0).astype(np.float32)}

@@ -1,20 +1,6 @@
-"""Per-document perplexity under an n-gram LM (CCNet): `perplexity` = 10^(-sum log10 p / tokens).
-
-Lines are sentences (<s> ... </s>), tokens as in `pipeline.models.ngram.tokenize`, and every line
-adds its </s> to the token count, as CCNet does. Two backends give the same numbers (up to float32
-rounding, see tests/test_score_ngram.py):
-
-- `kenlm`: the `kenlm` module on the model's ARPA file (C++, ~3x faster per document here);
-- `numpy`: our vectorized scorer on the `.npz` twin (no compiled dependency, loads in ~0.1 s).
-
-`auto` takes kenlm when it imports and an ARPA/KenLM-binary file is there, else numpy. A document
-without any token gets NaN. The model loads when the scorer is built (the score stage's task set-up,
-before any document), once per process; one that cannot load raises ModelError naming the path.
-
-CCNet scores against a reference LM of one language (Wikipedia per language). With a `fallback` LM
-and `lang`, documents whose `lang` column is not `lang` (or is missing) are scored with the fallback
-instead (the score stage: the bundled English reference, and the LM trained in the run for the rest).
-"""
+"""An n-gram LM from its files, with the backend that scores it: `kenlm` (the kenlm module on the
+ARPA/binary file) or `numpy` (pipeline.models.ngram on the .npz twin). `load(path)` gives an object
+with `doc_scores(texts) -> (sum log10 p, tokens)`, cached per process."""
 from __future__ import annotations
 
 import math
@@ -24,8 +10,6 @@ from typing import Any
 import numpy as np
 
 from pipeline.models.ngram import NGramLM, tokenize
-
-from .base import ModelError, describe
 
 _MODELS: dict[tuple[str, str], Any] = {}
 BACKENDS = ("auto", "numpy", "kenlm")
@@ -106,51 +90,6 @@ def load(path: str | Path, backend: str = "auto"):
         m = _KenLM(f) if backend == "kenlm" else NGramLM.load(f)
         _MODELS[key] = m
     return m
-
-
-class PerplexityScorer:
-    """Adds `perplexity` (float32; NaN without tokens) and `lm_tokens` (int32). With `fallback`
-    ((path, backend) of a second LM) and `lang`, it reads the `lang` column (`input_columns`) and
-    scores the documents of other languages with the fallback; `docs` counts both."""
-
-    name = "perplexity"
-
-    def __init__(self, model_path: str | Path, backend: str = "auto", column: str = "perplexity",
-                 fallback: tuple[str | Path, str] | None = None, lang: str | None = None):
-        self.model_path, self.backend, self.column = str(model_path), backend, column
-        self._lm = _load_or_fail(self.model_path, backend)
-        self._fallback = _load_or_fail(str(fallback[0]), fallback[1]) if fallback and lang else None
-        self.lang = lang
-        self.input_columns = ("lang",) if self._fallback is not None else ()
-        self.docs = {"reference": 0, "fallback": 0}
-
-    @property
-    def output_columns(self) -> dict[str, str]:
-        return {self.column: "float32", "lm_tokens": "int32"}
-
-    def __call__(self, texts: list[str], lang: list[str | None] | None = None) -> dict[str, Any]:
-        if self._fallback is None or lang is None:
-            lp, n = self._lm.doc_scores(texts)
-            self.docs["reference"] += len(texts)
-        else:
-            lp, n = np.zeros(len(texts)), np.zeros(len(texts), dtype=np.int64)
-            ref = np.array([x == self.lang for x in lang], dtype=bool)
-            for lm, idx, key in ((self._lm, np.flatnonzero(ref), "reference"), (self._fallback, np.flatnonzero(~ref), "fallback")):
-                if len(idx):
-                    lp[idx], n[idx] = lm.doc_scores([texts[i] for i in idx])
-                self.docs[key] += len(idx)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            ppl = np.where(n > 0, np.power(10.0, -lp / np.maximum(n, 1)), np.nan)
-        return {self.column: ppl.astype(np.float32), "lm_tokens": n.astype(np.int32)}
-
-
-def _load_or_fail(path: str, backend: str):
-    try:
-        return load(path, backend)
-    except Exception as e:
-        raise ModelError(f"scorer 'perplexity': cannot load model {path} ({describe(e)}); give an n-gram LM from `curate train-lm` "
-                         "(score.perplexity.reference), use reference: bundled (rebuild it: python data/reference_lm/build.py) "
-                         "or train one (score.perplexity.train)") from None
 
 
 def bits_per_token(lp: np.ndarray, n: np.ndarray) -> np.ndarray:

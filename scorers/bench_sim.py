@@ -15,34 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .base import ModelError, describe
-
-_TARGETS: dict[str, dict[str, np.ndarray]] = {}
-
-
-def topk_mean(sims: np.ndarray, k: int) -> np.ndarray:
-    """Mean of the k largest values of each row (all of them when a row has fewer)."""
-    if sims.shape[1] == 0:
-        return np.full(sims.shape[0], np.nan, dtype=np.float32)
-    k = min(k, sims.shape[1])
-    part = np.partition(sims, sims.shape[1] - k, axis=1)[:, sims.shape[1] - k:]
-    return part.mean(axis=1)
-
-
-def save_targets(path: str | Path, embeddings: dict[str, np.ndarray]) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{name: e.astype(np.float32) for name, e in embeddings.items()})
-    tmp.replace(path)
-
-
-def load_targets(path: str) -> dict[str, np.ndarray]:
-    t = _TARGETS.get(path)
-    if t is None:
-        with np.load(path, allow_pickle=False) as z:
-            t = _TARGETS[path] = {name: z[name] for name in z.files}
-    return t
-
+from pipeline import io
+from pipeline.errors import ModelError, describe
+from pipeline.models.embedder import load_target_embeddings, topk_mean
+from scorers import register
+from scorers.base import Context, ScorerSpec, model_id
 
 class BenchSimScorer:
     name = "bench_sim"
@@ -54,7 +31,7 @@ class BenchSimScorer:
         self.targets_npz, self.names, self.k = str(targets_npz), list(names), int(k)
         self.embed_args = dict(model=model, max_tokens=max_tokens, batch_size=batch_size, device=device)
         try:
-            self._targets = load_targets(self.targets_npz)
+            self._targets = load_target_embeddings(self.targets_npz)
             missing = [n for n in self.names if n not in self._targets]
             if missing:
                 raise KeyError(f"no target set {missing[0]!r} in the file")
@@ -86,3 +63,28 @@ class BenchSimScorer:
             cols[f"bench_sim_{name}"] = topk_mean(emb @ targets[name].T, self.k).astype(np.float32)
         cols["bench_sim_max"] = np.max(np.stack(list(cols.values()), axis=1), axis=1) if cols else np.full(len(texts), np.nan, np.float32)
         return cols
+
+
+def prepare(b, ctx: Context) -> dict:
+    """The target sets' embeddings, computed once per targets, model and precision."""
+    from pipeline.models import embedder as E
+    from pipeline.models import train
+    from pipeline.models.embedder import save_target_embeddings
+
+    targets = train.load_targets(b.targets)
+    resolved = E.resolve()  # once, here: every task embeds with the same precision and device
+    emb = E.for_task(b.model, b.max_tokens, b.docs_per_forward, resolved)
+    key = ctx.cache_key({"targets": train.targets_digest(targets), "model": model_id(emb.model_path), "max_tokens": b.max_tokens,
+                         "resolved": resolved, "v": ctx.version})
+    path = Path(ctx.models_dir) / f"bench-{key}.npz"
+    if not path.exists():
+        save_target_embeddings(path, {name: emb.encode([t for _, t in rows]) for name, rows in targets.items()})
+    return {"path": str(path), "names": list(targets), "sha256": io.sha256_file(path), "resolved": resolved,
+            "examples": {k: len(v) for k, v in targets.items()}}
+
+
+def build(b, m: dict) -> BenchSimScorer:
+    return BenchSimScorer(m["path"], m["names"], b.k, b.model, b.max_tokens, b.docs_per_forward, resolved=m["resolved"])
+
+
+register(ScorerSpec("bench_sim", prepare, build, position=50))

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.dedup import hashing
-from pipeline.dedup.text import Normalization, compact, shingle
+from stages.dedup import hashing
+from stages.dedup.text import Normalization, compact, shingle
 
 MERSENNE = np.uint64((1 << 61) - 1)
 MAX32 = np.uint32(0xFFFFFFFF)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.mixture.constraints import Bounds, _check_inputs, project
+from stages.mix.constraints import Bounds, _check_inputs, project
 
 BASELINES = ("uniform", "proportional", "temperature", "unimax")
 

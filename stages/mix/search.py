@@ -21,9 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.mixture.baselines import proportional, uniform
-from pipeline.mixture.constraints import Bounds, check_feasible, project
-from pipeline.mixture.predictor import Predictor
+from stages.mix.baselines import proportional, uniform
+from stages.mix.constraints import Bounds, check_feasible, project
+from stages.mix.predictor import Predictor
 
 Evaluator = Callable[[int, np.ndarray], np.ndarray]
 

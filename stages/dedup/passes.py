@@ -28,9 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import io
-from pipeline.dedup import cc, hashing, lsh, semantic, shuffle
-from pipeline.dedup.minhash import MinHasher, band_keys, signatures_from_hashes
-from pipeline.dedup.text import Normalization, compact
+from stages.dedup import cc, hashing, lsh, semantic, shuffle
+from stages.dedup.minhash import MinHasher, band_keys, signatures_from_hashes
+from stages.dedup.text import Normalization, compact
 
 OLD_BIT = np.uint64(1 << 63)
 LOW32 = np.uint64(0xFFFFFFFF)
@@ -128,7 +128,7 @@ def sig_task(path: str, out: str, key: str, shard: int, n_parts: int, batch_size
         from pipeline.models.embedder import for_task
 
         s = params["semantic"]  # "resolved": the driver's precision/device (stages/dedup.py)
-        embedder = for_task(s["model"], s["max_tokens"], s["batch_size"], s["resolved"])
+        embedder = for_task(s["model"], s["max_tokens"], s["docs_per_forward"], s["resolved"])
     sig_parts, band_parts = [], []
     row0, n_empty, n_shingles = 0, 0, 0
     for rb in pf.iter_batches(batch_size=batch_size, columns=cols):

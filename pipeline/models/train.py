@@ -42,7 +42,7 @@ class Doc:
     source: str | None
 
 
-def _is_dataset_dir(p: Path) -> bool:
+def is_dataset_dir(p: Path) -> bool:
     return p.is_dir() and ((p / io.MANIFEST).exists() or bool(io.shard_files(p)))
 
 
@@ -53,7 +53,7 @@ def iter_docs(path: str | Path, text_field: str = "text", source_field: str = "s
 
     p = Path(path)
     want = set(sources) if sources is not None else None
-    if _is_dataset_dir(p):
+    if is_dataset_dir(p):
         for f in io.shard_files(p):
             pf = pq.ParquetFile(f)
             cols = [c for c in ("id", "text", "source") if c in pf.schema_arrow.names]
@@ -144,7 +144,7 @@ def train_fasttext(pos: list[Doc], neg: list[Doc], out_dir: str | Path, params, 
     `pos`/`neg` should already be in a random order (see `sample_docs`)."""
     import fasttext
 
-    from filters.fasttext_quality import FastTextModel, normalize
+    from pipeline.models.fasttext import FastTextModel, normalize
 
     n = min(len(pos), len(neg), max_per_class)
     if n < 2:

@@ -18,7 +18,7 @@ import numpy as np
 from pipeline import io
 from pipeline.config import unsafe_domain_name
 
-from pipeline.mixture.constraints import Bounds
+from stages.mix.constraints import Bounds
 
 FILES = {"weights": "weights.json"}
 

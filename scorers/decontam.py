@@ -34,7 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from .base import ModelError, describe
+from pipeline import io
+from pipeline.errors import ModelError, describe
+from scorers import register
+from scorers.base import Context, ScorerSpec
 
 WORD_RE = re.compile(r"\w+")
 FORMAT = 2  # of the saved index (1: per-benchmark arrays of hash_cols keys)
@@ -309,3 +312,20 @@ class DecontamScorer:
                 "contam_ngrams": np.where(flagged, counts, 0).sum(axis=1).astype(np.int32),
                 "contam_ngrams_by": by,
                 "contam_examples": examples}
+
+
+def prepare(dc, ctx: Context) -> dict:
+    """The n-gram index of the benchmarks (default: every bundled one), built once per targets and n."""
+    from pipeline.config import bundled_benchmarks
+    from pipeline.models import train
+
+    targets = train.load_targets(dc.targets or bundled_benchmarks())
+    key = ctx.cache_key({"targets": train.targets_digest(targets), "n": dc.ngram, "min": dc.min_ngram, "v": ctx.version, "format": FORMAT})
+    path = Path(ctx.models_dir) / f"decontam-{key}.npz"
+    if not path.exists():
+        NgramIndex.build(targets, dc.ngram, dc.min_ngram).save(path)
+    idx = NgramIndex.load(path)
+    return {"path": str(path), "names": idx.names, "sha256": io.sha256_file(path), "index": idx.info}
+
+
+register(ScorerSpec("decontam", prepare, lambda dc, m: DecontamScorer(m["path"], dc.min_matches), position=10))

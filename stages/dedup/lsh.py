@@ -51,7 +51,7 @@ def _stars(group_starts: np.ndarray, uid: np.ndarray) -> tuple[np.ndarray, np.nd
 def bucket_pairs(band: np.ndarray, key: np.ndarray, ekey: np.ndarray, uid: np.ndarray, *, collapse_exact: bool,
                  all_pairs: bool, max_pairs_bucket: int = 64) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """-> {"exact": (a, b), "fuzzy": (a, b)}: pairs with a < b, distinct, sorted."""
-    from pipeline.dedup.cc import unique_pairs
+    from stages.dedup.cc import unique_pairs
 
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     ex = band == EXACT_BAND
