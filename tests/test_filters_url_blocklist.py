@@ -110,6 +110,10 @@ def test_curate_filter_on_the_real_warc_blocks_by_url_and_redacts(tmp_path):
     assert kept.num_rows == len(urls) - lib and "pii_count" in kept.column_names
     assert sum(kept.column("pii_count").to_pylist()) == sum(stats["counters"].values()) - sum(
         read(out / io.REJECTED).column("pii_count").to_pylist())
+    cfg.write_text(yaml.safe_dump({"filter": {"filters": [{"type": "url_blocklist", "params": {"domains": [str(tmp_path / "nope.txt")]}}]}}))
+    r = curate("filter", "--input", raw, "--output", tmp_path / "o2", "--config", cfg, "--no-ray", "-q")
+    assert r.returncode == 1 and "filter 'url_blocklist': domains list 'nope' not found at " in r.stderr
+    assert not (tmp_path / "o2" / "_done").exists()  # failed before any task
 
 
 def test_curate_run_with_pii_first_on_the_sample(tmp_path):
