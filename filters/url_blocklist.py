@@ -28,8 +28,7 @@ _HOST = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?/*(?:[^@/?#\s]*@)?(\[[^\]/
 
 def host(url: str) -> str:
     """The host of `url`, lower-case, without port, trailing dot or a leading `www.`."""
-    h = _HOST.match(url).group(1).lower().rstrip(".")
-    return h[4:] if h.startswith("www.") else h
+    return _HOST.match(url).group(1).lower().rstrip(".").removeprefix("www.")
 
 
 def _url(meta: Any, key: list[str]) -> str | None:

@@ -149,7 +149,7 @@ def test_stage_isolating_a_failed_batch_still_redacts_every_document():
     texts = ["no pii", "mail ann@uni-bonn.de", "BOOM", "call (617) 542-5942"]
     table = pa.table({"id": list("abcd"), "text": texts, "source": ["s"] * 4})
     counters: dict = __import__("collections").Counter()
-    reasons, added, new_texts, errors = apply_filters(table, [(FilterSpec(type="pii"), Flaky())], ErrorBudget("t", 100, 0.5), 0, counters)
+    _, added, new_texts, errors = apply_filters(table, [(FilterSpec(type="pii"), Flaky())], ErrorBudget("t", 100, 0.5), 0, counters)
     assert new_texts == ["no pii", "mail <EMAIL_ADDRESS>", "BOOM", "call <PHONE_NUMBER>"]
     assert list(errors) == [2] and added["pii_count"][0] == [0, 1, None, 1]
     assert counters["pii:email"] == 1 and counters["pii:phone"] == 1
