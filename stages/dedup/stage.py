@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import io, runner
+from pipeline import io, lock, runner
 from pipeline.config import Config, ConfigError
 from stages.dedup import passes
 from pipeline.registry import Stage
@@ -133,12 +133,12 @@ def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner
         runner.refuse_other_output(out, chash, fp, force, "dedup")
     work = out / WORK / (f"inc-{stems[0]}" if finished and stems else "")
     if force:  # clear everything once, here: a forced final pass would delete _work under our feet
-        with io.dir_lock(out):
+        with lock.dir_lock(out):
             io.clear_dir(out)
             shutil.rmtree(out / WORK, ignore_errors=True)
             shutil.rmtree(out / INDEX, ignore_errors=True)
     phase = partial(phase, force=False)
-    with io.dir_lock(work):  # one dedup run per output dir (each pass also locks its own dir)
+    with lock.dir_lock(work):  # one dedup run per output dir (each pass also locks its own dir)
         return _run(cfg, d, shards, stems, closure, n_parts, chash, fp, out, work, phase, fps, finished, resolved)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline import io, runner
+from pipeline import io, lock, runner
 from pipeline.config import Config, ConfigError, RemixConfig
 from pipeline.registry import Stage
 from pipeline.schema import ID, TEXT
@@ -195,7 +195,7 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
     runner.refuse_other_output(out, h, fp, force, "remix", what_config="config or weights")
     work = out / "_work"
-    with io.dir_lock(out):
+    with lock.dir_lock(out):
         if force:
             _clear(out)
         cdir = out / CENSUS_DIR  # outside _work: --force (new weights) keeps it; its own hash says when it is stale
