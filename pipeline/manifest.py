@@ -23,11 +23,12 @@ def build_manifest(header: dict, markers: dict[str, dict], complete: bool) -> di
 
 
 def build_stats(markers, seconds: float) -> dict:
-    reasons, by_source, per_task = Counter(), {}, 0.0
+    reasons, by_source, per_task, counters = Counter(), {}, 0.0, Counter()
     for m in markers:
         if not m:
             continue
         reasons.update(m.get("reasons", {}))
+        counters.update(m.get("counters", {}))  # a stage's own counts (e.g. filter: pii:email)
         per_task += m.get("seconds", 0.0)
         for src, c in m.get("by_source", {}).items():
             s = by_source.setdefault(src, {"rows_in": 0, "kept": 0, "rejected": 0, "reasons": Counter()})
@@ -35,4 +36,5 @@ def build_stats(markers, seconds: float) -> dict:
                 s[k] += c.get(k, 0)
             s["reasons"].update(c.get("reasons", {}))
     return {"reasons": dict(reasons.most_common()), "by_source": by_source,
+            **({"counters": dict(sorted(counters.items()))} if counters else {}),
             "timings": {"wall_seconds": round(seconds, 3), "task_seconds": round(per_task, 3)}}
