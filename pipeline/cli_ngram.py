@@ -112,6 +112,7 @@ def build(input: Path = typer.Argument(..., help="dataset dir: part-*.parquet (t
           quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Index a dataset dir: one suffix array per shard, resumable after a crash."""
     from pipeline import io, runner
+    from pipeline.lock import Locked
     from pipeline.models import infini_gram as ig
 
     if not input.exists():
@@ -121,7 +122,7 @@ def build(input: Path = typer.Argument(..., help="dataset dir: part-*.parquet (t
         if not no_ray:
             runner.init_ray()
         res = ig.build(input, output, tok, force=not resume, use_ray=not no_ray, batch_size=batch_size, show_progress=not quiet)
-    except (ig.NgramError, runner.StageConflict, io.Locked) as e:
+    except (ig.NgramError, runner.StageConflict, Locked) as e:
         _fail(str(e))
     for f in res.failed:
         err.print(f"[red]failed shard[/red] {f['key']}: {f['error']}", highlight=False, soft_wrap=True)

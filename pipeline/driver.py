@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from pipeline import io, logs, registry, runner
-from pipeline.config import STAGES, Config, ConfigError, _inside
+from pipeline.config import STAGES, Config, ConfigError, inside
 
 
 @dataclass
@@ -63,7 +63,7 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
     results = []
     for p in plans:
         spec = registry.stage(p.stage)
-        if p.inp is not None and (_inside(p.out, p.inp) or _inside(p.inp, p.out)):
+        if p.inp is not None and (inside(p.out, p.inp) or inside(p.inp, p.out)):
             raise ConfigError(f"{p.stage}: output {p.out} overlaps its input {p.inp}; choose a separate output dir")
         if p.inp is not None and not (Path(p.inp) / "_manifest.json").exists() and not list(Path(p.inp).glob("part-*.parquet")):
             raise runner.StageConflict(f"{p.stage}: input {p.inp} is not a dataset dir (no _manifest.json or part-*.parquet); run the previous stage first")

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import io, runner
+from pipeline import io, lock, runner
 from pipeline.config import ClusterConfig, Config, ConfigError
 from pipeline.models import kmeans
 from pipeline.registry import Stage
@@ -420,7 +420,7 @@ def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner
     q = c.refine.quality_column
     if q and shards and q not in pq.read_schema(shards[0]).names:
         raise ConfigError(f"cluster.refine.quality_column: column {q!r} is not in {inp} (run the score stage first, or unset it)")
-    with io.dir_lock(out):  # passes 1-4; the runner locks <out> again for pass 5
+    with lock.dir_lock(out):  # passes 1-4; the runner locks <out> again for pass 5
         if force:
             io.clear_dir(out)  # contract files and _work/; the embedding cache stays
         io.write_json({"config_hash": plain_hash, "input_fingerprint": fp, "resolved": resolved}, out / "_work" / RESOLVED)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import intervals, io, runner
+from pipeline import intervals, io, lock, runner
 from pipeline.models import tokenstreams as ts
 from pipeline.config import Config, ConfigError, EvaluateConfig
 from pipeline.registry import Stage
@@ -78,7 +78,7 @@ def run(cfg: Config, inp: Path | None, out: Path, phase, force: bool = False) ->
     t0 = time.perf_counter()
     h = cfg.stage_hash(STAGE)
     wsha = io.sha256_file(wpath)
-    with io.dir_lock(out):
+    with lock.dir_lock(out):
         if force:
             io.clear_dir(out)
         io.prepare_dir(out)

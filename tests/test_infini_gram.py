@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from pipeline.errors import ModelError
 from pipeline.models import bpe
 from pipeline.models import infini_gram as ig
 from pipeline.models import train
-from tests.conftest import ROOT, clean_env
+from tests.conftest import ROOT, clean_env, curate_bin
 
 SAMPLE = ROOT / "data" / "sample_small"
 SHARDS, DOCS_PER_SHARD = 3, 120
@@ -144,7 +143,7 @@ def test_token_files_give_the_same_index(corpus, tmp_path):
 
 
 def _curate(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True, timeout=300,
+    return subprocess.run([curate_bin(), *map(str, args)], capture_output=True, text=True, timeout=300,
                           env=clean_env(PYTHONPATH=str(ROOT)), **kw)
 
 
@@ -155,7 +154,7 @@ def _index_files(d: Path) -> dict[str, str]:
 def test_sigkill_mid_build_then_resume_gives_the_same_bytes(corpus, tmp_path):
     tmp = corpus[0]
     out = tmp_path / "idx"
-    cmd = [sys.executable, "-m", "pipeline.cli", "ngram", "build", str(tmp / "ds"), "-o", str(out), "--tokenizer", str(tmp / "tok.json"), "--no-ray", "-q"]
+    cmd = [curate_bin(), "ngram", "build", str(tmp / "ds"), "-o", str(out), "--tokenizer", str(tmp / "tok.json"), "--no-ray", "-q"]
     p = subprocess.Popen(cmd, env=clean_env(PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not io.marker_path(out, "part-00000").exists() and time.time() < deadline and p.poll() is None:

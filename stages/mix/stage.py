@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import io, runner
+from pipeline import io, lock, runner
 from pipeline.models import tokenstreams as ts
 from pipeline.config import Config, ConfigError, MixConfig, TokenizerConfig, unsafe_domain_name
 from pipeline.registry import Stage
@@ -122,7 +122,7 @@ def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
     runner.refuse_other_output(out, h, fp, force, "mix", hint=" (finished proxy runs of identical mixtures are reused)")
     t0 = time.perf_counter()
-    with io.dir_lock(out):
+    with lock.dir_lock(out):
         io.prepare_dir(out)
         io.write_json({**header, "status": "running"}, out / io.MANIFEST)
         try:

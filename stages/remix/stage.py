@@ -8,7 +8,6 @@ document's id gets the suffix `#e<epoch>` (epoch >= 1), so ids stay unique.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import partial
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline import io, runner
+from pipeline import io, lock, runner
 from pipeline.config import Config, ConfigError, RemixConfig
 from pipeline.registry import Stage
 from pipeline.schema import ID, TEXT
@@ -37,10 +36,6 @@ class ExportFailed(RuntimeError):
     def __init__(self, result: runner.StageResult):
         super().__init__("remix: the export pass left failed tasks")
         self.result = result
-
-
-def _hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def resolve_formats(formats: list[str] | None, has_tokens: bool) -> tuple[list[str], list[str]]:
@@ -131,7 +126,7 @@ def _export(out: Path, doc: dict, keys: list[str], names: list[str], formats: li
     if "megatron" in fmts:
         tasks.append(runner.Task("mixed", export.export_mixed, dict(out=str(out), keys=keys, dtype=dtype)))
     r = runner.work_phase(partial(phase, force=False), "remix:export", out / EXPORT_DIR, tasks,
-                          _hash(doc["shard_files"], fmts, dtype), io.dataset_fingerprint(out))
+                          io.content_hash([doc["shard_files"], fmts, dtype]), io.dataset_fingerprint(out))
     if not r.ok:
         raise ExportFailed(r)
     exported = {ph["index"]: io.read_marker(out / EXPORT_DIR, f"phase-{ph['index']}") for ph in doc["phases"]}
@@ -190,12 +185,12 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
         raise ConfigError(f"remix.select.column: input {inp} has no column {select['column']!r}; run the score stage first or choose one of {schema.names}")
     tok_sha = io.sha256_file(tok) if tok else None
     fp = io.dataset_fingerprint(inp)
-    h = _hash(base_hash, io.sha256_file(weights_path), budget, cap, seed, tok_sha, bool(tokenized and tok), target_rows,
-              fmts, ph_spec, pre, select)
+    h = io.content_hash([base_hash, io.sha256_file(weights_path), budget, cap, seed, tok_sha, bool(tokenized and tok), target_rows,
+                         fmts, ph_spec, pre, select])
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
     runner.refuse_other_output(out, h, fp, force, "remix", what_config="config or weights")
     work = out / "_work"
-    with io.dir_lock(out):
+    with lock.dir_lock(out):
         if force:
             _clear(out)
         cdir = out / CENSUS_DIR  # outside _work: --force (new weights) keeps it; its own hash says when it is stale
@@ -206,12 +201,12 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
         tasks = [runner.Task(p.stem, passes.census_shard, dict(path=str(p), key=p.stem, work=str(cdir), domain_column=col,
                                                               tokenizer=str(tok) if tok else None, batch_size=batch_size,
                                                               score_column=select["column"] if select else None)) for p in shards]
-        chash = _hash(col, tok_sha, *([select["column"]] if select else []))
+        chash = io.content_hash([col, tok_sha, *([select["column"]] if select else [])])
         r = runner.work_phase(partial(phase, force=False), "remix:census", cdir, tasks, chash, fp)
         if not r.ok:
             return runner.stopped(STAGE, out, header, r)
         census = [(str(cdir / m["census"]), m["rows"]) for m in (io.read_marker(cdir, p.stem) for p in shards)]
-        ph = _hash(h, fp)
+        ph = io.content_hash([h, fp])
         plan_file, info_file = work / f"plan-{ph}.npy", work / f"plan-{ph}.json"
         if plan_file.exists() and info_file.exists():
             info = io.read_json(info_file)
