@@ -158,9 +158,9 @@ def single_stage(stage: str, data: dict, config: Path | None, inp: Path | None, 
 
 
 # The commands of the other modules register on `app` when imported.
-from pipeline.cli import stage_commands, tool_commands  # noqa: E402,F401
-from pipeline.cli_ngram import app as _ngram  # noqa: E402  (curate ngram: the ∞-gram index)
-app.add_typer(_ngram, name="ngram")
+from pipeline.cli import ngram_commands, stage_commands, tool_commands  # noqa: E402,F401
+
+app.add_typer(ngram_commands.app, name="ngram")  # curate ngram: the ∞-gram index
 
 
 def main() -> None:
