@@ -237,7 +237,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, *, spherical: bool = True, chun
     """Nearest centroid of every row: (labels int32, score float32), score = cosine (spherical) or
     squared distance. Chunked, so memory is chunk x k whatever the number of rows. Ties go to the
     lowest centroid id. A row's label and score are the same bits whatever rows it is assigned
-    with (census, write and re-runs with another run.batch_size agree; see `_dots`)."""
+    with (census, write and re-runs with another run.docs_per_batch agree; see `_dots`)."""
     c = np.ascontiguousarray(centroids, dtype=np.float32)
     labels = np.empty(len(x), dtype=np.int32)
     score = np.empty(len(x), dtype=np.float32)

@@ -165,9 +165,7 @@ def train_fasttext(pos: list[Doc], neg: list[Doc], out_dir: str | Path, params, 
         model = fasttext.train_supervised(input=train_file, loss="softmax", thread=1, seed=seed, verbose=0, **hp)
     finally:
         os.unlink(train_file)
-    tmp = out_dir / f"model.bin{io.TMP_TAG}{os.getpid()}"
-    model.save_model(str(tmp))
-    os.replace(tmp, out_dir / "model.bin")
+    io.atomic_write(out_dir / "model.bin", lambda tmp: model.save_model(str(tmp)))
     meta = {
         "model": "model.bin", "sha256": io.sha256_file(out_dir / "model.bin"),
         "labels": {"positive": f"__label__{POS}", "negative": f"__label__{NEG}"},

@@ -78,7 +78,7 @@ def sig_task(path: str, out: str, key: str, shard: int, n_parts: int, batch_size
         from pipeline.models.embedder import for_task
 
         s = params["semantic"]  # "resolved": the driver's precision/device (stages/dedup/stage.py)
-        embedder = for_task(s["model"], s["max_tokens"], s["batch_size"], s["resolved"])
+        embedder = for_task(s["model"], s["max_tokens"], s["docs_per_forward"], s["resolved"])
     sig_parts, band_parts = [], []
     row0, n_empty, n_shingles = 0, 0, 0
     for rb in pf.iter_batches(batch_size=batch_size, columns=cols):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import io, runner
+from pipeline import io, lock, runner
 from pipeline.config import Config, ConfigError
 from pipeline.registry import Stage
 from stages.dedup import passes, passes_groups, passes_semantic
@@ -108,7 +108,7 @@ def _fingerprint(inp: Path, closure: list[tuple[Path, dict]]) -> str:
 # ---------------------------------------------------------------------------- the stage
 
 
-def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
+def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner.StageResult:
     d = cfg.dedup
     if inp is None:
         raise ConfigError("dedup: no input dataset dir; use `curate dedup --input DIR`, or run the stage before it too")
@@ -118,7 +118,6 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     # semantic: the embedder's precision/device, resolved here once for every task, in the hash
     resolved = resolved_embedder() if "semantic" in d.method else None
     chash = cfg.stage_hash(STAGE, {"embed": resolved} if resolved else None)
-    force = bool(getattr(phase, "keywords", {}).get("force", False))
     finished = [] if force else _finished_shards(cfg, out, chash, shards, fps)
     if finished is None:  # complete, and its input is what it was made from: nothing to do
         return runner.StageResult(STAGE, out, io.read_json(out / io.MANIFEST))
@@ -134,12 +133,12 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
         runner.refuse_other_output(out, chash, fp, force, "dedup")
     work = out / WORK / (f"inc-{stems[0]}" if finished and stems else "")
     if force:  # clear everything once, here: a forced final pass would delete _work under our feet
-        with io.dir_lock(out):
+        with lock.dir_lock(out):
             io.clear_dir(out)
             shutil.rmtree(out / WORK, ignore_errors=True)
             shutil.rmtree(out / INDEX, ignore_errors=True)
     phase = partial(phase, force=False)
-    with io.dir_lock(work):  # one dedup run per output dir (each pass also locks its own dir)
+    with lock.dir_lock(work):  # one dedup run per output dir (each pass also locks its own dir)
         return _run(cfg, d, shards, stems, closure, n_parts, chash, fp, out, work, phase, fps, finished, resolved)
 
 
@@ -204,12 +203,11 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
                                for p in range(count)])
 
     try:
-        sig_markers = run_pass("sig", [runner.Task(stems[i], passes.sig_task, dict(path=str(shards[i]), out=str(work / "sig"), key=stems[i],
-                                                                                     shard=i, n_parts=n_parts, batch_size=cfg.run.batch_size,
-                                                                                     params=params))
-                                       for i in range(n)])
+        signature_markers = run_pass("sig", [runner.Task(stems[i], passes.sig_task, dict(
+            path=str(shards[i]), out=str(work / "sig"), key=stems[i], shard=i, n_parts=n_parts, batch_size=cfg.run.docs_per_batch,
+            params=params)) for i in range(n)])
         sig_path = lambda h: str(work / "sig" / f"sig-{stems[h]}.parquet")  # noqa: E731
-        band_srcs = _srcs(work / "sig", sig_markers, "bands-")
+        band_srcs = _srcs(work / "sig", signature_markers, "bands-")
         old_srcs = [(j, str(against / INDEX / f["name"]), f["parts"]) for j, (against, meta) in enumerate(closure) for f in meta["files"]]
         bucket_markers = per_part("buckets", passes.buckets_task, n_parts, band_srcs=lambda p: _for_part(band_srcs, p),
                                   old_srcs=lambda p: [(j, path, {str(p): parts[str(p)]}) for j, path, parts in old_srcs if str(p) in parts],
@@ -227,10 +225,10 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
             verify_b_markers = per_home("verify_b", passes.verify_b_task, input_path=lambda h: str(shards[h]),
                                         carry_srcs=lambda h: _for_part(carry, h), n_homes=n, params=params)
             edge_srcs += _srcs(work / "verify_b", verify_b_markers, "edges-")
-        sem = {}
+        semantic_markers = {}
         if "semantic" in d.method and n:
-            sem = _semantic(d, cfg, work, run_pass, per_part, sig_markers, sig_path, stems, n_parts)
-            edge_srcs += _srcs(work / "sem_pairs", sem["pairs"], "edges-")
+            semantic_markers = _semantic(d, cfg, work, run_pass, per_part, signature_markers, sig_path, stems, n_parts)
+            edge_srcs += _srcs(work / "sem_pairs", semantic_markers["pairs"], "edges-")
         label_srcs, kind_srcs, rounds = [], [], 0
         srcs = edge_srcs
         while srcs:
@@ -261,7 +259,7 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
     tasks = [runner.Task(stems[h], passes_groups.final_task, dict(
         path=str(shards[h]), out=str(out), key=stems[h], h=h, decision_srcs=_for_part(decisions, h),
         bands_file=str(work / "sig" / f"bands-{stems[h]}.parquet"), sig_path=sig_path(h),
-        n_parts=n_parts, batch_size=cfg.run.batch_size, write_index=d.write_index), input_fp=fps[shards[h].name]) for h in range(n)]
+        n_parts=n_parts, batch_size=cfg.run.docs_per_batch, write_index=d.write_index), input_fp=fps[shards[h].name]) for h in range(n)]
     res = phase(STAGE, out, [*finished, *tasks], config_hash=chash, input_fingerprint=fp)
     timings["write"] = round(res.seconds, 3)
     if res.ok:
@@ -272,15 +270,16 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
                                       "sha256": m["index_file"]["sha256"]} for m in final.values()],
                            "includes": [str(against) for against, _ in closure if against != out.resolve()]}, out / INDEX / "index.json")
         stats = io.read_json(out / io.STATS)
-        stats["dedup"] = _stats(cfg, sig_markers, bucket_markers, verify_a_markers, verify_b_markers, sem, elect_markers, final,
-                                rounds, closure, timings)
+        stats["dedup"] = _stats(cfg, signature_markers, bucket_markers, verify_a_markers, verify_b_markers, semantic_markers,
+                                elect_markers, final, rounds, closure, timings)
         io.write_json(stats, out / io.STATS)
     return res
 
 
-def _semantic(d, cfg: Config, work: Path, run_pass, per_part, sig_markers: dict, sig_path, stems: list[str], n_parts: int) -> dict:
+def _semantic(d, cfg: Config, work: Path, run_pass, per_part, signature_markers: dict, sig_path, stems: list[str],
+              n_parts: int) -> dict:
     s = d.semantic
-    sizes = [sig_markers[k]["docs"] for k in stems]
+    sizes = [signature_markers[k]["docs"] for k in stems]
     total = sum(sizes)
     k = s.n_clusters or max(1, math.ceil(total / s.docs_per_cluster))
     take = [min(r, math.ceil(s.sample_size * r / total)) if total else 0 for r in sizes]
@@ -298,8 +297,8 @@ def _semantic(d, cfg: Config, work: Path, run_pass, per_part, sig_markers: dict,
     return {"kmeans": kmeans_markers, "pairs": pairs}
 
 
-def _stats(cfg: Config, sig_markers, bucket_markers, verify_a_markers, verify_b_markers, sem, elect_markers, final, rounds,
-           closure, timings) -> dict:
+def _stats(cfg: Config, signature_markers, bucket_markers, verify_a_markers, verify_b_markers, semantic_markers, elect_markers,
+           final, rounds, closure, timings) -> dict:
     def total(markers: dict, key: str) -> int:
         return sum(int(m.get(key, 0)) for m in markers.values())
 
@@ -325,9 +324,9 @@ def _stats(cfg: Config, sig_markers, bucket_markers, verify_a_markers, verify_b_
                         "candidate_pairs_against": total(bucket_markers, "fuzzy_old_pairs"),
                         "verified_pairs": total(verify_b_markers, "verified") if verify_b_markers else None,
                         "checked_pairs": total(verify_b_markers, "checked") if verify_b_markers else None,
-                        "candidate_jaccard_histogram": hist, "docs_without_shingles": total(sig_markers, "no_shingles")}
-    if sem:
-        out["semantic"] = {"clusters": sem["kmeans"]["kmeans"]["k"], "pairs": total(sem["pairs"], "pairs")}
+                        "candidate_jaccard_histogram": hist, "docs_without_shingles": total(signature_markers, "no_shingles")}
+    if semantic_markers:
+        out["semantic"] = {"clusters": semantic_markers["kmeans"]["kmeans"]["k"], "pairs": total(semantic_markers["pairs"], "pairs")}
     if closure:
         out["against"] = [str(d) for d, _ in closure]
         fuzzy_matches = total(verify_a_markers, "old_matched") if verify_a_markers else total(bucket_markers, "fuzzy_old_pairs")
