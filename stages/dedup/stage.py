@@ -26,8 +26,8 @@ import numpy as np
 
 from pipeline import io, lock, runner
 from pipeline.config import Config, ConfigError
-from stages.dedup import passes
 from pipeline.registry import Stage
+from stages.dedup import passes, passes_groups, passes_semantic
 
 STAGE = "dedup"
 WORK, INDEX = "_work", "_index"
@@ -203,26 +203,27 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
                                for p in range(count)])
 
     try:
-        signature_markers = run_pass("sig", [runner.Task(stems[i], passes.sig_task, dict(path=str(shards[i]), out=str(work / "sig"), key=stems[i], shard=i,
-                                                                             n_parts=n_parts, batch_size=cfg.run.docs_per_batch, params=params))
-                               for i in range(n)])
+        signature_markers = run_pass("sig", [runner.Task(stems[i], passes.sig_task, dict(
+            path=str(shards[i]), out=str(work / "sig"), key=stems[i], shard=i, n_parts=n_parts, batch_size=cfg.run.docs_per_batch,
+            params=params)) for i in range(n)])
         sig_path = lambda h: str(work / "sig" / f"sig-{stems[h]}.parquet")  # noqa: E731
         band_srcs = _srcs(work / "sig", signature_markers, "bands-")
-        old_srcs = [(j, str(dd / INDEX / f["name"]), f["parts"]) for j, (dd, meta) in enumerate(closure) for f in meta["files"]]
+        old_srcs = [(j, str(against / INDEX / f["name"]), f["parts"]) for j, (against, meta) in enumerate(closure) for f in meta["files"]]
         bucket_markers = per_part("buckets", passes.buckets_task, n_parts, band_srcs=lambda p: _for_part(band_srcs, p),
-                      old_srcs=lambda p: [(j, path, {str(p): parts[str(p)]}) for j, path, parts in old_srcs if str(p) in parts],
-                      n_homes=n, params=params)
+                                  old_srcs=lambda p: [(j, path, {str(p): parts[str(p)]}) for j, path, parts in old_srcs if str(p) in parts],
+                                  n_homes=n, params=params)
         edge_srcs = _srcs(work / "buckets", bucket_markers, "edges-")
         oldmatch_srcs = _srcs(work / "buckets", bucket_markers, "oldmatch-")
         verify_a_markers = verify_b_markers = {}
         if "fuzzy" in d.method and d.fuzzy.verify:
             pairs, cands = _srcs(work / "buckets", bucket_markers, "pairs-"), _srcs(work / "buckets", bucket_markers, "oldcand-")
-            verify_a_markers = per_home("verify_a", passes.verify_a_task, input_path=lambda h: str(shards[h]), pair_srcs=lambda h: _for_part(pairs, h),
-                          cand_srcs=lambda h: _for_part(cands, h), old_dirs=[str(dd) for dd, _ in closure], n_homes=n, params=params)
+            verify_a_markers = per_home("verify_a", passes.verify_a_task, input_path=lambda h: str(shards[h]),
+                                        pair_srcs=lambda h: _for_part(pairs, h), cand_srcs=lambda h: _for_part(cands, h),
+                                        old_dirs=[str(against) for against, _ in closure], n_homes=n, params=params)
             oldmatch_srcs += _srcs(work / "verify_a", verify_a_markers, "oldmatch-")
             carry = _srcs(work / "verify_a", verify_a_markers, "carry-")
-            verify_b_markers = per_home("verify_b", passes.verify_b_task, input_path=lambda h: str(shards[h]), carry_srcs=lambda h: _for_part(carry, h),
-                          n_homes=n, params=params)
+            verify_b_markers = per_home("verify_b", passes.verify_b_task, input_path=lambda h: str(shards[h]),
+                                        carry_srcs=lambda h: _for_part(carry, h), n_homes=n, params=params)
             edge_srcs += _srcs(work / "verify_b", verify_b_markers, "edges-")
         semantic_markers = {}
         if "semantic" in d.method and n:
@@ -232,26 +233,30 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
         srcs = edge_srcs
         while srcs:
             rounds += 1
-            lg = per_home(f"cc{rounds:02d}_large", passes.cc_large_task, srcs=lambda h, s=srcs: _for_part(s, h), n_homes=n, first=rounds == 1)
+            large_markers = per_home(f"cc{rounds:02d}_large", passes_groups.cc_large_task, srcs=lambda h, s=srcs: _for_part(s, h),
+                                     n_homes=n, first=rounds == 1)
             if rounds == 1:
-                kind_srcs = _srcs(work / f"cc{rounds:02d}_large", lg, "kinds-")
-            star = _srcs(work / f"cc{rounds:02d}_large", lg, "star-")
-            sm = per_home(f"cc{rounds:02d}_small", passes.cc_small_task, srcs=lambda h, s=star: _for_part(s, h), n_homes=n)
-            srcs = _srcs(work / f"cc{rounds:02d}_small", sm, "star-")
-            if sum(m["changes"] for m in (*lg.values(), *sm.values())) == 0:
+                kind_srcs = _srcs(work / f"cc{rounds:02d}_large", large_markers, "kinds-")
+            star = _srcs(work / f"cc{rounds:02d}_large", large_markers, "star-")
+            small_markers = per_home(f"cc{rounds:02d}_small", passes_groups.cc_small_task, srcs=lambda h, s=star: _for_part(s, h),
+                                     n_homes=n)
+            srcs = _srcs(work / f"cc{rounds:02d}_small", small_markers, "star-")
+            if sum(m["changes"] for m in (*large_markers.values(), *small_markers.values())) == 0:
                 label_srcs = srcs
                 break
             if rounds >= 64:
                 raise RuntimeError("connected components did not converge in 64 rounds")
-        gr = per_home("groups", passes.groups_task, sig_path=sig_path, label_srcs=lambda h: _for_part(label_srcs, h),
-                      kind_srcs=lambda h: _for_part(kind_srcs, h), old_srcs=lambda h: _for_part(oldmatch_srcs, h), n_parts=n_parts)
-        members = _srcs(work / "groups", gr, "members-")
-        elect_markers = per_part("elect", passes.elect_task, n_parts, member_srcs=lambda p: _for_part(members, p), n_homes=n, keep=d.keep)
+        group_markers = per_home("groups", passes_groups.groups_task, sig_path=sig_path, label_srcs=lambda h: _for_part(label_srcs, h),
+                                 kind_srcs=lambda h: _for_part(kind_srcs, h), old_srcs=lambda h: _for_part(oldmatch_srcs, h),
+                                 n_parts=n_parts)
+        members = _srcs(work / "groups", group_markers, "members-")
+        elect_markers = per_part("elect", passes_groups.elect_task, n_parts, member_srcs=lambda p: _for_part(members, p), n_homes=n,
+                                 keep=d.keep)
         decisions = _srcs(work / "elect", elect_markers, "decisions-")
     except _PassFailed as e:
         return e.result
 
-    tasks = [runner.Task(stems[h], passes.final_task, dict(
+    tasks = [runner.Task(stems[h], passes_groups.final_task, dict(
         path=str(shards[h]), out=str(out), key=stems[h], h=h, decision_srcs=_for_part(decisions, h),
         bands_file=str(work / "sig" / f"bands-{stems[h]}.parquet"), sig_path=sig_path(h),
         n_parts=n_parts, batch_size=cfg.run.docs_per_batch, write_index=d.write_index), input_fp=fps[shards[h].name]) for h in range(n)]
@@ -263,14 +268,16 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
             io.write_json({"version": 1, "partitions": n_parts, "params": _index_params(cfg), "method": d.method,
                            "files": [{"name": m["index_file"]["name"], "parts": m["index_file"]["parts"],
                                       "sha256": m["index_file"]["sha256"]} for m in final.values()],
-                           "includes": [str(dd) for dd, _ in closure if dd != out.resolve()]}, out / INDEX / "index.json")
+                           "includes": [str(against) for against, _ in closure if against != out.resolve()]}, out / INDEX / "index.json")
         stats = io.read_json(out / io.STATS)
-        stats["dedup"] = _stats(cfg, signature_markers, bucket_markers, verify_a_markers, verify_b_markers, semantic_markers, elect_markers, final, rounds, closure, timings)
+        stats["dedup"] = _stats(cfg, signature_markers, bucket_markers, verify_a_markers, verify_b_markers, semantic_markers,
+                                elect_markers, final, rounds, closure, timings)
         io.write_json(stats, out / io.STATS)
     return res
 
 
-def _semantic(d, cfg: Config, work: Path, run_pass, per_part, signature_markers: dict, sig_path, stems: list[str], n_parts: int) -> dict:
+def _semantic(d, cfg: Config, work: Path, run_pass, per_part, signature_markers: dict, sig_path, stems: list[str],
+              n_parts: int) -> dict:
     s = d.semantic
     sizes = [signature_markers[k]["docs"] for k in stems]
     total = sum(sizes)
@@ -278,19 +285,20 @@ def _semantic(d, cfg: Config, work: Path, run_pass, per_part, signature_markers:
     take = [min(r, math.ceil(s.sample_size * r / total)) if total else 0 for r in sizes]
     sample = [(sig_path(h), np.unique(np.linspace(0, r - 1, t).round().astype(np.int64)).tolist() if t else [])
               for h, (r, t) in enumerate(zip(sizes, take))]
-    km = run_pass("kmeans", [runner.Task("kmeans", passes.kmeans_task, dict(out=str(work / "kmeans"), key="kmeans", sample=sample, k=k,
-                                                                             seed=cfg.run.seed, iters=s.kmeans_iters))])
+    kmeans_markers = run_pass("kmeans", [runner.Task("kmeans", passes_semantic.kmeans_task, dict(
+        out=str(work / "kmeans"), key="kmeans", sample=sample, k=k, seed=cfg.run.seed, iters=s.kmeans_iters))])
     centroids = str(work / "kmeans" / "centroids.parquet")
-    assign = run_pass("assign", [runner.Task(stems[h], passes.assign_task, dict(out=str(work / "assign"), key=stems[h], sig_path=sig_path(h),
-                                                                                 centroids_path=centroids, n_parts=n_parts))
-                                 for h in range(len(stems))])
-    asrcs = _srcs(work / "assign", assign, "assign-")
-    pairs = per_part("sem_pairs", passes.sem_pairs_task, n_parts, assign_srcs=lambda p: _for_part(asrcs, p), n_homes=len(stems),
-                     threshold=s.threshold)
-    return {"kmeans": km, "pairs": pairs}
+    assign_markers = run_pass("assign", [runner.Task(stems[h], passes_semantic.assign_task, dict(
+        out=str(work / "assign"), key=stems[h], sig_path=sig_path(h), centroids_path=centroids, n_parts=n_parts))
+        for h in range(len(stems))])
+    assign_srcs = _srcs(work / "assign", assign_markers, "assign-")
+    pairs = per_part("sem_pairs", passes_semantic.sem_pairs_task, n_parts, assign_srcs=lambda p: _for_part(assign_srcs, p),
+                     n_homes=len(stems), threshold=s.threshold)
+    return {"kmeans": kmeans_markers, "pairs": pairs}
 
 
-def _stats(cfg: Config, signature_markers, bucket_markers, verify_a_markers, verify_b_markers, semantic_markers, elect_markers, final, rounds, closure, timings) -> dict:
+def _stats(cfg: Config, signature_markers, bucket_markers, verify_a_markers, verify_b_markers, semantic_markers, elect_markers,
+           final, rounds, closure, timings) -> dict:
     def total(markers: dict, key: str) -> int:
         return sum(int(m.get(key, 0)) for m in markers.values())
 
@@ -312,14 +320,17 @@ def _stats(cfg: Config, signature_markers, bucket_markers, verify_a_markers, ver
     }
     if "fuzzy" in cfg.dedup.method:
         hist = np.sum([m.get("jaccard_hist", [0] * 10) for m in verify_b_markers.values()], axis=0).tolist() if verify_b_markers else []
-        out["fuzzy"] = {"candidate_pairs": total(bucket_markers, "fuzzy_pairs"), "candidate_pairs_against": total(bucket_markers, "fuzzy_old_pairs"),
-                        "verified_pairs": total(verify_b_markers, "verified") if verify_b_markers else None, "checked_pairs": total(verify_b_markers, "checked") if verify_b_markers else None,
+        out["fuzzy"] = {"candidate_pairs": total(bucket_markers, "fuzzy_pairs"),
+                        "candidate_pairs_against": total(bucket_markers, "fuzzy_old_pairs"),
+                        "verified_pairs": total(verify_b_markers, "verified") if verify_b_markers else None,
+                        "checked_pairs": total(verify_b_markers, "checked") if verify_b_markers else None,
                         "candidate_jaccard_histogram": hist, "docs_without_shingles": total(signature_markers, "no_shingles")}
     if semantic_markers:
         out["semantic"] = {"clusters": semantic_markers["kmeans"]["kmeans"]["k"], "pairs": total(semantic_markers["pairs"], "pairs")}
     if closure:
         out["against"] = [str(d) for d, _ in closure]
-        out["against_matches"] = total(bucket_markers, "exact_old_pairs") + (total(verify_a_markers, "old_matched") if verify_a_markers else total(bucket_markers, "fuzzy_old_pairs"))
+        fuzzy_matches = total(verify_a_markers, "old_matched") if verify_a_markers else total(bucket_markers, "fuzzy_old_pairs")
+        out["against_matches"] = total(bucket_markers, "exact_old_pairs") + fuzzy_matches
     return out
 
 
