@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import io
+from pipeline.models import kmeans
 from stages.dedup import semantic, shuffle
 from stages.dedup.tables import SEMANTIC, counters, edge_table, np_column, write_parts
 
@@ -24,7 +25,7 @@ def kmeans_task(out: str, key: str, sample: list, k: int, seed: int, iters: int)
             col = pq.read_table(path, columns=["embedding"]).column("embedding").take(pa.array(rows))
             parts.append(np.asarray(pc.list_flatten(col).to_numpy(), dtype=np.float32).reshape(len(rows), -1))
     x = np.concatenate(parts)
-    centroids = semantic.fit_kmeans(x, k, seed, iters)
+    centroids = kmeans.fit_sample(x, k, seed, iters)
     table = pa.table({"centroid": pa.FixedSizeListArray.from_arrays(pa.array(centroids.ravel()), centroids.shape[1])})
     path = Path(out) / "centroids.parquet"
     io.write_parquet(table, path)
@@ -43,7 +44,7 @@ def assign_task(out: str, key: str, sig_path: str, centroids_path: str, n_parts:
     t = pq.read_table(sig_path, columns=["uid", "elo", "embedding"])
     centroids = _embeddings(pq.read_table(centroids_path).rename_columns(["embedding"]))
     x = _embeddings(t)
-    cluster = semantic.assign(x, centroids) if t.num_rows else np.zeros(0, dtype=np.int64)
+    cluster = kmeans.assign(x, centroids)[0].astype(np.int64) if t.num_rows else np.zeros(0, dtype=np.int64)
     table = pa.table({"cluster": cluster, "uid": t.column("uid"), "ekey": t.column("elo"), "embedding": t.column("embedding")})
     files: list[dict] = []
     write_parts(out, f"assign-{key}.parquet", table, cluster % n_parts, n_parts, files)
