@@ -19,16 +19,17 @@ Sizes: a 3-gram model of the 7M-word sample corpus has ~5M n-grams (~100 MB of a
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass
 from itertools import repeat
+from io import TextIOWrapper
 from pathlib import Path
 
 import numpy as np
 
+from pipeline import io
 from pipeline.models.keyindex import KeyIndex, hash_cols, window_keys
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
@@ -178,14 +179,12 @@ class NGramLM:
             if o.bo is not None:
                 arrays[f"bo{k}"] = o.bo
         npz = path.with_suffix(".npz")
-        tmp = npz.with_name(npz.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(npz)
-        out[npz.name] = _sha(npz)
+        io.write_npz(npz, arrays)
+        out[npz.name] = io.sha256_file(npz)
         if arpa:
             a = path.with_suffix(".arpa")
             write_arpa(self, a)
-            out[a.name] = _sha(a)
+            out[a.name] = io.sha256_file(a)
         return out
 
     @classmethod
@@ -204,14 +203,6 @@ class NGramLM:
         return read_arpa(path)
 
 
-def _sha(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------- ARPA
 
 
@@ -224,10 +215,22 @@ def write_arpa(lm: NGramLM, path: str | Path) -> None:
     path = Path(path)
     if any(o.rows is None for o in lm.orders):
         raise ValueError("this model has no n-gram rows (loaded from .npz or trained with keep_rows=False); re-train to write ARPA")
-    tmp = path.with_name(path.name + ".tmp")
-    opener = gzip.open if path.suffix == ".gz" else open
+    io.atomic_write(path, lambda tmp: _write_arpa_text(lm, tmp, gz=path.suffix == ".gz"))
+
+
+def _write_arpa_text(lm: NGramLM, tmp: Path, gz: bool) -> None:
+    with open(tmp, "wb") as raw:
+        if not gz:
+            _write_arpa_body(lm, TextIOWrapper(raw, encoding="utf-8", newline=""))
+            return
+        # no file name and mtime 0 in the gzip header: the same model gives the same bytes
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as z:
+            _write_arpa_body(lm, TextIOWrapper(z, encoding="utf-8", newline=""))
+
+
+def _write_arpa_body(lm: NGramLM, fh: TextIOWrapper) -> None:
     vocab = lm.vocab
-    with opener(tmp, "wt", encoding="utf-8") as fh:
+    with fh:
         fh.write("\n\\data\\\n")
         for k, o in enumerate(lm.orders, 1):
             fh.write(f"ngram {k}={len(o.keys)}\n")
@@ -243,7 +246,6 @@ def write_arpa(lm: NGramLM, path: str | Path) -> None:
             else:
                 fh.writelines(f"{_fmt(p)}\t{w}\n" for p, w in zip(lp, words))
         fh.write("\n\\end\\\n")
-    tmp.replace(path)
 
 
 def read_arpa(path: str | Path) -> NGramLM:
