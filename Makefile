@@ -31,7 +31,7 @@ test-fast: test-deps
 
 bench: install
 	EXTRAS=bench VENV=$(VENV) bash scripts/install.sh
-	for b in filters dedup score cluster proxy mixture; do $(PY) bench/$$b.py || exit 1; done
+	for b in filters dedup score cluster proxy mixture pii; do $(PY) bench/$$b.py || exit 1; done
 
 docs: install
 	$(PY) scripts/update_readme.py

@@ -160,7 +160,7 @@ def bench_decontam(texts: list[str], repeat: int) -> dict:
 
 def bench_lmplz(lmplz: str) -> dict:
     """Our trainer vs KenLM's lmplz on the same tokens: n-gram sets and probabilities."""
-    from pipeline.models import ngram
+    from pipeline.models import ngram, ngram_train
 
     tmp = Path(tempfile.mkdtemp())
     try:
@@ -175,7 +175,7 @@ def bench_lmplz(lmplz: str) -> dict:
                                stderr=subprocess.DEVNULL, check=True)
             t_lmplz = time.perf_counter() - t0
             t0 = time.perf_counter()
-            lm = ngram.train(sents, order=order)
+            lm = ngram_train.train(sents, order=order)
             t_ours = time.perf_counter() - t0
             lm.save(tmp / "ours")
             ref, ours = ngram.read_arpa(tmp / "ref.arpa"), ngram.read_arpa(tmp / "ours.arpa")

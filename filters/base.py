@@ -20,10 +20,13 @@ WORD_RE = re.compile(r"\S+")
 
 
 class Batch:
-    """A list of texts plus lazily computed, cached views shared by all filters."""
+    """A list of texts plus lazily computed, cached views shared by all filters. `table`: the rows'
+    other columns (`meta`, `source` ...), which a filter reads with `column(name)`."""
 
-    def __init__(self, texts: list[str]):
+    def __init__(self, texts: list[str], table: Any = None):
         self.texts = texts
+        self._table = table
+        self._columns: dict[str, list] = {}
         # A sub-batch made by take() asks its root for the standard views, so the word split of a
         # document is computed once per batch however many filters (on however many subsets) use it.
         self._root: Batch | None = None
@@ -39,7 +42,7 @@ class Batch:
         sub._root = root
         sub._idx = idx if self._idx is None else [self._idx[i] for i in idx]
         for name, value in self.__dict__.items():
-            if name not in ("texts", "_root", "_idx"):
+            if name not in ("texts", "_root", "_idx", "_table", "_columns"):
                 sub.__dict__[name] = value[idx] if isinstance(value, np.ndarray) else [value[i] for i in idx]
         return sub
 
@@ -48,6 +51,18 @@ class Batch:
             return compute(self.texts)
         full = getattr(self._root, name)
         return full[self._idx] if isinstance(full, np.ndarray) else [full[i] for i in self._idx]
+
+    def column(self, name: str) -> list:
+        """Column `name` of the batch's rows as a list (all None when the table lacks it)."""
+        if name not in self._columns:
+            if self._root is not None:
+                full = self._root.column(name)
+                self._columns[name] = [full[i] for i in self._idx]
+            elif self._table is not None and name in self._table.column_names:
+                self._columns[name] = self._table.column(name).to_pylist()
+            else:
+                self._columns[name] = [None] * len(self.texts)
+        return self._columns[name]
 
     @cached_property
     def words(self) -> list[list[str]]:
@@ -66,16 +81,27 @@ class Batch:
         return np.fromiter((len(w) for w in self.words), dtype=np.int64, count=len(self.texts))
 
 
+def check_number(name: str, value: Any, lo: float = 0.0) -> None:
+    """A numeric filter parameter is a number >= lo, or null (the bound is off); ValueError naming it."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lo:
+        raise ValueError(f"parameter '{name}' must be a number >= {lo} or null, got {value!r}")
+
+
 @dataclass
 class FilterResult:
     """reasons[i] is None to keep document i, else a precise reason like 'gopher:mean_word_length'.
 
     columns: optional new per-document columns (e.g. {'lang': [...], 'lang_score': [...]}) that
     the engine adds to kept and rejected rows alike.
+    counters: optional counts over the batch (e.g. {'pii:email': 3}) that the engine sums per shard
+    into the stage's `_stats.json` (`counters`).
     """
 
     reasons: list[str | None]
     columns: dict[str, list[Any]] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
 
 
 class Filter:

@@ -36,8 +36,8 @@ import re
 from typing import Any, ClassVar
 
 from . import register
-from .base import Batch, Filter, FilterResult
-from .text import TERMINAL_PUNCTUATION, check_number
+from .base import Batch, Filter, FilterResult, check_number
+from .text import TERMINAL_PUNCTUATION
 
 CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")

@@ -35,8 +35,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import register
-from .base import Batch, Filter, FilterResult, first_failing
-from .text import PUNCT_CHARS, batch_punctuation_tokens, check_number, safe_ratio
+from .base import Batch, Filter, FilterResult, check_number, first_failing
+from .text import PUNCT_CHARS, batch_punctuation_tokens, safe_ratio
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 

@@ -27,8 +27,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from . import register
-from .base import Batch, Filter, FilterResult, first_failing
-from .text import batch_punctuation_tokens, check_number, safe_ratio
+from .base import Batch, Filter, FilterResult, check_number, first_failing
+from .text import batch_punctuation_tokens, safe_ratio
 
 _PARA_RE = re.compile(r"\n{2,}")
 # Odd 64-bit multipliers for the rolling n-gram hash and the per-document salt.

@@ -16,8 +16,7 @@ import os
 from typing import Any, ClassVar
 
 from . import register
-from .base import Batch, Filter, FilterResult, ModelError, describe
-from .text import check_number
+from .base import Batch, Filter, FilterResult, ModelError, check_number, describe
 
 _MODELS: dict[str, Any] = {}
 UNKNOWN = "und"  # ISO 639 "undetermined": the label given to empty documents

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import register
-from .base import Batch, Filter, FilterResult, first_failing
-from .text import check_number, safe_ratio
+from .base import Batch, Filter, FilterResult, check_number, first_failing
+from .text import safe_ratio
 
 
 @register

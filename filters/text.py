@@ -1,6 +1,6 @@
 """Text helpers shared by the filter families (gopher, c4, fineweb, length, langid): datatrove's
 punctuation sets, a spaCy-like punctuation tokenizer cached per batch, a ratio that is NaN where its
-denominator is zero, and the check of a numeric filter parameter. This module registers no filter.
+denominator is zero. This module registers no filter.
 """
 from __future__ import annotations
 
@@ -88,11 +88,3 @@ def batch_punctuation_tokens(batch: Batch, docs: Any) -> list[list[str] | None]:
         if cache[i] is None:
             cache[i] = punctuation_tokens(words[i])
     return cache
-
-
-def check_number(name: str, value: Any, lo: float = 0.0) -> None:
-    """A numeric filter parameter: None (rule off) or a number >= lo, else ValueError naming it."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lo:
-        raise ValueError(f"parameter '{name}' must be a number >= {lo} or null, got {value!r}")

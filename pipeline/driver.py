@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from pipeline import io, logs, registry, runner
-from pipeline.config import STAGES, Config, ConfigError, _inside
+from pipeline.config import STAGES, Config, ConfigError, inside
 
 
 @dataclass
@@ -63,7 +63,7 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
     results = []
     for p in plans:
         spec = registry.stage(p.stage)
-        if p.inp is not None and (_inside(p.out, p.inp) or _inside(p.inp, p.out)):
+        if p.inp is not None and (inside(p.out, p.inp) or inside(p.inp, p.out)):
             raise ConfigError(f"{p.stage}: output {p.out} overlaps its input {p.inp}; choose a separate output dir")
         if p.inp is not None and not (Path(p.inp) / "_manifest.json").exists() and not list(Path(p.inp).glob("part-*.parquet")):
             raise runner.StageConflict(f"{p.stage}: input {p.inp} is not a dataset dir (no _manifest.json or part-*.parquet); run the previous stage first")
@@ -74,7 +74,7 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
         phase = partial(runner.run_stage, force=force or grew, use_ray=use_ray, max_retries=cfg.run.ray.max_retries,
                         cpus_per_task=cfg.run.ray.cpus_per_task, show_progress=show_progress)
         if spec.run is not None:
-            res = spec.run(cfg, p.inp, p.out, phase)
+            res = spec.run(cfg, p.inp, p.out, phase, force=force or grew)
         else:
             tasks, fp = spec.tasks(cfg, p.inp, p.out)
             res = phase(p.stage, p.out, tasks, config_hash=cfg.stage_hash(p.stage), input_fingerprint=fp, finalize=spec.finalize)

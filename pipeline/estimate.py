@@ -32,11 +32,11 @@ def _model_seconds(cfg: Config, stage: str, docs: int | None, text_bytes: int | 
         m = cfg.mix
         runs = 3 + (m.search.runs if m.method == "regmix" else sum(m.search.rounds) if m.method == "climb" else 0)
         tokenize = (text_bytes or 0) / (2e6 * cpus)
-        return tokenize + runs * m.proxy.tokens / (PROXY_TOKENS_PER_SEC_PER_CORE * min(cpus, max(runs, 1)))
+        return tokenize + runs * m.proxy.train_tokens / (PROXY_TOKENS_PER_SEC_PER_CORE * min(cpus, max(runs, 1)))
     if stage == "evaluate":
         e = cfg.evaluate
         n = len(e.arms) * e.seeds
-        return n * e.tokens / (PROXY_TOKENS_PER_SEC_PER_CORE * min(cpus, n))
+        return n * e.train_tokens / (PROXY_TOKENS_PER_SEC_PER_CORE * min(cpus, n))
     return None
 SAMPLE_LIMIT = 20_000
 

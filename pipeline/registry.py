@@ -31,6 +31,11 @@ class Stage:
     # Every output depends on the whole input (trained models, corpus-wide thresholds, weights): when
     # its input gained shards (and lost or changed none) a scheduled re-run recomputes it.
     recompute_on_growth: bool = False
+    # check(cfg, path): cheap checks of the stage's config section when a config loads, beyond its
+    # pydantic model (e.g. filter parameters); raises ConfigError naming the key.
+    check: Callable | None = None
+    # reference() -> markdown appended to the config reference (e.g. the table of filters).
+    reference: Callable | None = None
 
     def __post_init__(self) -> None:
         if (self.tasks is None) == (self.run is None):
@@ -40,33 +45,33 @@ class Stage:
 _loaded: dict[str, dict] = {}
 
 
-def _load(group: str) -> dict:
-    if group not in _loaded:
-        found = {}
-        for ep in entry_points(group=group):
-            obj = ep.load()
-            if getattr(obj, "name", ep.name) != ep.name:
-                raise RuntimeError(f"entry point {group}:{ep.name} -> {ep.value} is named {obj.name!r}; make the two names agree")
-            found[ep.name] = obj
-        _loaded[group] = found
-    return _loaded[group]
+def _load(group: str, name: str):
+    """The object entry point `name` of `group` names, imported on first use (only that one)."""
+    found = _loaded.setdefault(group, {})
+    if name not in found:
+        eps = {ep.name: ep for ep in entry_points(group=group)}
+        if name not in eps:
+            raise KeyError(f"no {group} entry point {name!r} is registered (known: {sorted(eps)}); reinstall the project "
+                           "(pip install -e .) so its entry points are current")
+        obj = eps[name].load()
+        if getattr(obj, "name", name) != name:
+            raise RuntimeError(f"entry point {group}:{name} -> {eps[name].value} is named {obj.name!r}; make the two names agree")
+        found[name] = obj
+    return found[name]
+
+
+def names(group: str = STAGE_GROUP) -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=group))
 
 
 def stages() -> dict[str, Stage]:
-    """Every registered stage by name."""
-    return _load(STAGE_GROUP)
+    """Every registered stage by name (imports them all)."""
+    return {name: stage(name) for name in names()}
 
 
 def stage(name: str) -> Stage:
-    found = stages()
-    if name not in found:
-        raise KeyError(f"no stage {name!r} is registered (known: {sorted(found)}); reinstall the project "
-                       f"(pip install -e .) so its entry points ({STAGE_GROUP}) are current")
-    return found[name]
+    return _load(STAGE_GROUP, name)
 
 
 def command(name: str) -> Callable:
-    found = _load(COMMAND_GROUP)
-    if name not in found:
-        raise KeyError(f"no command {name!r} is registered (known: {sorted(found)}); reinstall the project (pip install -e .)")
-    return found[name]
+    return _load(COMMAND_GROUP, name)

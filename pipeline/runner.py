@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline import faults, io, logs
+from pipeline import faults, io, lock, logs
+from pipeline.manifest import build_manifest, build_stats
 from pipeline.version import __version__
 
 log = logging.getLogger("curate")
@@ -158,7 +158,7 @@ def _one_line(e: BaseException) -> str:
                 return _one_line(cause)
         oom = getattr(rex, "OutOfMemoryError", ())
         if oom and isinstance(e, oom):
-            return "worker ran out of memory (killed by Ray's memory monitor); lower run.batch_size or run.ray.num_cpus, then re-run"
+            return "worker ran out of memory (killed by Ray's memory monitor); lower run.docs_per_batch or run.ray.num_cpus, then re-run"
         died = tuple(c for c in (getattr(rex, "WorkerCrashedError", None), getattr(rex, "NodeDiedError", None)) if c)
         if died and isinstance(e, died):
             return "worker process died while running the task (killed by a signal or out of memory); re-run to retry it"
@@ -179,7 +179,7 @@ def _one_line(e: BaseException) -> str:
 
 def run_stage(stage: str, out: Path, tasks: list[Task], **kw) -> StageResult:
     """Run one stage into `out` under an exclusive lock of that dir (see `_run_stage`)."""
-    with io.dir_lock(Path(out)):
+    with lock.dir_lock(Path(out)):
         return _run_stage(stage, Path(out), tasks, **kw)
 
 
@@ -346,37 +346,6 @@ def _driver_failed(stage: str, out: Path, header: dict, failed: list[dict], e: B
     seconds = time.perf_counter() - t0
     logs.event("stage_end", level="error", stage=stage, status="incomplete", failed=len(failed), seconds=round(seconds, 3))
     return StageResult(stage, out, {**header, "status": "incomplete", "failed": failed}, failed, seconds)
-
-
-COUNTERS = ("rows_in", "kept", "rejected", "quarantined", "tokens_in", "tokens_kept", "tokens_rejected", "bytes_in", "bytes_kept")
-
-
-def build_manifest(header: dict, markers: dict[str, dict], complete: bool) -> dict:
-    shards, totals = {}, Counter()
-    for key in sorted(markers):
-        m = markers[key]
-        shards[key] = {c: m.get(c, 0) for c in COUNTERS} | {
-            "files": [dict(f, dir=d) for d, fk in (("", "kept_files"), (io.REJECTED, "rejected_files"), (io.QUARANTINE, "quarantine_files")) for f in m.get(fk, [])],
-            "inputs": m.get("inputs", []),
-        } | ({"input_fp": m["input_fp"]} if "input_fp" in m else {})
-        totals.update({c: m.get(c, 0) for c in COUNTERS})
-    return {**header, "status": "complete" if complete else "incomplete", "totals": dict(totals), "shards": shards}
-
-
-def build_stats(markers, seconds: float) -> dict:
-    reasons, by_source, per_task = Counter(), {}, 0.0
-    for m in markers:
-        if not m:
-            continue
-        reasons.update(m.get("reasons", {}))
-        per_task += m.get("seconds", 0.0)
-        for src, c in m.get("by_source", {}).items():
-            s = by_source.setdefault(src, {"rows_in": 0, "kept": 0, "rejected": 0, "reasons": Counter()})
-            for k in ("rows_in", "kept", "rejected"):
-                s[k] += c.get(k, 0)
-            s["reasons"].update(c.get("reasons", {}))
-    return {"reasons": dict(reasons.most_common()), "by_source": by_source,
-            "timings": {"wall_seconds": round(seconds, 3), "task_seconds": round(per_task, 3)}}
 
 
 def _remove_orphans(out: Path, markers) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -11,10 +12,10 @@ _PRETOKEN = re.compile(r"\w+|[^\w\s]+")
 
 
 @lru_cache(maxsize=4)
-def load_tokenizer(path: str):
+def load_tokenizer(path: str | Path):
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(path)
+    return Tokenizer.from_file(str(path))
 
 
 def count_tokens(texts: list[str], tokenizer: str | None = None) -> np.ndarray:

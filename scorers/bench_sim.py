@@ -73,7 +73,7 @@ def prepare(b, ctx: Context) -> dict:
 
     targets = train.load_targets(b.targets)
     resolved = E.resolve()  # once, here: every task embeds with the same precision and device
-    emb = E.for_task(b.model, b.max_tokens, b.batch_size, resolved)
+    emb = E.for_task(b.model, b.max_tokens, b.docs_per_forward, resolved)
     key = ctx.cache_key({"targets": train.targets_digest(targets), "model": model_id(emb.model_path), "max_tokens": b.max_tokens,
                          "resolved": resolved, "v": ctx.version})
     path = Path(ctx.models_dir) / f"bench-{key}.npz"
@@ -84,7 +84,7 @@ def prepare(b, ctx: Context) -> dict:
 
 
 def build(b, m: dict) -> BenchSimScorer:
-    return BenchSimScorer(m["path"], m["names"], b.k, b.model, b.max_tokens, b.batch_size, resolved=m["resolved"])
+    return BenchSimScorer(m["path"], m["names"], b.k, b.model, b.max_tokens, b.docs_per_forward, resolved=m["resolved"])
 
 
 register(ScorerSpec("bench_sim", prepare, build, position=50))

@@ -19,7 +19,7 @@ def prepare(b, ctx: Context) -> dict:
     targets = train.load_targets(b.targets)
     frac = 0.5 if b.eval_fraction is None else b.eval_fraction
     resolved = E.resolve()
-    emb = E.for_task(b.model, b.max_tokens, b.batch_size, resolved)
+    emb = E.for_task(b.model, b.max_tokens, b.docs_per_forward, resolved)
     key = ctx.cache_key({"betr": b.model_dump(mode="json", exclude={"targets", "column"}), "targets": train.targets_digest(targets),
                          "eval_fraction": frac, "data": ctx.input_fingerprint(), "model": model_id(emb.model_path),
                          "resolved": resolved, "seed": ctx.seed, "v": ctx.version})

@@ -214,11 +214,8 @@ class NgramIndex:
     def save(self, path: str | Path) -> None:
         meta = {"format": FORMAT, "n": self.n, "min_ngram": self.min_ngram, "names": self.names, "lengths": self.lengths,
                 "example_ids": self.example_ids, "info": self.info}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, keys=self.keys, ptr=self.ptr, pair_bench=self.pair_bench, pair_example=self.pair_example, prefix_bits=self.prefix_bits,
-                 meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8))
-        tmp.replace(path)
+        io.write_npz(Path(path), dict(keys=self.keys, ptr=self.ptr, pair_bench=self.pair_bench, pair_example=self.pair_example,
+                                      prefix_bits=self.prefix_bits, meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)))
 
     @classmethod
     def load(cls, path: str | Path) -> "NgramIndex":

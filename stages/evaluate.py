@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import intervals, io, runner
+from pipeline import intervals, io, lock, runner
 from pipeline.models import tokenstreams as ts
 from pipeline.config import Config, ConfigError, EvaluateConfig
 from pipeline.registry import Stage
@@ -63,7 +63,7 @@ def _remix_stream(remix: Path, work: Path) -> tuple[str, str] | None:
     return str(dest), key
 
 
-def run(cfg: Config, inp: Path | None, out: Path, phase) -> runner.StageResult:
+def run(cfg: Config, inp: Path | None, out: Path, phase, force: bool = False) -> runner.StageResult:
     c: EvaluateConfig = cfg.evaluate
     raw, mixd, remixd = _dirs(cfg)
     wpath = mixd / "weights.json"
@@ -75,17 +75,16 @@ def run(cfg: Config, inp: Path | None, out: Path, phase) -> runner.StageResult:
     if unknown:
         raise ConfigError(f"evaluate.arms: unknown arm(s) {unknown}; choose from raw, mix, remix, {', '.join(BASELINES)}")
     out = Path(out)
-    force = bool(getattr(phase, "keywords", {}).get("force", False))
     t0 = time.perf_counter()
     h = cfg.stage_hash(STAGE)
     wsha = io.sha256_file(wpath)
-    with io.dir_lock(out):
+    with lock.dir_lock(out):
         if force:
             io.clear_dir(out)
         io.prepare_dir(out)
         work = out / "_work"
         ph = partial(phase, force=False)
-        cap = ts.STREAM_CAP * c.tokens
+        cap = ts.STREAM_CAP * c.train_tokens
         streams: dict[str, tuple[list[str], list[float]]] = {}
         fps = [wsha]
         index = io.read_json(mixd / weights.get("streams", "domains/index.json"))
@@ -93,14 +92,14 @@ def run(cfg: Config, inp: Path | None, out: Path, phase) -> runner.StageResult:
         dnames = [d["name"] for d in index["domains"]]
         for arm in c.arms:
             if arm == "raw":
-                r = _single_stream(ph, "raw", raw, work, tok, cap, cfg.run.seed, cfg.run.batch_size)
+                r = _single_stream(ph, "raw", raw, work, tok, cap, cfg.run.seed, cfg.run.docs_per_batch)
                 if isinstance(r, runner.StageResult):
                     return r
                 streams[arm], fps = ([r[0]], [1.0]), fps + [r[1]]
             elif arm == "remix":
                 r = _remix_stream(remixd, work)
                 if r is None:
-                    r = _single_stream(ph, "remix", remixd, work, tok, cap, cfg.run.seed, cfg.run.batch_size)
+                    r = _single_stream(ph, "remix", remixd, work, tok, cap, cfg.run.seed, cfg.run.docs_per_batch)
                     if isinstance(r, runner.StageResult):
                         return r
                 streams[arm], fps = ([r[0]], [1.0]), fps + [r[1]]
@@ -108,7 +107,7 @@ def run(cfg: Config, inp: Path | None, out: Path, phase) -> runner.StageResult:
                 w = weights["baselines"][arm] if arm in BASELINES else {d["name"]: d["weight"] for d in weights["domains"]}
                 streams[arm] = (dstreams, [float(w.get(n, 0.0)) for n in dnames])
         evals = {n: str(mixd / "targets" / v["eval"]["file"]) for n, v in weights["target_splits"].items()}
-        spec = {**weights["proxy"], "tokens": c.tokens}
+        spec = {**weights["proxy"], "tokens": c.train_tokens}
         # arms with the same data and weights (e.g. unimax = uniform when no epoch cap binds) share one run
         same: dict[str, str] = {}
         run_of = {arm: same.setdefault(ts.digest(st, [round(x, 12) for x in w]), arm) for arm, (st, w) in streams.items()}
@@ -121,7 +120,7 @@ def run(cfg: Config, inp: Path | None, out: Path, phase) -> runner.StageResult:
             io.write_json(manifest, out / io.MANIFEST)
             return runner.StageResult(STAGE, out, manifest, res.failed, res.seconds)
         table = _table(work / "arms", c, run_of, list(evals))
-        result = {"tokens": c.tokens, "seeds": c.seeds, "targets": list(evals), "split": "eval" if weights.get("eval_fraction") else "search",
+        result = {"tokens": c.train_tokens, "seeds": c.seeds, "targets": list(evals), "split": "eval" if weights.get("eval_fraction") else "search",
                   "method": weights.get("method"), "proxy": spec, "arms": table}
         io.write_json(result, out / "evaluate.json")
         manifest = {**header, "status": "complete", "totals": {}, "outputs": {"evaluate": "evaluate.json"}}

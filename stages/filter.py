@@ -13,6 +13,7 @@ bad documents): then the task fails naming the filter, the count and the first e
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ import filters
 from filters import Batch
 from filters.base import describe
 from pipeline import io, runner
-from pipeline.config import Config, FilterSpec
+from pipeline.config import Config, ConfigError, FilterSpec
 from pipeline.registry import Stage
 from pipeline.schema import REASON, arrow_type
 from pipeline.taskio import TaskOutput
@@ -54,19 +55,23 @@ def _run_one(f: filters.Filter, batch: Batch, idx: list[int], errors: dict[int, 
                 errors[i] = f"filter '{f.name}' raised {describe(e)}"
                 failed.append(e)
         budget.add(f.name, len(idx), failed, rows)
+        # a column some documents' results lack: their text unchanged, else null
+        cols = {c for r in results for c in r.columns}
         merged = filters.FilterResult([r.reasons[0] for r in results],
-                                      {c: [r.columns[c][0] for r in results] for c in (results[0].columns if results else {})})
+                                      {c: [r.columns[c][0] if c in r.columns else (batch.texts[i] if c == "text" else None)
+                                           for i, r in zip(ok, results)] for c in cols},
+                                      dict(sum((Counter(r.counters) for r in results), Counter())))
         return ok, merged
 
 
 def apply_filters(table: pa.Table, built: list[tuple[FilterSpec, filters.Filter]], budget: filters.ErrorBudget,
-                  offset: int = 0):
+                  offset: int = 0, counters: Counter | None = None):
     """-> (reasons, new columns, texts or None if unchanged, errors by row). `offset`: row of the
-    table's first document in the shard (for messages)."""
+    table's first document in the shard (for messages); the filters' counters are added to `counters`."""
     texts = table.column("text").to_pylist()
     sources = table.column("source").to_pylist()
     n = len(texts)
-    batch = Batch(texts)
+    batch = Batch(texts, table)
     reasons: list[str | None] = [None] * n
     errors: dict[int, str] = {}
     added: dict[str, tuple[list, pa.DataType | None]] = {}
@@ -79,6 +84,8 @@ def apply_filters(table: pa.Table, built: list[tuple[FilterSpec, filters.Filter]
                 added.setdefault(c, ([None] * n, arrow_type(t)))
             continue
         done, res = _run_one(f, batch, idx, errors, budget, f" (rows {offset}-{offset + n - 1})")
+        if counters is not None:
+            counters.update(res.counters)
         for j, i in enumerate(done):
             reasons[i] = res.reasons[j]
         for c, values in res.columns.items():
@@ -92,7 +99,7 @@ def apply_filters(table: pa.Table, built: list[tuple[FilterSpec, filters.Filter]
             for j, i in enumerate(done):
                 col[i] = values[j]
         if "text" in res.columns:
-            batch = Batch(texts)  # cached views are stale once text changed
+            batch = Batch(texts, table)  # cached views are stale once text changed
     return reasons, added, (texts if text_changed else None), errors
 
 
@@ -104,12 +111,12 @@ def filter_shard(path: str, out: str, key: str, specs: list[dict], batch_size: i
     pf = pq.ParquetFile(path)
     res.rows_in = pf.metadata.num_rows
     budget = filters.ErrorBudget(path, res.rows_in, max_error_fraction)
-    offset = 0
+    offset, counters = 0, Counter()
     for rb in pf.iter_batches(batch_size=batch_size):
         table = pa.Table.from_batches([rb])
         res.tokens_in += int(pa.compute.sum(table.column("n_tokens")).as_py() or 0)
         res.bytes_in += int(pa.compute.sum(pa.compute.binary_length(table.column("text"))).as_py() or 0)
-        reasons, added, new_texts, errors = apply_filters(table, built, budget, offset)
+        reasons, added, new_texts, errors = apply_filters(table, built, budget, offset, counters)
         if new_texts is not None:
             table = table.set_column(table.column_names.index("text"), "text", pa.array(new_texts, pa.large_string()))
             table = table.set_column(table.column_names.index("n_tokens"), "n_tokens", pa.array(count_tokens(new_texts, tokenizer)))
@@ -128,7 +135,7 @@ def filter_shard(path: str, out: str, key: str, specs: list[dict], batch_size: i
             for i, err in sorted(errors.items())
         ])
         offset += rb.num_rows
-    return res.finish(inputs=[path])
+    return res.finish(inputs=[path], counters=dict(sorted(counters.items())))
 
 
 def tasks(cfg: Config, inp: Path, out: Path) -> tuple[list[runner.Task], str]:
@@ -140,7 +147,7 @@ def tasks(cfg: Config, inp: Path, out: Path) -> tuple[list[runner.Task], str]:
     ts = [
         runner.Task(key=p.stem, fn=filter_shard,
                     kwargs=dict(path=str(p), out=str(out), key=p.stem, specs=specs,
-                                batch_size=cfg.run.batch_size, tokenizer=cfg.run.tokens.tokenizer,
+                                batch_size=cfg.run.docs_per_batch, tokenizer=cfg.run.tokenizer.path,
                                 max_error_fraction=cfg.run.max_error_fraction),
                     input_fp=fps[p.name])
         for p in shards
@@ -148,4 +155,25 @@ def tasks(cfg: Config, inp: Path, out: Path) -> tuple[list[runner.Task], str]:
     return ts, io.dataset_fingerprint(inp)
 
 
-SPEC = Stage(STAGE, tasks=tasks)
+def check(cfg: Config, path: str) -> None:
+    """Every filter type and parameter of the config exists (built without loading models), and
+    `languages` follows a langid filter: one line naming the entry, before any work."""
+    for i, spec in enumerate(cfg.filter.filters):
+        try:
+            filters.build(spec.type, spec.params)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{path}: filter.filters[{i}]: {e}") from None
+        if spec.languages is not None and not any(s.type == "langid" for s in cfg.filter.filters[:i]):
+            raise ConfigError(f"{path}: filter.filters[{i}].languages: needs a langid filter before it in the list")
+
+
+def reference() -> str:
+    """The filters table of the config reference: every registered filter with its parameters."""
+    lines = ["Filters (`filter.filters[].type`, parameters with their defaults):", "", "| type | parameters |", "|---|---|"]
+    for name, cls in sorted(filters.REGISTRY.items()):
+        params = ", ".join(f"`{k}`={v!r}" for k, v in cls.params.items() if k != "stop_words")
+        lines.append(f"| `{name}` | {params.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+SPEC = Stage(STAGE, tasks=tasks, check=check, reference=reference)

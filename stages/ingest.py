@@ -117,8 +117,8 @@ def tasks(cfg: Config, inp: Path | None, out: Path) -> tuple[list[runner.Task], 
             key=key,
             fn=ingest_file,
             kwargs=dict(path=f, relpath=rel, spec=spec.model_dump(mode="json"), out=str(out), key=key,
-                        target_rows=r.shard.target_rows, target_bytes=r.shard.target_bytes, batch_size=r.batch_size,
-                        tokenizer=r.tokens.tokenizer, max_text_bytes=cfg.ingest.max_text_bytes),
+                        target_rows=r.shard.target_rows, target_bytes=r.shard.target_bytes, batch_size=r.docs_per_batch,
+                        tokenizer=r.tokenizer.path, max_text_bytes=cfg.ingest.max_text_bytes),
             input_fp=stats[f].replace("\0", ":"),
         )
         for key, (spec, f, rel) in zip(keys, files)

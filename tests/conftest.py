@@ -32,14 +32,16 @@ def curate_bin() -> str:
     return str(Path(sys.executable).with_name("curate"))
 
 
-def small_config(tmp: Path, out_name: str = "run", target_rows: int = 400, extra: str = "") -> Path:
-    """configs/default.yaml pointed at data/sample_small, with small shards so there are many tasks."""
+def small_config(tmp: Path, out_name: str = "run", target_rows: int = 400, extra: str = "", run: dict | None = None) -> Path:
+    """configs/default.yaml pointed at data/sample_small, with small shards so there are many tasks
+    (`run`: more keys of the run section, `extra`: YAML of more sections)."""
     import yaml
 
     cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     cfg["run"]["output"] = str(tmp / out_name)
     cfg["run"].setdefault("shard", {})["target_rows"] = target_rows
     cfg["run"]["ray"] = {"num_cpus": 2}
+    cfg["run"].update(run or {})
     cfg["ingest"]["inputs"][0]["path"] = str(SAMPLE_SMALL)
     for s in [s for s in cfg if s not in ("run", "ingest", "filter")]:
         del cfg[s]  # later stages get their own tests

@@ -4,7 +4,7 @@ import subprocess
 
 import pyarrow.parquet as pq
 
-from pipeline import io
+from pipeline import io, lock
 from tests.conftest import ROOT, clean_env, curate_bin
 
 
@@ -57,7 +57,7 @@ def test_locked_output_dir_is_refused_with_exit_2(tmp_path):
     import socket
 
     out = tmp_path / "html"
-    with io.dir_lock(out):  # a live holder: this process
+    with lock.dir_lock(out):  # a live holder: this process
         r = curate("ingest", "--input", ROOT / "data/web/html", "--output", out, "-q")
     assert r.returncode == 2 and f"locked by pid {os.getpid()} on {socket.gethostname()}" in r.stderr, r.stderr
     assert not list(out.glob("part-*"))

@@ -56,7 +56,7 @@ def test_assign_in_chunks_equals_one_pass():
     c = random_centers(7, seed=9)
     a = kmeans.assign(x, c, chunk=7)
     b = kmeans.assign(x, c, chunk=10_000)
-    # the same bits whatever rows are assigned together (census and write passes, any run.batch_size)
+    # the same bits whatever rows are assigned together (census and write passes, any run.docs_per_batch)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     one = [kmeans.assign(x[i:i + 1], c) for i in range(0, len(x), 17)]
     assert np.array_equal(np.concatenate([o[1] for o in one]), b[1][::17])

@@ -32,7 +32,7 @@ def test_good_config_loads(tmp_path):
 
 @pytest.mark.parametrize("text,needle", [
     (GOOD + "bogus: 1\n", "bogus: unknown key"),
-    (GOOD.replace("run: {{output: {out}}}", "run: {{output: {out}, batch_size: many}}"), "run.batch_size"),
+    (GOOD.replace("run: {{output: {out}}}", "run: {{output: {out}, docs_per_batch: many}}"), "run.docs_per_batch"),
     (GOOD.replace("{{path: {inp}}}", "{{path: /nonexistent/x.jsonl}}"), "ingest.inputs[0].path"),
     (GOOD.replace("{{path: {inp}}}", "{{path: {inp}, txt_field: x}}"), "ingest.inputs[0].txt_field: unknown key"),
     (GOOD.replace("{{type: length}}", "{{type: nosuchfilter}}"), "filter.filters[0]: unknown filter type"),
@@ -81,3 +81,24 @@ def test_single_stage_of_a_run_reads_the_previous_stage_dir(tmp_path):
     assert (p.stage, p.inp, p.out) == ("filter", cfg.run.output / "ingest", cfg.run.output / "filter")
     first, second = driver.plan(cfg)
     assert first.inp is None and second.inp == first.out
+
+
+@pytest.mark.parametrize("old, new", [
+    ("run: {{output: {out}, batch_size: 100}}", "run.docs_per_batch"),
+    ("run: {{output: {out}, tokens: {{tokenizer: t.json}}}}", "run.tokenizer"),
+    ("run: {{output: {out}}}\nmix: {{tokenizer: {{vocab_size: 300}}}}", "run.tokenizer"),
+    ("run: {{output: {out}}}\nmix: {{proxy: {{tokens: 5000}}}}", "mix.proxy.train_tokens"),
+    ("run: {{output: {out}}}\nmix: {{proxy: {{batch_size: 8}}}}", "mix.proxy.sequences_per_step"),
+    ("run: {{output: {out}}}\nremix: {{tokens: 1000}}", "remix.budget_tokens"),
+    ("run: {{output: {out}}}\nevaluate: {{tokens: 5000}}", "evaluate.train_tokens"),
+    ("run: {{output: {out}}}\ncluster: {{embed: {{batch_size: 8}}}}", "cluster.embed.docs_per_forward"),
+])
+def test_renamed_key_is_refused_naming_the_new_one(tmp_path, old, new):
+    """A key spelled as before its rename fails in one line that names the new key."""
+    p = write(tmp_path, old)
+    with pytest.raises(ConfigError) as e:
+        load(p)
+    msg = str(e.value)
+    assert "\n" not in msg and f"renamed to {new}" in msg and str(p) in msg
+    old_key = msg.split(": ")[1]
+    assert old_key.split(".")[-1] in old  # it names the old key too

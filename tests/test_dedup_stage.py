@@ -22,7 +22,7 @@ THRESHOLD = 0.8
 
 
 def run_dedup(inp: Path, out: Path, **dedup) -> list:
-    cfg = config.parse({"run": {"output": str(out.parent / "run"), "ray": {"num_cpus": 2}, "batch_size": 500}, "dedup": dedup})
+    cfg = config.parse({"run": {"output": str(out.parent / "run"), "ray": {"num_cpus": 2}, "docs_per_batch": 500}, "dedup": dedup})
     results = driver.run(cfg, [driver.StagePlan("dedup", inp, out)], show_progress=False)
     assert all(r.ok for r in results), [r.failed for r in results]
     return results
@@ -210,7 +210,7 @@ def test_rerun_is_a_noop_and_changed_config_is_refused(small, fuzzy_run):
     mtime = marker.stat().st_mtime_ns
     run_dedup(four, fuzzy_run)
     assert marker.stat().st_mtime_ns == mtime and output_hashes(fuzzy_run) == before
-    cfg = config.parse({"run": {"output": str(fuzzy_run.parent / "run"), "ray": {"num_cpus": 2}, "batch_size": 500},
+    cfg = config.parse({"run": {"output": str(fuzzy_run.parent / "run"), "ray": {"num_cpus": 2}, "docs_per_batch": 500},
                         "dedup": {"fuzzy": {"threshold": 0.7}}})
     from pipeline.runner import StageConflict
 
@@ -289,7 +289,7 @@ def test_resume_after_sigkill_is_byte_identical(small, fuzzy_run, tmp_path):
     _, four, _ = small
     out = tmp_path / "killed"
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"run: {{output: {tmp_path / 'run'}, batch_size: 500, ray: {{num_cpus: 2}}}}\n")
+    cfg.write_text(f"run: {{output: {tmp_path / 'run'}, docs_per_batch: 500, ray: {{num_cpus: 2}}}}\n")
     cmd = [curate_bin(), "dedup", "-i", str(four), "-o", str(out), "-c", str(cfg), "-q"]
     p = subprocess.Popen(cmd, start_new_session=True, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = out / "_work" / "buckets" / io.DONE

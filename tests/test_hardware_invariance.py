@@ -45,7 +45,7 @@ def _varied_input(tmp, n: int = 160, shards: int = 2):
 
 
 def _cluster(tmp, inp, out, use_ray=True, force=False, **embed):
-    cfg = config.parse({"run": {"output": str(tmp / "run"), "ray": {"num_cpus": 2}, "batch_size": 50},
+    cfg = config.parse({"run": {"output": str(tmp / "run"), "ray": {"num_cpus": 2}, "docs_per_batch": 50},
                         "cluster": {"embed": {"max_tokens": 48, **embed}, "kmeans": {"k_init": 8}, "refine": {"k": 4}}})
     res = driver.run(cfg, [driver.StagePlan("cluster", inp, out)], show_progress=False, use_ray=use_ray, force=force)
     assert all(r.ok for r in res), [r.failed for r in res]
@@ -153,7 +153,7 @@ def test_resume_under_another_resolution_is_refused_never_mixed(tmp_path, monkey
 def test_resume_with_the_recorded_choice_set_explicitly(tmp_path, monkeypatch):
     inp, out = _cluster_where_auto_meant_sklearn(tmp_path, monkeypatch)
     done = {p.name: p.stat().st_mtime_ns for p in (out / io.DONE).glob("*.json")}
-    cfg = config.parse({"run": {"output": str(tmp_path / "run"), "ray": {"num_cpus": 2}, "batch_size": 50},
+    cfg = config.parse({"run": {"output": str(tmp_path / "run"), "ray": {"num_cpus": 2}, "docs_per_batch": 50},
                         "cluster": {"embed": {"max_tokens": 48}, "kmeans": {"k_init": 8, "backend": "sklearn"}, "refine": {"k": 4}}})
     res = driver.run(cfg, [driver.StagePlan("cluster", inp, out)], show_progress=False, use_ray=False)
     assert res[-1].ok

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import io
+from pipeline import io, lock
 
 
 def test_shard_writer_rolls_over_by_rows(tmp_path):
@@ -66,18 +66,18 @@ def test_dir_lock_excludes_a_second_run_and_takes_over_stale_locks(tmp_path):
     import subprocess
     import sys
 
-    with io.dir_lock(tmp_path):
-        with pytest.raises(io.Locked, match="locked by pid"):
-            with io.dir_lock(tmp_path):
+    with lock.dir_lock(tmp_path):
+        with pytest.raises(lock.Locked, match="locked by pid"):
+            with lock.dir_lock(tmp_path):
                 pass
     assert not (tmp_path / io.LOCK).exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     (tmp_path / io.LOCK).write_text(json.dumps({"pid": int(dead), "host": socket.gethostname()}))
-    with io.dir_lock(tmp_path):  # its process is gone: taken over
+    with lock.dir_lock(tmp_path):  # its process is gone: taken over
         assert json.loads((tmp_path / io.LOCK).read_text())["pid"] == os.getpid()
     # A leftover file naming another host is no lock either: only a held flock excludes (NFSv4
     # carries flock across hosts); tests/test_lock.py has the races and the killed holder.
     (tmp_path / io.LOCK).write_text(json.dumps({"pid": 1, "host": "some-other-host"}))
-    with io.dir_lock(tmp_path):
+    with lock.dir_lock(tmp_path):
         assert json.loads((tmp_path / io.LOCK).read_text())["host"] == socket.gethostname()
     assert not (tmp_path / io.LOCK).exists()

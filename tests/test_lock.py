@@ -1,4 +1,4 @@
-"""io.dir_lock: one holder of an output dir at a time, also when many starts race for a lock file
+"""lock.dir_lock: one holder of an output dir at a time, also when many starts race for a lock file
 left by a crashed run; a killed holder frees the lock at once; the file's pid is only a label."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import io
+from pipeline import io, lock
 from tests.conftest import ROOT
 
 RACERS, ROUNDS = 8, 200
@@ -41,13 +41,13 @@ def _racer(i: int, directory: Path, barrier, outcome, errors) -> None:
     for _ in range(ROUNDS):
         barrier.wait()  # start: the parent has laid a stale lock
         try:
-            with io.dir_lock(directory):
+            with lock.dir_lock(directory):
                 alone = _inside(directory)
                 outcome[i] = WON if alone else TWO_HOLDERS
                 barrier.wait()  # everybody has tried while this one holds the lock
                 if alone:
                     os.unlink(directory / "inside")
-        except io.Locked:
+        except lock.Locked:
             outcome[i] = LOCKED
             barrier.wait()
         except Exception:  # noqa: BLE001 - reported to the parent, which fails the test
@@ -96,13 +96,13 @@ def _churn(directory: str, tries: int, q) -> None:
     d = Path(directory)
     for _ in range(tries):
         try:
-            with io.dir_lock(d):
+            with lock.dir_lock(d):
                 if _inside(d):
                     wins += 1
                     os.unlink(d / "inside")
                 else:
                     clashes += 1
-        except io.Locked:
+        except lock.Locked:
             pass
     q.put((wins, clashes))
 
@@ -123,7 +123,7 @@ def test_acquire_and_release_churn_never_has_two_holders(tmp_path):
 
 
 def _hold(directory: Path) -> subprocess.Popen:
-    code = "import sys, time\nfrom pipeline import io\nwith io.dir_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n"
+    code = "import sys, time\nfrom pipeline import lock\nwith lock.dir_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n"
     p = subprocess.Popen([sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert p.stdout.readline().strip() == "held"
     return p
@@ -132,8 +132,8 @@ def _hold(directory: Path) -> subprocess.Popen:
 def test_a_live_holder_excludes_and_a_killed_one_frees_the_lock_at_once(tmp_path):
     holder = _hold(tmp_path)
     try:
-        with pytest.raises(io.Locked) as e:
-            with io.dir_lock(tmp_path):
+        with pytest.raises(lock.Locked) as e:
+            with lock.dir_lock(tmp_path):
                 pass
         msg = str(e.value)
         assert "\n" not in msg and f"locked by pid {holder.pid} on {socket.gethostname()}" in msg, msg
@@ -141,7 +141,7 @@ def test_a_live_holder_excludes_and_a_killed_one_frees_the_lock_at_once(tmp_path
         holder.kill()  # SIGKILL: no cleanup runs
         holder.wait()
     assert (tmp_path / io.LOCK).exists()
-    with io.dir_lock(tmp_path):  # the next start takes it without waiting or a manual delete
+    with lock.dir_lock(tmp_path):  # the next start takes it without waiting or a manual delete
         assert json.loads((tmp_path / io.LOCK).read_text()) == {"pid": os.getpid(), "host": socket.gethostname()}
     assert not (tmp_path / io.LOCK).exists()
 
@@ -150,15 +150,15 @@ def test_the_pid_in_a_leftover_lock_file_is_only_a_label(tmp_path):
     """Bug fixed: a crashed run's `_lock` naming a pid that is alive again (reused by another
     process: pid 1 here) blocked the dir until someone deleted it by hand. Only a held lock counts."""
     (tmp_path / io.LOCK).write_text(json.dumps({"pid": 1, "host": socket.gethostname()}))
-    with io.dir_lock(tmp_path):
+    with lock.dir_lock(tmp_path):
         assert json.loads((tmp_path / io.LOCK).read_text())["pid"] == os.getpid()
 
 
 def test_the_same_process_cannot_take_a_dir_twice(tmp_path):
-    with io.dir_lock(tmp_path):
-        with pytest.raises(io.Locked, match=f"locked by pid {os.getpid()}"):
-            with io.dir_lock(tmp_path):
+    with lock.dir_lock(tmp_path):
+        with pytest.raises(lock.Locked, match=f"locked by pid {os.getpid()}"):
+            with lock.dir_lock(tmp_path):
                 pass
         assert (tmp_path / io.LOCK).exists()  # the refused start did not remove the holder's file
-    with io.dir_lock(tmp_path):
+    with lock.dir_lock(tmp_path):
         pass

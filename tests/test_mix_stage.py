@@ -63,12 +63,11 @@ def make_corpus(root: Path, docs_per_domain: int = 120) -> tuple[Path, Path]:
 
 def mix_config(root: Path, method: str, tgt: Path, out: str = "run", **search) -> Path:
     cfg = {
-        "run": {"output": str(root / out), "seed": 0, "ray": {"num_cpus": 2}},
+        "run": {"output": str(root / out), "seed": 0, "ray": {"num_cpus": 2}, "tokenizer": {"vocab_size": 300, "train_docs": 200}},
         "mix": {
             "method": method, "domain_column": "source",
             "targets": [{"name": "synth", "path": str(tgt)}],
-            "tokenizer": {"vocab_size": 300, "train_docs": 200},
-            "proxy": {"n_layer": 1, "n_head": 2, "d_model": 32, "ctx": 32, "batch_size": 8, "tokens": 12_000, "lr": 0.01},
+            "proxy": {"n_layer": 1, "n_head": 2, "d_model": 32, "ctx": 32, "sequences_per_step": 8, "train_tokens": 12_000, "lr": 0.01},
             "search": {"rounds": [6, 4], "runs": 10, "candidates": 2000, "top_k": 16, **search},
         },
     }

@@ -13,7 +13,7 @@ import pytest
 import zstandard
 
 from pipeline import readers
-from pipeline.readers import Bad, Record, UnknownFormat, detect_format, list_inputs, read_records
+from pipeline.readers import Bad, Record, UnknownFormat, detect_format, jsonl, list_inputs, read_records
 
 
 def _all(path, **kw):
@@ -188,7 +188,7 @@ def test_jsonl_max_text_bytes(tmp_path):
 
 
 def test_jsonl_json_fallback_without_orjson(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "orjson", None)
+    monkeypatch.setattr(jsonl, "orjson", None)
     p = tmp_path / "a.jsonl"
     p.write_bytes(b'{"text": "ok", "id": 3}\n{bad\n')
     items = _all(p)

@@ -192,7 +192,7 @@ def test_resume_and_conflict(tmp_path, inp, monkeypatch):
     with pytest.raises(runner.StageConflict, match="different config or weights"):
         R.run(cfg, inp, out, PHASE)
     monkeypatch.setattr(RP, "census_shard", boom)  # new weights: the census is reused
-    res = R.run(cfg, inp, out, partial(PHASE, force=True))
+    res = R.run(cfg, inp, out, PHASE, force=True)
     assert res.ok and io.read_json(out / R.REMIX_JSON)["domains"][0]["weight"] == 0.5
 
 

@@ -9,7 +9,8 @@ import pytest
 from pipeline.models.lm import model_files, resolve_backend
 from scorers.perplexity import PerplexityScorer
 from pipeline.models import train
-from pipeline.models import ngram
+from pipeline.models import ngram, ngram_train
+from pipeline.models.keyindex import KeyIndex
 from tests.conftest import ROOT
 
 SAMPLE = ROOT / "data" / "sample_small"
@@ -27,7 +28,7 @@ def _sents(docs, n):
 @pytest.mark.parametrize("order", [2, 3, 5])
 def test_scores_equal_kenlm_on_our_arpa(docs, order, tmp_path):
     kenlm = pytest.importorskip("kenlm")  # scripts/install.sh builds it; only skipped where it cannot import
-    lm = ngram.train(_sents(docs, 60), order=order)
+    lm = ngram_train.train(_sents(docs, 60), order=order)
     lm.save(tmp_path / "m")
     km = kenlm.Model(str(tmp_path / "m.arpa"))
     held_out = _sents(docs[300:], 40)[:400] + [["zzqx", "the", "qqzz"], ["the"], [], ["<", "s", ">", "of", "the"]]
@@ -57,7 +58,7 @@ def test_perplexity_backends_agree(docs, tmp_path):
 @pytest.mark.parametrize("order", [2, 3])
 def test_kneser_ney_is_a_distribution(docs, order):
     """sum over the vocabulary of p(w | h) is 1 for seen and unseen contexts (<s> is never predicted)."""
-    lm = ngram.train(_sents(docs, 40), order=order)
+    lm = ngram_train.train(_sents(docs, 40), order=order)
     V = len(lm.vocab)
     words = [i for i in range(V) if i != ngram.BOS_ID]
     for ctx in (["the"], ["of", "the"], ["zzunseen"]):
@@ -74,8 +75,8 @@ def test_pruned_lm_sums_to_one_and_equals_kenlm(docs, order, prune, tmp_path):
     """Pruning drops rare n-grams but keeps every p(. | h) a distribution (their mass backs off), and
     the ARPA it writes is one kenlm loads and scores as we do (prefixes/suffixes of kept n-grams stay)."""
     sents = _sents(docs, 80)
-    lm = ngram.train(sents, order=order, prune=prune)
-    full = ngram.train(sents, order=order)
+    lm = ngram_train.train(sents, order=order, prune=prune)
+    full = ngram_train.train(sents, order=order)
     assert lm.meta["ngrams"][0] == full.meta["ngrams"][0] and all(a < b for a, b in zip(lm.meta["ngrams"][1:], full.meta["ngrams"][1:]))
     V = len(lm.vocab)
     words = [i for i in range(V) if i != ngram.BOS_ID]
@@ -91,11 +92,11 @@ def test_pruned_lm_sums_to_one_and_equals_kenlm(docs, order, prune, tmp_path):
     ref = np.array([km.score(" ".join(s), bos=True, eos=True) for s in held_out])
     assert np.abs(ngram.NGramLM.load(tmp_path / "p.npz").sentence_scores(held_out) - ref).max() < 1e-4
     with pytest.raises(ValueError, match="prune"):
-        ngram.train(sents, order=2, prune=[1, 1])
+        ngram_train.train(sents, order=2, prune=[1, 1])
 
 
 def test_discounts_and_adjusted_counts_on_a_toy_corpus():
-    lm = ngram.train([["a", "b", "a"], ["b", "a", "c"], ["a", "b"]], order=2)
+    lm = ngram_train.train([["a", "b", "a"], ["b", "a", "c"], ["a", "b"]], order=2)
     # adjusted unigram counts are left-extension counts: a follows <s>, b ; b follows a, <s> ...
     assert lm.meta["ngrams"] == [6, 8]  # <unk> <s> </s> a b c ; bigrams incl. <s> x and x </s>
     assert lm.meta["discount_fallback"] == [True, True]  # too little data for Chen-Goodman discounts
@@ -134,7 +135,7 @@ def test_model_files_and_errors(tmp_path):
 def test_key_index_matches_a_dict():
     rng = np.random.default_rng(0)
     keys = np.unique(rng.integers(0, 2**63, 5000, dtype=np.int64).astype(np.uint64))
-    idx = ngram.KeyIndex(keys)
+    idx = KeyIndex(keys)
     q = np.concatenate([keys[::3], rng.integers(0, 2**63, 2000, dtype=np.int64).astype(np.uint64), np.zeros(3, np.uint64)])
     found, pos = idx.find(q)
     d = {int(k): i for i, k in enumerate(keys)}

@@ -23,17 +23,16 @@ EXTRA = {
               "quality": [{"column": "fasttext_score", "weight": 2}, {"column": "perplexity", "lower_is_better": True}]},
     "cluster": {"embed": {"max_tokens": 16}, "kmeans": {"k_init": 16}, "refine": {"k": 5}},
     "mix": {"method": "climb", "budget_tokens": 200_000, "constraints": {"max_epochs": 4, "max_weight": 0.6},
-            "tokenizer": {"vocab_size": 512, "train_docs": 500},
-            "proxy": {"n_layer": 1, "d_model": 32, "n_head": 2, "ctx": 32, "batch_size": 8, "tokens": 8_000, "eval_tokens": 4_000},
+            "proxy": {"n_layer": 1, "d_model": 32, "n_head": 2, "ctx": 32, "sequences_per_step": 8, "train_tokens": 8_000, "eval_tokens": 4_000},
             "search": {"rounds": [4, 2], "candidates": 2_000}},
-    "remix": {"tokens": 200_000, "select": {"column": "betr", "keep": 0.5}},
-    "evaluate": {"tokens": 8_000, "arms": ["raw", "proportional", "uniform", "mix", "remix"]},
+    "remix": {"budget_tokens": 200_000, "select": {"column": "betr", "keep": 0.5}},
+    "evaluate": {"train_tokens": 8_000, "arms": ["raw", "proportional", "uniform", "mix", "remix"]},
 }
 
 
 @pytest.mark.slow
 def test_whole_path_through_the_cli(tmp_path):
-    cfg = small_config(tmp_path, extra=yaml.safe_dump(EXTRA))
+    cfg = small_config(tmp_path, extra=yaml.safe_dump(EXTRA), run={"tokenizer": {"vocab_size": 512, "train_docs": 500}})
     r = subprocess.run([curate_bin(), "run", str(cfg), "-q"], capture_output=True, text=True, timeout=1500, env=clean_env())
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "run"

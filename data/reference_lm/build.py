@@ -20,7 +20,7 @@ non-English text and code.
 Held out: a fifth of each domain never enters the training data, chosen by a fixed hash of the
 document's *file* (technical: the .rst file, literature: the play; news is one file, so per article)
 - `held_out()`; tests/test_reference_lm.py measures on these. A 3-gram with modified Kneser-Ney
-(`pipeline.models.ngram.train`), bigrams seen once and trigrams seen at most twice pruned: ~5x
+(`pipeline.models.ngram_train.train`), bigrams seen once and trigrams seen at most twice pruned: ~5x
 fewer n-grams, and it remembers less of the text it was trained on (a training document's
 perplexity is then closer to that of an unseen one from the same domain).
 
@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.models import ngram  # noqa: E402
+from pipeline.models import ngram, ngram_train  # noqa: E402
 
 DOMAINS = ("technical", "news", "literature")
 ENGLISH = DOMAINS + ("religious", "quotes", "legal", "dictionary")  # the all-English domains of data/sample
@@ -194,7 +194,7 @@ def build(out_dir: Path = HERE, order: int = ORDER, prune: list[int] = PRUNE) ->
     docs = [d for d in real_docs() if d["domain"] in DOMAINS]
     train = [d for d in docs if not held_out(d)]
     sents = [s for d in train for s in ngram.tokenize(training_text(d))]
-    lm = ngram.train(sents, order=order, prune=prune)
+    lm = ngram_train.train(sents, order=order, prune=prune)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {**lm.meta, "lang": "en", "domains": list(DOMAINS),
             "data": {"corpus": "data/sample (real documents only: data/injected.jsonl lists the injected ones)",

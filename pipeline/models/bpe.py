@@ -10,14 +10,13 @@ processes (tests/test_bpe.py checks two trainings in one process). No thread set
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from pipeline import io
 
 EOS = "<|endoftext|>"
 EOS_ID = 0
@@ -53,15 +52,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, path: Path) -> Path:
     tok.train_from_iterator(texts, trainer=trainer)
     if tok.token_to_id(EOS) != EOS_ID:
         raise RuntimeError(f"{EOS} got id {tok.token_to_id(EOS)}, expected {EOS_ID}")
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        tok.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    io.atomic_write(path, lambda tmp: tok.save(str(tmp)))
     _load.cache_clear()  # a cached tokenizer of the same path is now stale
     return path
 

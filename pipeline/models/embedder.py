@@ -347,10 +347,9 @@ def topk_mean(sims: np.ndarray, k: int) -> np.ndarray:
 
 
 def save_target_embeddings(path: str | Path, embeddings: dict[str, np.ndarray]) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{name: e.astype(np.float32) for name, e in embeddings.items()})
-    tmp.replace(path)
+    from pipeline import io
+
+    io.write_npz(Path(path), {name: e.astype(np.float32) for name, e in embeddings.items()})
 
 
 def load_target_embeddings(path: str) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from pipeline.models.ngram import KeyIndex
+from pipeline.models.keyindex import KeyIndex
 
 
 LABEL_PREFIX = "__label__"

@@ -1,15 +1,12 @@
-"""N-gram language models: modified Kneser-Ney training, KenLM-compatible ARPA files, vectorized scoring.
+"""N-gram language models: the model, KenLM-compatible ARPA files, vectorized scoring.
 
-Training follows KenLM's `lmplz` (Heafield et al. 2013): interpolated modified Kneser-Ney with
-adjusted counts (raw counts for the highest order and for n-grams that start with <s>, else the
-number of distinct left extensions), three discounts per order from the count-of-counts
-(Chen & Goodman), unigrams interpolated with the uniform distribution, <unk> getting the
-interpolation mass, and no pruning. The result is written as an ARPA file that `kenlm.Model`
-loads, plus a `.npz` twin that loads in milliseconds.
+Models are trained by `pipeline.models.ngram_train` (interpolated modified Kneser-Ney, as KenLM's
+`lmplz`) or read from any ARPA file; a model is written as an ARPA file that `kenlm.Model` loads,
+plus a `.npz` twin that loads in milliseconds.
 
 Scoring is vectorized over a whole batch: every n-gram window is hashed to 64 bits, looked up in
-sorted key arrays (`searchsorted`), and the standard ARPA back-off rule is applied with array
-operations: log p(w | h) = log p(longest matching n-gram) + sum of the back-off weights of the
+an open-addressing table of the model's keys (`keyindex.KeyIndex`), and the standard ARPA back-off
+rule is applied with array operations: log p(w | h) = log p(longest matching n-gram) + sum of the back-off weights of the
 longer contexts that exist. This gives KenLM's own numbers (tests/test_score_ngram.py checks it
 against the `kenlm` module on an ARPA file). Keys are 64-bit hashes of word-id sequences:
 training checks that no two distinct n-grams collide; at scoring time an unseen n-gram matches a
@@ -22,22 +19,24 @@ Sizes: a 3-gram model of the 7M-word sample corpus has ~5M n-grams (~100 MB of a
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass
 from itertools import repeat
+from io import TextIOWrapper
 from pathlib import Path
 
 import numpy as np
+
+from pipeline import io
+from pipeline.models.keyindex import KeyIndex, hash_cols, window_keys
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 DIGIT_RE = re.compile(r"\d")
-HASH_VERSION = 1
-_U = np.uint64
+HASH_VERSION = 1  # of the keys in .npz files (`keyindex.hash_cols`)
 
 
 def tokenize(text: str) -> list[list[str]]:
@@ -48,91 +47,6 @@ def tokenize(text: str) -> list[list[str]]:
         if toks:
             out.append(toks)
     return out
-
-
-# ---------------------------------------------------------------- hashing of id sequences
-
-_SEED, _M1, _M2, _M3 = _U(0x243F6A8885A308D3), _U(0x9E3779B97F4A7C15), _U(0xBF58476D1CE4E5B9), _U(0x94D049BB133111EB)
-
-
-def hash_cols(cols: list[np.ndarray]) -> np.ndarray:
-    """64-bit key of each row of the id columns `cols` (all the same length)."""
-    with np.errstate(over="ignore"):
-        h = np.full(len(cols[0]), _SEED + _U(len(cols)), dtype=np.uint64)
-        for c in cols:
-            h ^= c.astype(np.uint64, copy=False)
-            h *= _M1
-            h ^= h >> _U(29)
-        h ^= h >> _U(30)
-        h *= _M2
-        h ^= h >> _U(27)
-        h *= _M3
-        h ^= h >> _U(31)
-    return h
-
-
-def window_keys(ids: np.ndarray, k: int) -> np.ndarray:
-    """Key of the k-gram starting at each position (len(ids) - k + 1 of them)."""
-    m = len(ids) - k + 1
-    if m <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    return hash_cols([ids[j:j + m] for j in range(k)])
-
-
-def _lookup(keys: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(found mask, index into keys) of the queries `q` in the sorted array `keys` (binary search)."""
-    if len(keys) == 0:
-        return np.zeros(len(q), dtype=bool), np.zeros(len(q), dtype=np.int64)
-    pos = np.searchsorted(keys, q)
-    pos[pos == len(keys)] = 0
-    return keys[pos] == q, pos
-
-
-class KeyIndex:
-    """Open-addressing hash table (linear probing, load <= 0.5) over an array of distinct uint64
-    keys, built and probed with whole-array numpy operations. ~1.5 probes per lookup instead of
-    binary search's ~20 dependent cache misses: scoring is ~4x faster than `searchsorted`.
-    The table stores the keys themselves, so a probe is two independent gathers."""
-
-    def __init__(self, keys: np.ndarray, slots_per_key: int = 2):
-        self.keys = keys
-        n = len(keys)
-        size = 1 << max(4, int(np.ceil(np.log2(slots_per_key * n + 1))))
-        self.mask = np.uint64(size - 1)
-        slot = np.full(size, -1, dtype=np.int32 if n < 2**31 else np.int64)
-        pos = (keys & self.mask).astype(np.int64)
-        pending = np.arange(n)
-        while len(pending):
-            p = pos[pending]
-            free = slot[p] < 0
-            cand, pc = pending[free], p[free]
-            slot[pc] = cand  # several keys may race for one slot: one of them wins it
-            won = np.zeros(n, dtype=bool)
-            won[cand[slot[pc] == cand]] = True
-            pending = pending[~won[pending]]
-            pos[pending] = (pos[pending] + 1) & int(self.mask)
-        self.slot = slot
-        self.tkeys = np.where(slot >= 0, keys[np.maximum(slot, 0)] if n else 0, 0).astype(np.uint64)
-
-    def find(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, index into keys) of the queries `q`."""
-        if len(self.keys) == 0 or len(q) == 0:
-            return np.zeros(len(q), dtype=bool), np.zeros(len(q), dtype=np.int64)
-        pos = (q & self.mask).astype(np.intp)
-        s = self.slot[pos]
-        occupied = s >= 0
-        hit = (self.tkeys[pos] == q) & occupied
-        idx = np.where(hit, s, -1).astype(np.int64)
-        active = np.flatnonzero(occupied != hit)  # occupied by another key: probe on
-        while len(active):
-            p = (pos[active] + 1) & int(self.mask)
-            pos[active] = p
-            s = self.slot[p]
-            occupied = s >= 0
-            hit = occupied & (self.tkeys[p] == q[active])
-            idx[active[hit]] = s[hit]
-            active = active[occupied & ~hit]
-        return idx >= 0, np.maximum(idx, 0)
 
 
 # ---------------------------------------------------------------- model
@@ -265,14 +179,12 @@ class NGramLM:
             if o.bo is not None:
                 arrays[f"bo{k}"] = o.bo
         npz = path.with_suffix(".npz")
-        tmp = npz.with_name(npz.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(npz)
-        out[npz.name] = _sha(npz)
+        io.write_npz(npz, arrays)
+        out[npz.name] = io.sha256_file(npz)
         if arpa:
             a = path.with_suffix(".arpa")
             write_arpa(self, a)
-            out[a.name] = _sha(a)
+            out[a.name] = io.sha256_file(a)
         return out
 
     @classmethod
@@ -291,173 +203,6 @@ class NGramLM:
         return read_arpa(path)
 
 
-def _sha(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------- training
-
-
-def _discounts(adjusted: np.ndarray, order: int) -> tuple[np.ndarray, bool]:
-    """Modified KN discounts D(1), D(2), D(3+) from the count-of-counts (lmplz's formula). Falls back
-    to lmplz's --discount_fallback values (0.5, 1, 1.5) when the statistics are degenerate (tiny data)."""
-    t = np.bincount(np.minimum(adjusted, 5), minlength=6)[1:5].astype(np.float64)
-    try:
-        if t[0] == 0 or t[1] == 0 or t[2] == 0:
-            raise ZeroDivisionError
-        y = t[0] / (t[0] + 2 * t[1])
-        d = np.array([1 - 2 * y * t[1] / t[0], 2 - 3 * y * t[2] / t[1], 3 - 4 * y * t[3] / t[2]])
-        if not all(0 < d[i] < i + 1 for i in range(3)):
-            raise ValueError
-        return d, False
-    except (ZeroDivisionError, ValueError):
-        return np.array([0.5, 1.0, 1.5]), True
-
-
-def build_vocab(sentences: list[list[str]], min_count: int = 1) -> list[str]:
-    """<unk>, <s>, </s>, then words by descending count (ties by string): deterministic."""
-    from collections import Counter
-
-    c = Counter(w for s in sentences for w in s)
-    words = sorted((w for w, n in c.items() if n >= min_count and w not in (UNK, BOS, EOS)), key=lambda w: (-c[w], w))
-    return [UNK, BOS, EOS] + words
-
-
-def train(sentences: list[list[str]], order: int = 3, min_count: int = 1, vocab: list[str] | None = None,
-          keep_rows: bool = True, prune: list[int] | None = None) -> NGramLM:
-    """Interpolated modified Kneser-Ney LM of `order` on token lists (see `tokenize`). Words seen
-    fewer than `min_count` times become <unk> (lmplz keeps all words: min_count=1).
-
-    `prune[k-1]`: drop the k-grams (k >= 2) seen at most this many times (raw count), like lmplz's
-    `--prune 0 1 1`; a k-gram that is the prefix or suffix of a kept (k+1)-gram stays (ARPA needs
-    it). A dropped n-gram's whole adjusted count goes to its context's back-off mass, so every
-    p(. | h) still sums to 1 (tests/test_score_ngram.py). Unigrams are never pruned."""
-    if order < 1:
-        raise ValueError("order must be >= 1")
-    prune = list(prune or [0] * order)
-    if len(prune) != order or prune[0] != 0 or min(prune) < 0:
-        raise ValueError(f"prune: one threshold >= 0 per order, 0 for unigrams, got {prune}")
-    vocab = vocab or build_vocab(sentences, min_count)
-    lm = NGramLM(vocab, [])
-    ids, sent = lm.encode(sentences)
-    V = len(vocab)
-    T = len(ids)
-    start_of = np.maximum.accumulate(np.where(ids == BOS_ID, np.arange(T), 0)) if T else np.zeros(0, dtype=np.int64)
-
-    uniq: list[np.ndarray] = []
-    rows: list[np.ndarray] = []
-    raw: list[np.ndarray] = []
-    for k in range(1, order + 1):
-        m = max(T - k + 1, 0)
-        keys = window_keys(ids, k)
-        # window [s, s+k-1] stays inside one sentence iff the sentence of its end starts at or before s
-        starts = np.flatnonzero(np.arange(m) >= start_of[k - 1:k - 1 + m])
-        u, first, cnt = np.unique(keys[starts], return_index=True, return_counts=True)
-        r = np.stack([ids[starts[first] + j] for j in range(k)], axis=1) if len(u) else np.zeros((0, k), dtype=np.int64)
-        # Collision check: every window equals the representative of its key.
-        inv = np.searchsorted(u, keys[starts])
-        for j in range(k):
-            if not np.array_equal(ids[starts + j], r[inv, j]):
-                raise RuntimeError("64-bit n-gram hash collision; please report (corpus too large for HASH_VERSION 1)")
-        uniq.append(u)
-        rows.append(r)
-        raw.append(cnt.astype(np.int64))
-
-    # Every vocabulary word is a unigram, <unk> included (it never occurs: count 0, probability
-    # from the interpolation mass alone).
-    r1, c1 = rows[0], raw[0]
-    all_ids = np.arange(V, dtype=np.int64)
-    missing = np.setdiff1d(all_ids, r1[:, 0])
-    if len(missing):
-        r1 = np.concatenate([r1, missing[:, None]])
-        c1 = np.concatenate([c1, np.zeros(len(missing), dtype=np.int64)])
-        k1 = hash_cols([r1[:, 0]])
-        o = np.argsort(k1)
-        uniq[0], rows[0], raw[0] = k1[o], r1[o], c1[o]
-
-    # Adjusted counts.
-    adjusted = [None] * order
-    adjusted[order - 1] = raw[order - 1]
-    for k in range(order - 1, 0, -1):
-        ext = rows[k]  # (k+1)-grams
-        suffix = hash_cols([ext[:, j] for j in range(1, k + 1)])
-        su, sc = np.unique(suffix, return_counts=True)
-        found, pos = _lookup(su, uniq[k - 1])
-        a = np.where(found, sc[pos], 0).astype(np.int64)
-        starts_bos = rows[k - 1][:, 0] == BOS_ID
-        a = np.where(starts_bos, raw[k - 1], a)
-        adjusted[k - 1] = a
-    # <s> as a unigram is never predicted.
-    bos_uni = rows[0][:, 0] == BOS_ID
-    adjusted[0] = np.where(bos_uni, 0, adjusted[0])
-    keep = _pruned(uniq, rows, raw, prune)
-
-    orders: list[Order] = []
-    discounts, fallback = [], []
-    prev_logp10 = None
-    for k in range(1, order + 1):
-        a = adjusted[k - 1]
-        r = rows[k - 1]
-        d, fb = _discounts(a[a > 0], k)
-        discounts.append(d.tolist())
-        fallback.append(fb)
-        disc = np.where(a == 0, 0.0, d[np.clip(a, 1, 3) - 1])
-        if k == 1:
-            ctx = np.zeros(len(a), dtype=np.int64)
-            nctx = 1
-        else:
-            ckeys = hash_cols([r[:, j] for j in range(k - 1)])
-            cu, ctx = np.unique(ckeys, return_inverse=True)
-            nctx = len(cu)
-        kp = keep[k - 1]
-        S = np.bincount(ctx, weights=a, minlength=nctx)
-        mass = np.bincount(ctx, weights=np.where(kp, disc, a), minlength=nctx)  # pruned: all of its count backs off
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.where(S[ctx] > 0, (a - disc) / np.where(S[ctx] > 0, S[ctx], 1), 0.0)
-            gamma = np.where(S > 0, mass / np.where(S > 0, S, 1), 1.0)
-        if k == 1:
-            p = u + gamma[0] / (V - 1)  # uniform over the words that can be predicted (not <s>), as lmplz
-        else:
-            a, r, u, ctx = a[kp], r[kp], u[kp], ctx[kp]
-            skeys = hash_cols([r[:, j] for j in range(1, k)])
-            found, pos = _lookup(orders[k - 2].keys, skeys)
-            if not found.all():
-                raise RuntimeError("internal: a suffix of an n-gram is missing from the lower order")
-            p = u + gamma[ctx] * np.power(10.0, prev_logp10[pos])
-            # back-off weight of each (k-1)-gram that is a context here
-            cfound, cpos = _lookup(orders[k - 2].keys, cu)
-            bo = orders[k - 2].bo
-            bo[cpos[cfound]] = np.log10(gamma[cfound]).astype(np.float32)
-        logp = np.log10(np.maximum(p, 1e-300)).astype(np.float32)
-        if k == 1:
-            logp[bos_uni] = -99.0
-        orders.append(Order(uniq[k - 1][kp], logp, np.zeros(len(a), dtype=np.float32) if k < order else None,
-                            r if keep_rows else None))
-        prev_logp10 = logp.astype(np.float64)
-    meta = {"order": order, "tokens": int(T), "sentences": len(sentences), "vocab": V,
-            "ngrams": [len(o.keys) for o in orders], "discounts": discounts, "discount_fallback": fallback,
-            "min_count": min_count, "tokenizer": "lower, digits->0, \\w+|[^\\w\\s] per line"}
-    if any(prune):
-        meta["prune"] = prune
-    return NGramLM(vocab, orders, meta)
-
-
-def _pruned(uniq: list[np.ndarray], rows: list[np.ndarray], raw: list[np.ndarray], prune: list[int]) -> list[np.ndarray]:
-    """Keep mask per order: count above the order's threshold, or a prefix/suffix of a kept longer n-gram."""
-    keep = [raw[k] > prune[k] for k in range(len(raw))]
-    keep[0][:] = True
-    for k in range(len(raw) - 1, 0, -1):  # k: index of the longer order; mark its sub-n-grams at k-1
-        r = rows[k][keep[k]]
-        for sub in (r[:, :k], r[:, 1:]):
-            found, pos = _lookup(uniq[k - 1], hash_cols([sub[:, j] for j in range(k)]))
-            keep[k - 1][pos[found]] = True
-    return keep
-
-
 # ---------------------------------------------------------------- ARPA
 
 
@@ -470,10 +215,22 @@ def write_arpa(lm: NGramLM, path: str | Path) -> None:
     path = Path(path)
     if any(o.rows is None for o in lm.orders):
         raise ValueError("this model has no n-gram rows (loaded from .npz or trained with keep_rows=False); re-train to write ARPA")
-    tmp = path.with_name(path.name + ".tmp")
-    opener = gzip.open if path.suffix == ".gz" else open
+    io.atomic_write(path, lambda tmp: _write_arpa_text(lm, tmp, gz=path.suffix == ".gz"))
+
+
+def _write_arpa_text(lm: NGramLM, tmp: Path, gz: bool) -> None:
+    with open(tmp, "wb") as raw:
+        if not gz:
+            _write_arpa_body(lm, TextIOWrapper(raw, encoding="utf-8", newline=""))
+            return
+        # no file name and mtime 0 in the gzip header: the same model gives the same bytes
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as z:
+            _write_arpa_body(lm, TextIOWrapper(z, encoding="utf-8", newline=""))
+
+
+def _write_arpa_body(lm: NGramLM, fh: TextIOWrapper) -> None:
     vocab = lm.vocab
-    with opener(tmp, "wt", encoding="utf-8") as fh:
+    with fh:
         fh.write("\n\\data\\\n")
         for k, o in enumerate(lm.orders, 1):
             fh.write(f"ngram {k}={len(o.keys)}\n")
@@ -489,7 +246,6 @@ def write_arpa(lm: NGramLM, path: str | Path) -> None:
             else:
                 fh.writelines(f"{_fmt(p)}\t{w}\n" for p, w in zip(lp, words))
         fh.write("\n\\end\\\n")
-    tmp.replace(path)
 
 
 def read_arpa(path: str | Path) -> NGramLM:

@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -47,11 +48,17 @@ class ProxySpec:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
 
+    # The config's names for two fields (ProxyConfig): what they hold, in the config's words.
+    CONFIG_NAMES: ClassVar[dict[str, str]] = {"batch_size": "sequences_per_step", "tokens": "train_tokens"}
+
     @classmethod
     def from_config(cls, cfg_model, vocab_size: int) -> "ProxySpec":
-        """A spec from any object with (some of) these attribute names, e.g. a `ProxyConfig`."""
-        kw = {f.name: getattr(cfg_model, f.name) for f in fields(cls)
-              if f.name != "vocab_size" and hasattr(cfg_model, f.name)}
+        """A spec from a `ProxyConfig` (or any object with (some of) these attribute names)."""
+        kw = {}
+        for f in fields(cls):
+            name = cls.CONFIG_NAMES.get(f.name, f.name)
+            if f.name != "vocab_size" and hasattr(cfg_model, name):
+                kw[f.name] = getattr(cfg_model, name)
         return cls(vocab_size=int(vocab_size), **kw)
 
     def __post_init__(self):

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import io, runner
-from pipeline.runner import COUNTERS
+from pipeline.manifest import COUNTERS
 
 ZERO = {c: 0 for c in COUNTERS}  # proxy tasks and token files move no documents: the accounting is trivially 0 = 0
 STREAM_CAP = 20  # a proxy's token stream per domain: at most this many times its training tokens

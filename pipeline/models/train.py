@@ -6,7 +6,7 @@ PreSelect (Shum et al. 2025, "Predictive Data Selection") at small scale: docume
 rank a family of LMs the same way the LMs' losses on a target set (benchmarks) rank them are
 "predictive" and become the positives of a fastText classifier, which then scores the whole corpus.
 Here the LMs are modified Kneser-Ney n-gram models of different orders trained on different amounts
-of data (`pipeline/models/ngram.py`): (order, fraction) = (1, 1), (2, .1), (2, 1), (3, .1), (3, .3),
+of data (`pipeline/models/ngram_train.py`): (order, fraction) = (1, 1), (2, .1), (2, 1), (3, .1), (3, .3),
 (3, 1) by default. The LMs train on `lm_docs` documents and score `pool_docs` *other* documents (an
 n-gram LM scores its own training text far too well). A document's score is the paper's concordance:
 the share of model pairs (i better than j on the target) whose losses on the document are ordered
@@ -165,9 +165,7 @@ def train_fasttext(pos: list[Doc], neg: list[Doc], out_dir: str | Path, params, 
         model = fasttext.train_supervised(input=train_file, loss="softmax", thread=1, seed=seed, verbose=0, **hp)
     finally:
         os.unlink(train_file)
-    tmp = out_dir / f"model.bin{io.TMP_TAG}{os.getpid()}"
-    model.save_model(str(tmp))
-    os.replace(tmp, out_dir / "model.bin")
+    io.atomic_write(out_dir / "model.bin", lambda tmp: model.save_model(str(tmp)))
     meta = {
         "model": "model.bin", "sha256": io.sha256_file(out_dir / "model.bin"),
         "labels": {"positive": f"__label__{POS}", "negative": f"__label__{NEG}"},
@@ -224,7 +222,7 @@ def labels_from_column(path: str | Path, column: str, top: float, bottom: float,
 def preselect_scores(pool: list[Doc], lm_docs: list[Doc], targets: dict[str, list[tuple[str, str]]],
                      models: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray, dict]:
     """(concordance score, Pearson tie-breaker, info) for every pool document. NaN: no tokens."""
-    from pipeline.models import ngram
+    from pipeline.models import ngram, ngram_train
 
     lm_tok = [ngram.tokenize(d.text) for d in lm_docs]
     pool_tok = [ngram.tokenize(d.text) for d in pool]
@@ -234,7 +232,7 @@ def preselect_scores(pool: list[Doc], lm_docs: list[Doc], targets: dict[str, lis
     tgt_loss = np.zeros(n_models)
     for j, (order, frac) in enumerate(models):
         k = max(1, int(round(len(lm_tok) * frac)))
-        lm = ngram.train([s for doc in lm_tok[:k] for s in doc], order=order, keep_rows=False)
+        lm = ngram_train.train([s for doc in lm_tok[:k] for s in doc], order=order, keep_rows=False)
         lp, n = lm.doc_scores_tokens(pool_tok)
         with np.errstate(divide="ignore", invalid="ignore"):
             doc_loss[:, j] = np.where(n > 0, -lp / np.maximum(n, 1), np.nan)
@@ -315,12 +313,12 @@ def fasttext_from_config(tcfg, out_dir: str | Path, default_input: str | Path | 
 def train_lm(docs: list[Doc], out_stem: str | Path, order: int = 3, min_count: int = 1, arpa: bool = True,
              data_info: dict | None = None) -> dict:
     """Modified Kneser-Ney LM on `docs` -> <stem>.npz, <stem>.arpa (KenLM-readable), <stem>.json."""
-    from pipeline.models import ngram
+    from pipeline.models import ngram, ngram_train
 
     if not docs:
         raise ValueError("no documents to train the LM on")
     sents = [s for d in docs for s in ngram.tokenize(d.text)]
-    lm = ngram.train(sents, order=order, min_count=min_count)
+    lm = ngram_train.train(sents, order=order, min_count=min_count)
     files = lm.save(out_stem, arpa=arpa)
     meta = {**lm.meta, "files": files, "data": {**(data_info or {}), "docs": len(docs), "sources": _count_sources(docs)}}
     io.write_json(meta, Path(str(out_stem) + ".json"))

@@ -47,7 +47,7 @@ def _embedder(embed: dict):
     """The task's embedder, with the precision and device the driver resolved (never "auto")."""
     from pipeline.models.embedder import for_task
 
-    return for_task(embed["model"], embed["max_tokens"], embed["batch_size"], embed["resolved"])
+    return for_task(embed["model"], embed["max_tokens"], embed["docs_per_forward"], embed["resolved"])
 
 
 def embed_shard(path: str, sha: str | None, key: str, work: str, cache_dir: str, embed: dict, batch_size: int) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline import io, runner
+from pipeline import io, lock, runner
 from pipeline.config import ClusterConfig, Config, ConfigError
 from pipeline.models import kmeans
 from pipeline.registry import Stage
@@ -77,12 +77,11 @@ def _input_shas(inp: Path) -> dict[str, str]:
     return {f["name"]: f["sha256"] for s in man.get("shards", {}).values() for f in s.get("files", []) if f.get("dir") == "" and f.get("sha256")}
 
 
-def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
+def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner.StageResult:
     c: ClusterConfig = cfg.cluster
     if inp is None:
         raise ConfigError("cluster: no input dataset dir; use `curate cluster --input DIR`, or run the stage before it too")
     inp, out = Path(inp), Path(out)
-    force = bool(getattr(phase, "keywords", {}).get("force", False))
     resolved = resolve(c)  # once, here: every task gets these values, never "auto"
     plain_hash, fp = cfg.stage_hash(STAGE), io.dataset_fingerprint(inp)
     cfg, h = as_run(cfg, resolved)
@@ -94,7 +93,7 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     q = c.refine.quality_column
     if q and shards and q not in pq.read_schema(shards[0]).names:
         raise ConfigError(f"cluster.refine.quality_column: column {q!r} is not in {inp} (run the score stage first, or unset it)")
-    with io.dir_lock(out):  # passes 1-4; the runner locks <out> again for pass 5
+    with lock.dir_lock(out):  # passes 1-4; the runner locks <out> again for pass 5
         if force:
             io.clear_dir(out)  # contract files and _work/; the embedding cache stays
         io.write_json({"config_hash": plain_hash, "input_fingerprint": fp, "resolved": resolved}, out / "_work" / RESOLVED)
@@ -126,7 +125,7 @@ def _prepare(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: s
         if m and npy_rows(cache / m["embeddings"]) != m["rows_in"]:
             io.marker_path(work / "embed", p.stem).unlink()
     tasks = [_task(p.stem, embed_shard, dict(path=str(p), sha=shas.get(p.name), key=p.stem, work=str(work / "embed"),
-                                             cache_dir=str(cache), embed=embed, batch_size=cfg.run.batch_size)) for p in shards]
+                                             cache_dir=str(cache), embed=embed, batch_size=cfg.run.docs_per_batch)) for p in shards]
     r = runner.work_phase(phase, "cluster:embed", work / "embed", tasks, io.content_hash([embed]), fp)
     seconds["embed"] = r.seconds
     if not r.ok:
@@ -180,7 +179,7 @@ def _prepare(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: s
     }
     tasks = [_task(p.stem, write_shard, dict(path=str(p), out=str(out), key=p.stem, work=str(work), embeddings=f,
                                              refined=str(refined), vocab=fitted["vocab"], cfg=c.model_dump(mode="json"),
-                                             batch_size=cfg.run.batch_size))
+                                             batch_size=cfg.run.docs_per_batch))
              for p, (_, f, _) in zip(shards, files)]
     (work / "terms").mkdir(parents=True, exist_ok=True)
     return tasks, info, fitted, seconds

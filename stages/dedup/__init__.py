@@ -1,7 +1,13 @@
 """dedup: exact, MinHash-LSH fuzzy and semantic deduplication.
 
 - `stage`    the driver: which passes run, in what order, resumable by their markers
-- `passes`   the per-shard / per-partition Ray tasks (signatures, buckets, components, elect, write)
+
+The per-shard / per-partition tasks of the passes (plain functions, run by Ray):
+
+- `passes`          signatures, LSH buckets, verification of candidate pairs
+- `passes_semantic` k-means, cluster assignment, cosine pairs within a cluster
+- `passes_groups`   connected components, group members, election of keepers, the final write
+- `tables`          the schemas of the files passes exchange, uid helpers, marker counters
 
 The algorithms, free of IO and Ray:
 

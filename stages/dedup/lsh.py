@@ -17,11 +17,6 @@ import numpy as np
 EXACT_BAND = -1
 
 
-def lsh_threshold(bands: int, rows: int) -> float:
-    """Jaccard at which the S-curve 1 - (1 - s^rows)^bands is steepest, ~(1/bands)^(1/rows)."""
-    return (1.0 / bands) ** (1.0 / rows)
-
-
 def candidate_probability(s: float, bands: int, rows: int) -> float:
     return 1.0 - (1.0 - s ** rows) ** bands
 

@@ -50,16 +50,6 @@ def write(path: Path, table: pa.Table, part: np.ndarray, n_parts: int) -> dict:
             "sha256": io.sha256_file(path), "parts": parts}
 
 
-def sources(directory: Path, markers: list[dict], key: str = "kept_files") -> list[tuple[str, dict]]:
-    """(path, parts) of every shuffle file named by `markers` (a finished pass's task markers)."""
-    out = []
-    for m in markers:
-        for f in m.get(key, []):
-            if "parts" in f:
-                out.append((str(Path(directory) / f["name"]), f["parts"]))
-    return out
-
-
 def read(srcs: list[tuple[str, dict]], p: int, columns: list[str] | None = None,
          schema: pa.Schema | None = None) -> pa.Table:
     """All rows of partition `p` from the given shuffle files (in the order given). A partition whose

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import io, runner
+from pipeline import io, lock, runner
 from pipeline.config import Config, ConfigError
-from stages.dedup import passes
 from pipeline.registry import Stage
+from stages.dedup import passes, passes_groups, passes_semantic
 
 STAGE = "dedup"
 WORK, INDEX = "_work", "_index"
@@ -108,7 +108,7 @@ def _fingerprint(inp: Path, closure: list[tuple[Path, dict]]) -> str:
 # ---------------------------------------------------------------------------- the stage
 
 
-def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
+def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner.StageResult:
     d = cfg.dedup
     if inp is None:
         raise ConfigError("dedup: no input dataset dir; use `curate dedup --input DIR`, or run the stage before it too")
@@ -118,7 +118,6 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     # semantic: the embedder's precision/device, resolved here once for every task, in the hash
     resolved = resolved_embedder() if "semantic" in d.method else None
     chash = cfg.stage_hash(STAGE, {"embed": resolved} if resolved else None)
-    force = bool(getattr(phase, "keywords", {}).get("force", False))
     finished = [] if force else _finished_shards(cfg, out, chash, shards, fps)
     if finished is None:  # complete, and its input is what it was made from: nothing to do
         return runner.StageResult(STAGE, out, io.read_json(out / io.MANIFEST))
@@ -134,12 +133,12 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
         runner.refuse_other_output(out, chash, fp, force, "dedup")
     work = out / WORK / (f"inc-{stems[0]}" if finished and stems else "")
     if force:  # clear everything once, here: a forced final pass would delete _work under our feet
-        with io.dir_lock(out):
+        with lock.dir_lock(out):
             io.clear_dir(out)
             shutil.rmtree(out / WORK, ignore_errors=True)
             shutil.rmtree(out / INDEX, ignore_errors=True)
     phase = partial(phase, force=False)
-    with io.dir_lock(work):  # one dedup run per output dir (each pass also locks its own dir)
+    with lock.dir_lock(work):  # one dedup run per output dir (each pass also locks its own dir)
         return _run(cfg, d, shards, stems, closure, n_parts, chash, fp, out, work, phase, fps, finished, resolved)
 
 
@@ -204,58 +203,63 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
                                for p in range(count)])
 
     try:
-        sig = run_pass("sig", [runner.Task(stems[i], passes.sig_task, dict(path=str(shards[i]), out=str(work / "sig"), key=stems[i], shard=i,
-                                                                             n_parts=n_parts, batch_size=cfg.run.batch_size, params=params))
-                               for i in range(n)])
+        signature_markers = run_pass("sig", [runner.Task(stems[i], passes.sig_task, dict(
+            path=str(shards[i]), out=str(work / "sig"), key=stems[i], shard=i, n_parts=n_parts, batch_size=cfg.run.docs_per_batch,
+            params=params)) for i in range(n)])
         sig_path = lambda h: str(work / "sig" / f"sig-{stems[h]}.parquet")  # noqa: E731
-        band_srcs = _srcs(work / "sig", sig, "bands-")
-        old_srcs = [(j, str(dd / INDEX / f["name"]), f["parts"]) for j, (dd, meta) in enumerate(closure) for f in meta["files"]]
-        bk = per_part("buckets", passes.buckets_task, n_parts, band_srcs=lambda p: _for_part(band_srcs, p),
-                      old_srcs=lambda p: [(j, path, {str(p): parts[str(p)]}) for j, path, parts in old_srcs if str(p) in parts],
-                      n_homes=n, params=params)
-        edge_srcs = _srcs(work / "buckets", bk, "edges-")
-        oldmatch_srcs = _srcs(work / "buckets", bk, "oldmatch-")
-        va = vb = {}
+        band_srcs = _srcs(work / "sig", signature_markers, "bands-")
+        old_srcs = [(j, str(against / INDEX / f["name"]), f["parts"]) for j, (against, meta) in enumerate(closure) for f in meta["files"]]
+        bucket_markers = per_part("buckets", passes.buckets_task, n_parts, band_srcs=lambda p: _for_part(band_srcs, p),
+                                  old_srcs=lambda p: [(j, path, {str(p): parts[str(p)]}) for j, path, parts in old_srcs if str(p) in parts],
+                                  n_homes=n, params=params)
+        edge_srcs = _srcs(work / "buckets", bucket_markers, "edges-")
+        oldmatch_srcs = _srcs(work / "buckets", bucket_markers, "oldmatch-")
+        verify_a_markers = verify_b_markers = {}
         if "fuzzy" in d.method and d.fuzzy.verify:
-            pairs, cands = _srcs(work / "buckets", bk, "pairs-"), _srcs(work / "buckets", bk, "oldcand-")
-            va = per_home("verify_a", passes.verify_a_task, input_path=lambda h: str(shards[h]), pair_srcs=lambda h: _for_part(pairs, h),
-                          cand_srcs=lambda h: _for_part(cands, h), old_dirs=[str(dd) for dd, _ in closure], n_homes=n, params=params)
-            oldmatch_srcs += _srcs(work / "verify_a", va, "oldmatch-")
-            carry = _srcs(work / "verify_a", va, "carry-")
-            vb = per_home("verify_b", passes.verify_b_task, input_path=lambda h: str(shards[h]), carry_srcs=lambda h: _for_part(carry, h),
-                          n_homes=n, params=params)
-            edge_srcs += _srcs(work / "verify_b", vb, "edges-")
-        sem = {}
+            pairs, cands = _srcs(work / "buckets", bucket_markers, "pairs-"), _srcs(work / "buckets", bucket_markers, "oldcand-")
+            verify_a_markers = per_home("verify_a", passes.verify_a_task, input_path=lambda h: str(shards[h]),
+                                        pair_srcs=lambda h: _for_part(pairs, h), cand_srcs=lambda h: _for_part(cands, h),
+                                        old_dirs=[str(against) for against, _ in closure], n_homes=n, params=params)
+            oldmatch_srcs += _srcs(work / "verify_a", verify_a_markers, "oldmatch-")
+            carry = _srcs(work / "verify_a", verify_a_markers, "carry-")
+            verify_b_markers = per_home("verify_b", passes.verify_b_task, input_path=lambda h: str(shards[h]),
+                                        carry_srcs=lambda h: _for_part(carry, h), n_homes=n, params=params)
+            edge_srcs += _srcs(work / "verify_b", verify_b_markers, "edges-")
+        semantic_markers = {}
         if "semantic" in d.method and n:
-            sem = _semantic(d, cfg, work, run_pass, per_part, sig, sig_path, stems, n_parts)
-            edge_srcs += _srcs(work / "sem_pairs", sem["pairs"], "edges-")
+            semantic_markers = _semantic(d, cfg, work, run_pass, per_part, signature_markers, sig_path, stems, n_parts)
+            edge_srcs += _srcs(work / "sem_pairs", semantic_markers["pairs"], "edges-")
         label_srcs, kind_srcs, rounds = [], [], 0
         srcs = edge_srcs
         while srcs:
             rounds += 1
-            lg = per_home(f"cc{rounds:02d}_large", passes.cc_large_task, srcs=lambda h, s=srcs: _for_part(s, h), n_homes=n, first=rounds == 1)
+            large_markers = per_home(f"cc{rounds:02d}_large", passes_groups.cc_large_task, srcs=lambda h, s=srcs: _for_part(s, h),
+                                     n_homes=n, first=rounds == 1)
             if rounds == 1:
-                kind_srcs = _srcs(work / f"cc{rounds:02d}_large", lg, "kinds-")
-            star = _srcs(work / f"cc{rounds:02d}_large", lg, "star-")
-            sm = per_home(f"cc{rounds:02d}_small", passes.cc_small_task, srcs=lambda h, s=star: _for_part(s, h), n_homes=n)
-            srcs = _srcs(work / f"cc{rounds:02d}_small", sm, "star-")
-            if sum(m["changes"] for m in (*lg.values(), *sm.values())) == 0:
+                kind_srcs = _srcs(work / f"cc{rounds:02d}_large", large_markers, "kinds-")
+            star = _srcs(work / f"cc{rounds:02d}_large", large_markers, "star-")
+            small_markers = per_home(f"cc{rounds:02d}_small", passes_groups.cc_small_task, srcs=lambda h, s=star: _for_part(s, h),
+                                     n_homes=n)
+            srcs = _srcs(work / f"cc{rounds:02d}_small", small_markers, "star-")
+            if sum(m["changes"] for m in (*large_markers.values(), *small_markers.values())) == 0:
                 label_srcs = srcs
                 break
             if rounds >= 64:
                 raise RuntimeError("connected components did not converge in 64 rounds")
-        gr = per_home("groups", passes.groups_task, sig_path=sig_path, label_srcs=lambda h: _for_part(label_srcs, h),
-                      kind_srcs=lambda h: _for_part(kind_srcs, h), old_srcs=lambda h: _for_part(oldmatch_srcs, h), n_parts=n_parts)
-        members = _srcs(work / "groups", gr, "members-")
-        el = per_part("elect", passes.elect_task, n_parts, member_srcs=lambda p: _for_part(members, p), n_homes=n, keep=d.keep)
-        decisions = _srcs(work / "elect", el, "decisions-")
+        group_markers = per_home("groups", passes_groups.groups_task, sig_path=sig_path, label_srcs=lambda h: _for_part(label_srcs, h),
+                                 kind_srcs=lambda h: _for_part(kind_srcs, h), old_srcs=lambda h: _for_part(oldmatch_srcs, h),
+                                 n_parts=n_parts)
+        members = _srcs(work / "groups", group_markers, "members-")
+        elect_markers = per_part("elect", passes_groups.elect_task, n_parts, member_srcs=lambda p: _for_part(members, p), n_homes=n,
+                                 keep=d.keep)
+        decisions = _srcs(work / "elect", elect_markers, "decisions-")
     except _PassFailed as e:
         return e.result
 
-    tasks = [runner.Task(stems[h], passes.final_task, dict(
+    tasks = [runner.Task(stems[h], passes_groups.final_task, dict(
         path=str(shards[h]), out=str(out), key=stems[h], h=h, decision_srcs=_for_part(decisions, h),
         bands_file=str(work / "sig" / f"bands-{stems[h]}.parquet"), sig_path=sig_path(h),
-        n_parts=n_parts, batch_size=cfg.run.batch_size, write_index=d.write_index), input_fp=fps[shards[h].name]) for h in range(n)]
+        n_parts=n_parts, batch_size=cfg.run.docs_per_batch, write_index=d.write_index), input_fp=fps[shards[h].name]) for h in range(n)]
     res = phase(STAGE, out, [*finished, *tasks], config_hash=chash, input_fingerprint=fp)
     timings["write"] = round(res.seconds, 3)
     if res.ok:
@@ -264,39 +268,42 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
             io.write_json({"version": 1, "partitions": n_parts, "params": _index_params(cfg), "method": d.method,
                            "files": [{"name": m["index_file"]["name"], "parts": m["index_file"]["parts"],
                                       "sha256": m["index_file"]["sha256"]} for m in final.values()],
-                           "includes": [str(dd) for dd, _ in closure if dd != out.resolve()]}, out / INDEX / "index.json")
+                           "includes": [str(against) for against, _ in closure if against != out.resolve()]}, out / INDEX / "index.json")
         stats = io.read_json(out / io.STATS)
-        stats["dedup"] = _stats(cfg, sig, bk, va, vb, sem, el, final, rounds, closure, timings)
+        stats["dedup"] = _stats(cfg, signature_markers, bucket_markers, verify_a_markers, verify_b_markers, semantic_markers,
+                                elect_markers, final, rounds, closure, timings)
         io.write_json(stats, out / io.STATS)
     return res
 
 
-def _semantic(d, cfg: Config, work: Path, run_pass, per_part, sig: dict, sig_path, stems: list[str], n_parts: int) -> dict:
+def _semantic(d, cfg: Config, work: Path, run_pass, per_part, signature_markers: dict, sig_path, stems: list[str],
+              n_parts: int) -> dict:
     s = d.semantic
-    sizes = [sig[k]["docs"] for k in stems]
+    sizes = [signature_markers[k]["docs"] for k in stems]
     total = sum(sizes)
     k = s.n_clusters or max(1, math.ceil(total / s.docs_per_cluster))
     take = [min(r, math.ceil(s.sample_size * r / total)) if total else 0 for r in sizes]
     sample = [(sig_path(h), np.unique(np.linspace(0, r - 1, t).round().astype(np.int64)).tolist() if t else [])
               for h, (r, t) in enumerate(zip(sizes, take))]
-    km = run_pass("kmeans", [runner.Task("kmeans", passes.kmeans_task, dict(out=str(work / "kmeans"), key="kmeans", sample=sample, k=k,
-                                                                             seed=cfg.run.seed, iters=s.kmeans_iters))])
+    kmeans_markers = run_pass("kmeans", [runner.Task("kmeans", passes_semantic.kmeans_task, dict(
+        out=str(work / "kmeans"), key="kmeans", sample=sample, k=k, seed=cfg.run.seed, iters=s.kmeans_iters))])
     centroids = str(work / "kmeans" / "centroids.parquet")
-    assign = run_pass("assign", [runner.Task(stems[h], passes.assign_task, dict(out=str(work / "assign"), key=stems[h], sig_path=sig_path(h),
-                                                                                 centroids_path=centroids, n_parts=n_parts))
-                                 for h in range(len(stems))])
-    asrcs = _srcs(work / "assign", assign, "assign-")
-    pairs = per_part("sem_pairs", passes.sem_pairs_task, n_parts, assign_srcs=lambda p: _for_part(asrcs, p), n_homes=len(stems),
-                     threshold=s.threshold)
-    return {"kmeans": km, "pairs": pairs}
+    assign_markers = run_pass("assign", [runner.Task(stems[h], passes_semantic.assign_task, dict(
+        out=str(work / "assign"), key=stems[h], sig_path=sig_path(h), centroids_path=centroids, n_parts=n_parts))
+        for h in range(len(stems))])
+    assign_srcs = _srcs(work / "assign", assign_markers, "assign-")
+    pairs = per_part("sem_pairs", passes_semantic.sem_pairs_task, n_parts, assign_srcs=lambda p: _for_part(assign_srcs, p),
+                     n_homes=len(stems), threshold=s.threshold)
+    return {"kmeans": kmeans_markers, "pairs": pairs}
 
 
-def _stats(cfg: Config, sig, bk, va, vb, sem, el, final, rounds, closure, timings) -> dict:
+def _stats(cfg: Config, signature_markers, bucket_markers, verify_a_markers, verify_b_markers, semantic_markers, elect_markers,
+           final, rounds, closure, timings) -> dict:
     def total(markers: dict, key: str) -> int:
         return sum(int(m.get(key, 0)) for m in markers.values())
 
-    sizes, removed_groups, tokens, docs = Counter(), Counter(), Counter(), Counter()
-    for m in el.values():
+    sizes, tokens, docs = Counter(), Counter(), Counter()
+    for m in elect_markers.values():
         sizes.update({int(k): v for k, v in m.get("sizes", {}).items()})
     for m in final.values():
         docs.update({k: v for k, v in m.get("reasons", {}).items() if k.startswith("dup:")})
@@ -306,21 +313,24 @@ def _stats(cfg: Config, sig, bk, va, vb, sem, el, final, rounds, closure, timing
         "docs_in": total(final, "rows_in"), "docs_kept": total(final, "kept"),
         "docs_removed": dict(sorted(docs.items())), "tokens_removed": dict(sorted(tokens.items())),
         "tokens_in": total(final, "tokens_in"),
-        "groups": total(el, "groups"), "groups_with_against_doc": total(el, "groups_against"),
+        "groups": total(elect_markers, "groups"), "groups_with_against_doc": total(elect_markers, "groups_against"),
         "group_size_histogram": {str(k): sizes[k] for k in sorted(sizes)},
-        "exact_pairs": total(bk, "exact_pairs"), "cc_rounds": rounds,
+        "exact_pairs": total(bucket_markers, "exact_pairs"), "cc_rounds": rounds,
         "pass_seconds": timings,
     }
     if "fuzzy" in cfg.dedup.method:
-        hist = np.sum([m.get("jaccard_hist", [0] * 10) for m in vb.values()], axis=0).tolist() if vb else []
-        out["fuzzy"] = {"candidate_pairs": total(bk, "fuzzy_pairs"), "candidate_pairs_against": total(bk, "fuzzy_old_pairs"),
-                        "verified_pairs": total(vb, "verified") if vb else None, "checked_pairs": total(vb, "checked") if vb else None,
-                        "candidate_jaccard_histogram": hist, "docs_without_shingles": total(sig, "no_shingles")}
-    if sem:
-        out["semantic"] = {"clusters": sem["kmeans"]["kmeans"]["k"], "pairs": total(sem["pairs"], "pairs")}
+        hist = np.sum([m.get("jaccard_hist", [0] * 10) for m in verify_b_markers.values()], axis=0).tolist() if verify_b_markers else []
+        out["fuzzy"] = {"candidate_pairs": total(bucket_markers, "fuzzy_pairs"),
+                        "candidate_pairs_against": total(bucket_markers, "fuzzy_old_pairs"),
+                        "verified_pairs": total(verify_b_markers, "verified") if verify_b_markers else None,
+                        "checked_pairs": total(verify_b_markers, "checked") if verify_b_markers else None,
+                        "candidate_jaccard_histogram": hist, "docs_without_shingles": total(signature_markers, "no_shingles")}
+    if semantic_markers:
+        out["semantic"] = {"clusters": semantic_markers["kmeans"]["kmeans"]["k"], "pairs": total(semantic_markers["pairs"], "pairs")}
     if closure:
         out["against"] = [str(d) for d, _ in closure]
-        out["against_matches"] = total(bk, "exact_old_pairs") + (total(va, "old_matched") if va else total(bk, "fuzzy_old_pairs"))
+        fuzzy_matches = total(verify_a_markers, "old_matched") if verify_a_markers else total(bucket_markers, "fuzzy_old_pairs")
+        out["against_matches"] = total(bucket_markers, "exact_old_pairs") + fuzzy_matches
     return out
 
 

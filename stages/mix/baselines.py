@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.mix.constraints import Bounds, _check_inputs, project
+from stages.mix.constraints import Bounds, check_inputs, project
 
 BASELINES = ("uniform", "proportional", "temperature", "unimax")
 
@@ -48,7 +48,7 @@ def unimax(tokens, budget: float, max_epochs: float) -> np.ndarray:
     If even E epochs of everything fall short of the budget, the weights sum below 1 before
     normalization; `baseline` (via `project`) then raises the one-line infeasibility error.
     """
-    tokens = _check_inputs(tokens, budget)
+    tokens = check_inputs(tokens, budget)
     k = tokens.size
     a = np.zeros(k)
     rem = float(budget)

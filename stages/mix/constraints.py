@@ -48,7 +48,7 @@ def human(n: float) -> str:
     return f"{n:.3g}"
 
 
-def _check_inputs(tokens, budget) -> np.ndarray:
+def check_inputs(tokens, budget) -> np.ndarray:
     tokens = np.asarray(tokens, dtype=np.float64)
     if tokens.ndim != 1 or tokens.size == 0:
         raise ValueError(f"tokens must be a non-empty 1-D array of per-domain counts, got shape {tokens.shape}")
@@ -61,7 +61,7 @@ def _check_inputs(tokens, budget) -> np.ndarray:
 
 def caps(tokens, budget: float, bounds: Bounds = Bounds()) -> np.ndarray:
     """Upper bound per domain: min(max_weight, max_epochs * tokens / budget)."""
-    tokens = _check_inputs(tokens, budget)
+    tokens = check_inputs(tokens, budget)
     return np.minimum(bounds.max_weight, bounds.max_epochs * tokens / float(budget))
 
 
@@ -72,7 +72,7 @@ def floors(tokens, budget: float, bounds: Bounds = Bounds()) -> np.ndarray:
 
 def check_feasible(tokens, budget: float, bounds: Bounds = Bounds()) -> None:
     """Raise a one-line ValueError naming the constraint to relax when no mixture satisfies `bounds`."""
-    tokens = _check_inputs(tokens, budget)
+    tokens = check_inputs(tokens, budget)
     k = tokens.size
     if not (0 <= bounds.min_weight <= 1 and 0 < bounds.max_weight <= 1 and bounds.max_epochs > 0):
         raise ValueError(f"bounds out of range: need 0 <= min_weight <= 1, 0 < max_weight <= 1, max_epochs > 0; got {bounds}")

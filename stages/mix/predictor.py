@@ -110,14 +110,14 @@ class Predictor:
         import lightgbm as lgb
 
         n = len(y)
-        folds = [(np.setdiff1d(np.arange(n), va), va) for va in _folds(n, self.seed)]
+        folds = [(np.setdiff1d(np.arange(n), held_out), held_out) for held_out in _folds(n, self.seed)]
         res = lgb.cv(self._params(n - len(folds[0][1])), lgb.Dataset(W, y, free_raw_data=False),
                      num_boost_round=self.n_estimators, folds=folds, metrics="l2", seed=self.seed,
                      callbacks=[lgb.early_stopping(self.patience, verbose=False)], return_cvbooster=True)
         best = len(res["valid l2-mean"])
         oof = np.empty(n)
-        for (_, va), b in zip(folds, res["cvbooster"].boosters):
-            oof[va] = b.predict(W[va], num_iteration=best)
+        for (_, held_out), b in zip(folds, res["cvbooster"].boosters):
+            oof[held_out] = b.predict(W[held_out], num_iteration=best)
         return oof, best
 
     # -- public ----------------------------------------------------------------------------
@@ -137,9 +137,9 @@ class Predictor:
         if self.kind == "linear":
             if n >= MIN_RHO_RUNS:
                 oof = np.empty(n)
-                for va in _folds(n, self.seed):
-                    tr = np.setdiff1d(np.arange(n), va)
-                    oof[va] = _Linear().fit(W[tr], y[tr]).predict(W[va])
+                for held_out in _folds(n, self.seed):
+                    train_rows = np.setdiff1d(np.arange(n), held_out)
+                    oof[held_out] = _Linear().fit(W[train_rows], y[train_rows]).predict(W[held_out])
                 self.rho = spearman(oof, y)
             self.model = _Linear().fit(W, y)
             return self

@@ -3,10 +3,10 @@
 Passes (each resumable; a killed run re-trains no finished proxy):
 
   1. tokenizer  (driver)    train a byte-level BPE on a seeded sample of the input (or load
-                            mix.tokenizer.path) -> <out>/tokenizer.json
+                            run.tokenizer.path) -> <out>/tokenizer.json
   2. tokenize   (per shard) BPE ids per document -> <out>/_work/tokens; per-domain docs/tokens
   3. streams    (driver)    per-domain token streams for the proxies -> <out>/domains/<i>.npy
-                            (whole documents in a seeded order, at most STREAM_CAP x proxy.tokens each);
+                            (whole documents in a seeded order, at most STREAM_CAP x proxy.train_tokens each);
                             target sets split by example-id hash into search / eval parts ->
                             <out>/targets/ (evaluate uses the eval parts, the search never sees them)
   4. search     (rounds)    baselines need no proxy; RegMix and CLIMB call an evaluator that trains
@@ -30,9 +30,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import io, runner
+from pipeline import io, lock, runner
 from pipeline.models import tokenstreams as ts
-from pipeline.config import Config, ConfigError, MixConfig, unsafe_domain_name
+from pipeline.config import Config, ConfigError, MixConfig, TokenizerConfig, unsafe_domain_name
 from pipeline.registry import Stage
 from pipeline.version import __version__
 
@@ -46,23 +46,23 @@ class _RoundFailed(RuntimeError):
 
 
 
-def _tokenizer(c: MixConfig, shards: list[Path], out: Path, seed: int, fp: str) -> Path:
+def _tokenizer(tc: TokenizerConfig, shards: list[Path], out: Path, seed: int, fp: str) -> Path:
     from pipeline.models import bpe
 
     dest = out / "tokenizer.json"
-    if c.tokenizer.path is not None:
-        src = Path(c.tokenizer.path)
+    if tc.path is not None:
+        src = Path(tc.path)
         if not src.exists():
-            raise ConfigError(f"mix.tokenizer.path: {src} does not exist; point it at a tokenizers JSON or leave it null to train one")
+            raise ConfigError(f"run.tokenizer.path: {src} does not exist; point it at a tokenizers JSON or leave it null to train one")
         if not dest.exists() or io.sha256_file(dest) != io.sha256_file(src):
             io.atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
         return dest
-    tseed = seed if c.tokenizer.seed is None else c.tokenizer.seed
-    key = ts.digest(fp, c.tokenizer.model_dump(exclude={"seed"}), tseed)
+    tseed = seed if tc.seed is None else tc.seed
+    key = ts.digest(fp, tc.model_dump(exclude={"seed"}), tseed)
     cached = out / "_work" / f"tokenizer-{key}.json"
     if not cached.exists():
-        texts = ts.sample_texts(shards, c.tokenizer.train_docs, tseed)
-        bpe.train_bpe(texts, c.tokenizer.vocab_size, cached)
+        texts = ts.sample_texts(shards, tc.train_docs, tseed)
+        bpe.train_bpe(texts, tc.vocab_size, cached)
     if not dest.exists() or io.sha256_file(dest) != io.sha256_file(cached):
         io.atomic_write(dest, lambda tmp: shutil.copyfile(cached, tmp))
     return dest
@@ -106,7 +106,7 @@ class Evaluator:
         return np.asarray(losses, dtype=np.float64)
 
 
-def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
+def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner.StageResult:
     c: MixConfig = cfg.mix
     if inp is None:
         raise ConfigError("mix: no input dataset dir; use `curate mix --input DIR`, or run the stage before it too")
@@ -118,12 +118,11 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     if c.domain_column not in names:
         raise ConfigError(f"mix.domain_column: column {c.domain_column!r} is not in {inp} (columns: {', '.join(names)}); "
                           "run the cluster stage first or set domain_column: source")
-    force = bool(getattr(phase, "keywords", {}).get("force", False))
     fp, h = io.dataset_fingerprint(inp), cfg.stage_hash(STAGE)
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
     runner.refuse_other_output(out, h, fp, force, "mix", hint=" (finished proxy runs of identical mixtures are reused)")
     t0 = time.perf_counter()
-    with io.dir_lock(out):
+    with lock.dir_lock(out):
         io.prepare_dir(out)
         io.write_json({**header, "status": "running"}, out / io.MANIFEST)
         try:
@@ -144,10 +143,10 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
 
     c: MixConfig = cfg.mix
     seed, work = cfg.run.seed, out / "_work"
-    tok = _tokenizer(c, shards, out, seed, fp)
+    tok = _tokenizer(cfg.run.tokenizer, shards, out, seed, fp)
     tok_sha = io.sha256_file(tok)
 
-    r = ts.tokenize_pass(phase, "mix:tokenize", shards, work / "tokens", tok, tok_sha, c.domain_column, cfg.run.batch_size, fp)
+    r = ts.tokenize_pass(phase, "mix:tokenize", shards, work / "tokens", tok, tok_sha, c.domain_column, cfg.run.docs_per_batch, fp)
     if not r.ok:
         return runner.stopped(STAGE, out, header, r)
     markers = {p.stem: io.read_marker(work / "tokens", p.stem) for p in shards}
@@ -163,8 +162,8 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
         raise ConfigError(f"mix.domain_column: {c.domain_column!r} has {len(dnames)} value(s) in {inp}; a mixture needs at least 2 domains")
 
     sdir = out / "domains"
-    built = ts.cached_streams(work / "tokens", [p.stem for p in shards], dnames, ts.STREAM_CAP * c.proxy.tokens, seed, sdir,
-                              key=ts.digest(tok_sha, fp, c.domain_column, c.proxy.tokens, seed), domain_column=c.domain_column)
+    built = ts.cached_streams(work / "tokens", [p.stem for p in shards], dnames, ts.STREAM_CAP * c.proxy.train_tokens, seed, sdir,
+                              key=ts.digest(tok_sha, fp, c.domain_column, c.proxy.train_tokens, seed), domain_column=c.domain_column)
     streams = [str(sdir / d["file"]) for d in built]
 
     targets = load_targets(c.targets)

@@ -8,7 +8,6 @@ document's id gets the suffix `#e<epoch>` (epoch >= 1), so ids stay unique.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import partial
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline import io, runner
+from pipeline import io, lock, runner
 from pipeline.config import Config, ConfigError, RemixConfig
 from pipeline.registry import Stage
 from pipeline.schema import ID, TEXT
@@ -39,10 +38,6 @@ class ExportFailed(RuntimeError):
         self.result = result
 
 
-def _hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def resolve_formats(formats: list[str] | None, has_tokens: bool) -> tuple[list[str], list[str]]:
     """(formats written, formats of the default left out). Token formats need token ids."""
     if formats is None:
@@ -50,7 +45,7 @@ def resolve_formats(formats: list[str] | None, has_tokens: bool) -> tuple[list[s
     need = [f for f in formats if f in export.FORMATS_WITH_TOKENS]
     if need and not has_tokens:
         raise ConfigError(f"remix.formats: {need} need token ids; set remix.tokenized: true and a tokenizer "
-                          "(remix.tokenizer, the mix stage's, or run.tokens.tokenizer), or drop them")
+                          "(remix.tokenizer, the mix stage's, or run.tokenizer.path), or drop them")
     return (["parquet"] + [f for f in formats if f != "parquet"]), []
 
 
@@ -131,7 +126,7 @@ def _export(out: Path, doc: dict, keys: list[str], names: list[str], formats: li
     if "megatron" in fmts:
         tasks.append(runner.Task("mixed", export.export_mixed, dict(out=str(out), keys=keys, dtype=dtype)))
     r = runner.work_phase(partial(phase, force=False), "remix:export", out / EXPORT_DIR, tasks,
-                          _hash(doc["shard_files"], fmts, dtype), io.dataset_fingerprint(out))
+                          io.content_hash([doc["shard_files"], fmts, dtype]), io.dataset_fingerprint(out))
     if not r.ok:
         raise ExportFailed(r)
     exported = {ph["index"]: io.read_marker(out / EXPORT_DIR, f"phase-{ph['index']}") for ph in doc["phases"]}
@@ -147,24 +142,25 @@ def _export(out: Path, doc: dict, keys: list[str], names: list[str], formats: li
     return rec
 
 
-def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
+def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner.StageResult:
     c: RemixConfig = cfg.remix
     if inp is None:
         raise ConfigError("remix: no input dataset dir; use `curate remix --input DIR`, or run the stage before it too")
     weights = Path(c.weights) if c.weights is not None else Path(cfg.run.output) / "mix" / "weights.json"
-    return remix(inp, out, weights, c.tokens, seed=cfg.run.seed, max_epochs=c.max_epochs, tokenized=c.tokenized,
+    return remix(inp, out, weights, c.budget_tokens, seed=cfg.run.seed, max_epochs=c.max_epochs, tokenized=c.tokenized,
                  tokenizer=c.tokenizer, target_rows=cfg.run.shard.target_rows, phase=phase,
-                 run_tokenizer=cfg.run.tokens.tokenizer, batch_size=cfg.run.batch_size, base_hash=cfg.stage_hash(STAGE),
+                 run_tokenizer=cfg.run.tokenizer.path, batch_size=cfg.run.docs_per_batch, base_hash=cfg.stage_hash(STAGE),
                  formats=c.formats, phases=c.phases, metadata_prefix=c.metadata_prefix,
-                 select=c.select.model_dump() if c.select else None)
+                 select=c.select.model_dump() if c.select else None, force=force)
 
 
 def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *, seed: int = 0,
           max_epochs: float | None = None, tokenized: bool = True, tokenizer: str | Path | None = None,
           target_rows: int = 50_000, phase=None, run_tokenizer: str | None = None, batch_size: int = 2_000,
           base_hash: str = "", formats: list[str] | None = None, phases: list | None = None,
-          metadata_prefix=None, select: dict | None = None) -> runner.StageResult:
-    """The stage without a Config (CLI). `phase` as in `pipeline.driver` (default: local, no Ray)."""
+          metadata_prefix=None, select: dict | None = None, force: bool = False) -> runner.StageResult:
+    """The stage without a Config (CLI). `phase` as in `pipeline.driver` (default: local, no Ray);
+    `force`: replace output made with another config or input (--force)."""
     if phase is None:
         phase = partial(runner.run_stage, use_ray=False)
     inp, out, weights_path = Path(inp), Path(out), Path(weights_path)
@@ -189,13 +185,12 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
         raise ConfigError(f"remix.select.column: input {inp} has no column {select['column']!r}; run the score stage first or choose one of {schema.names}")
     tok_sha = io.sha256_file(tok) if tok else None
     fp = io.dataset_fingerprint(inp)
-    h = _hash(base_hash, io.sha256_file(weights_path), budget, cap, seed, tok_sha, bool(tokenized and tok), target_rows,
-              fmts, ph_spec, pre, select)
+    h = io.content_hash([base_hash, io.sha256_file(weights_path), budget, cap, seed, tok_sha, bool(tokenized and tok), target_rows,
+                         fmts, ph_spec, pre, select])
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
-    force = bool(getattr(phase, "keywords", {}).get("force", False))
     runner.refuse_other_output(out, h, fp, force, "remix", what_config="config or weights")
     work = out / "_work"
-    with io.dir_lock(out):
+    with lock.dir_lock(out):
         if force:
             _clear(out)
         cdir = out / CENSUS_DIR  # outside _work: --force (new weights) keeps it; its own hash says when it is stale
@@ -206,12 +201,12 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
         tasks = [runner.Task(p.stem, passes.census_shard, dict(path=str(p), key=p.stem, work=str(cdir), domain_column=col,
                                                               tokenizer=str(tok) if tok else None, batch_size=batch_size,
                                                               score_column=select["column"] if select else None)) for p in shards]
-        chash = _hash(col, tok_sha, *([select["column"]] if select else []))
+        chash = io.content_hash([col, tok_sha, *([select["column"]] if select else [])])
         r = runner.work_phase(partial(phase, force=False), "remix:census", cdir, tasks, chash, fp)
         if not r.ok:
             return runner.stopped(STAGE, out, header, r)
         census = [(str(cdir / m["census"]), m["rows"]) for m in (io.read_marker(cdir, p.stem) for p in shards)]
-        ph = _hash(h, fp)
+        ph = io.content_hash([h, fp])
         plan_file, info_file = work / f"plan-{ph}.npy", work / f"plan-{ph}.json"
         if plan_file.exists() and info_file.exists():
             info = io.read_json(info_file)

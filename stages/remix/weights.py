@@ -53,7 +53,7 @@ def resolve(weights_path: Path, weights: dict, tokens: int | None, max_epochs: f
     """Budget, epoch cap and tokenizer: explicit values, else the weights', else defaults."""
     budget = tokens if tokens is not None else weights.get("budget_tokens")
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-        raise ConfigError(f"remix.tokens: no token budget (weights {weights_path} has budget_tokens={budget!r}); set remix.tokens")
+        raise ConfigError(f"remix.budget_tokens: no token budget (weights {weights_path} has budget_tokens={budget!r}); set remix.budget_tokens")
     cap = max_epochs if max_epochs is not None else weights.get("max_epochs", 4.0)
     if not isinstance(cap, (int, float)) or not cap > 0:
         raise ConfigError(f"remix.max_epochs: {cap!r} must be > 0")
@@ -63,7 +63,7 @@ def resolve(weights_path: Path, weights: dict, tokens: int | None, max_epochs: f
     elif weights.get("tokenizer"):
         tok, where = Path(weights_path).parent / weights["tokenizer"], f"tokenizer of {weights_path}"
     elif run_tokenizer:
-        tok, where = Path(run_tokenizer), "run.tokens.tokenizer"
+        tok, where = Path(run_tokenizer), "run.tokenizer.path"
     if tok is not None and not tok.is_file():
         raise ConfigError(f"{where}: {tok} not found; fix the path")
     return int(budget), float(cap), tok

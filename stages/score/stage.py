@@ -28,7 +28,7 @@ def _scoring_section(s: ScoreConfig) -> dict:
     return d
 
 
-def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
+def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner.StageResult:
     s = cfg.score
     out = Path(out)
     shards = io.shard_files(inp)
@@ -44,11 +44,11 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
     fp = io.dataset_fingerprint(inp)
     h1 = io.content_hash({"scoring": _scoring_section(s), "models": shas, "backend": models.get("perplexity", {}).get("backend"),
              "embed": models.get("bench_sim", {}).get("resolved"),
-             "batch": cfg.run.batch_size, "v": CODE_VERSION})
+             "batch": cfg.run.docs_per_batch, "v": CODE_VERSION})
     sdir = out / SCORES
     score_cfg = s.model_dump(mode="json")
     tasks = [runner.Task(key=p.stem, fn=score_shard,
-                         kwargs=dict(path=str(p), out=str(sdir), key=p.stem, score=score_cfg, models=models, batch_size=cfg.run.batch_size,
+                         kwargs=dict(path=str(p), out=str(sdir), key=p.stem, score=score_cfg, models=models, batch_size=cfg.run.docs_per_batch,
                                      max_error_fraction=cfg.run.max_error_fraction))
              for p in shards]
     old = io.read_json(sdir / io.MANIFEST) if (sdir / io.MANIFEST).exists() else {}
@@ -66,7 +66,7 @@ def run(cfg: Config, inp: Path, out: Path, phase) -> runner.StageResult:
         models["perplexity"]["docs"] = {k: sum(m.get("perplexity_docs", {}).get(k, 0) for m in markers.values())
                                         for k in ("reference", "fallback")}
     tasks2 = [runner.Task(key=p.stem, fn=select_shard,
-                          kwargs=dict(path=str(p), scores_path=sp, out=str(out), key=p.stem, plan=plan, batch_size=cfg.run.batch_size))
+                          kwargs=dict(path=str(p), scores_path=sp, out=str(out), key=p.stem, plan=plan, batch_size=cfg.run.docs_per_batch))
               for p, (_, sp) in zip(shards, pairs)]
     h2 = io.content_hash({"stage": cfg.stage_hash(STAGE), "scores": h1})
     fp2 = io.content_hash([fp, io.dataset_fingerprint(sdir)])
