@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from pipeline import io
 from stages.report.clusters import clusters
 from stages.report.context import RunContext
 from stages.report.funnel import funnel, summary
@@ -101,8 +102,5 @@ def write_report(run_dir: Path, output: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     text = build_report(run_dir)
     out = Path(output) if output is not None else run_dir / REPORT_NAME
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    io.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out
