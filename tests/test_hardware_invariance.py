@@ -63,8 +63,8 @@ def test_cluster_stage_with_embed_batch_size_7_and_64_gives_identical_bytes(tmp_
     inp, texts = _varied_input(tmp_path)
     lengths = {len(x) for x in E.Embedder(max_tokens=48, precision="fp32").tokenize(texts)}
     assert len([n for n in lengths if n < 48]) >= 20  # many lengths: old batches mixed (padded) them
-    _cluster(tmp_path, inp, tmp_path / "b7", batch_size=7)
-    _cluster(tmp_path, inp, tmp_path / "b64", batch_size=64)
+    _cluster(tmp_path, inp, tmp_path / "b7", docs_per_forward=7)
+    _cluster(tmp_path, inp, tmp_path / "b64", docs_per_forward=64)
     a, b = _labels(tmp_path / "b7"), _labels(tmp_path / "b64")
     assert len(a) == 160 and a == b
     ea = {p.name: p.read_bytes() for p in sorted((tmp_path / "b7" / "_embeddings").glob("*.npy"))}
