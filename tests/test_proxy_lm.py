@@ -138,7 +138,7 @@ def test_threads_restored(domains):
 def test_from_config_and_params():
     from pipeline.config import ProxyConfig
 
-    cfg = ProxyConfig(n_layer=3, d_model=64, ctx=64, tokens=123_456, threads=None)
+    cfg = ProxyConfig(n_layer=3, d_model=64, ctx=64, train_tokens=123_456, threads=None)
     spec = P.ProxySpec.from_config(cfg, vocab_size=4096)
     assert (spec.n_layer, spec.d_model, spec.ctx, spec.tokens, spec.threads) == (3, 64, 64, 123_456, None)
     assert spec.vocab_size == 4096 and spec.warmup == 0.05
