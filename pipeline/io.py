@@ -328,10 +328,10 @@ def check_accounting(out: Path, key: str, marker: dict) -> None:
     kept + rejected + quarantined, and those counts are the rows read back from the files. A pass of
     a multi-pass stage (`pass_output`) writes derived rows (bands, pairs...): its files are checked
     against the rows recorded for each of them."""
-    rows_in = marker["rows_in"]
+    rows_in = marker["rows_in"] + marker.get("created", 0)  # a stage that makes documents (rephrase) states how many
     accounted = marker["kept"] + marker["rejected"] + marker["quarantined"]
     if rows_in != accounted:  # never write a marker for output that lost or invented rows
-        raise RuntimeError(f"task {key}: accounting broken: in={rows_in} != kept+rejected+quarantined={accounted}")
+        raise RuntimeError(f"task {key}: accounting broken: in+created={rows_in} != kept+rejected+quarantined={accounted}")
     written = written_rows(out, marker)
     if not marker.get("pass_output") and written != (marker["kept"], marker["rejected"], marker["quarantined"]):
         raise RuntimeError(f"task {key}: accounting broken: counted kept/rejected/quarantined={marker['kept']}/"

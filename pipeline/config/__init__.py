@@ -17,6 +17,7 @@ from pipeline import io
 from pipeline.config.base import ConfigError, Model, absolute, inside, local_model
 from pipeline.config.mix import (REMIX_FORMATS, EvaluateConfig, MixConfig, MixConstraints, ProxyConfig, RemixConfig,  # noqa: F401
                                  RemixPhase, RemixSelect, SearchConfig, unsafe_domain_name)
+from pipeline.config.rephrase import RephraseConfig, RephraseSelect  # noqa: F401
 from pipeline.config.score import (BUNDLED_BENCHMARKS, BUNDLED_REFERENCE_LM, BUNDLED_TARGETS, BenchSimConfig,  # noqa: F401
                                    BetrConfig, DecontamConfig, FastTextParams, FastTextScoreConfig, FastTextTrainConfig,
                                    LabelSource, PerplexityConfig, PreSelectConfig, ScoreConfig, TargetSpec,
@@ -31,6 +32,7 @@ class Config(Model):
     filter: FilterConfig | None = None
     dedup: DedupConfig | None = None
     score: ScoreConfig | None = None
+    rephrase: RephraseConfig | None = None
     cluster: ClusterConfig | None = None
     mix: MixConfig | None = None
     remix: RemixConfig | None = None
@@ -47,7 +49,7 @@ class Config(Model):
         return io.content_hash(part)
 
 
-STAGES = ("ingest", "filter", "dedup", "score", "cluster", "mix", "remix", "evaluate")  # canonical order (ingest, filter, dedup, score, cluster, mix, remix); `curate run` runs those present in the config
+STAGES = ("ingest", "filter", "dedup", "score", "rephrase", "cluster", "mix", "remix", "evaluate")  # canonical order (rephrase is optional: absent from a config, it does not run); `curate run` runs those present in the config
 
 
 def _loc(loc: tuple) -> str:
