@@ -49,6 +49,7 @@ class CMRConfig(Model):
     ratios: list[float] = Field([0.0, 0.1, 0.2, 0.4, 0.6, 0.8], description="domain shares of the proxy grid (each in [0, 1], 0 included: the general-only reference)")
     tokens: list[int] | None = Field(None, description="training tokens of the proxy grid (>= 2 distinct counts); null = proxy.train_tokens x [1/4, 1/2, 1]")
     tolerance: float = Field(0.02, description="largest allowed relative rise of the general-domain validation loss over the r = 0 run, in (0, 1)")
+    base_tokens: int | None = Field(None, ge=0, description="continual pretraining: every grid run continues a proxy first trained on this many tokens of the general corpus alone (one base per seed); 0 = grid runs train from scratch; null = the largest grid count")
     at_tokens: int | None = Field(None, ge=1, description="training tokens at which the ratio is read off the fitted law; null = the largest grid count")
     seeds: int = Field(2, ge=1, le=8, description="proxy runs per grid point (seeds run.seed + 0..n-1); the interval resamples seeds (>= 2) or the fit's residuals (1)")
     bootstrap: int = Field(200, ge=20, le=10_000, description="bootstrap refits for the ratio's 95 % interval")
@@ -103,6 +104,10 @@ class MixConfig(Model):
         """The grid's token counts (mix.cmr.tokens, or proxy.train_tokens x [1/4, 1/2, 1])."""
         t = self.proxy.train_tokens
         return self.cmr.tokens or sorted({max(1_000, t // 4), max(1_000, t // 2), t})
+
+    def cmr_base_tokens(self) -> int:
+        """Tokens of the general-only base proxy the grid runs continue from (0: from scratch)."""
+        return max(self.cmr_tokens()) if self.cmr.base_tokens is None else self.cmr.base_tokens
 
 
 REMIX_FORMATS = ("parquet", "megatron", "mds", "hf")

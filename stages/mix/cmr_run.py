@@ -14,8 +14,10 @@
   law            `stages.mix.cmr`: the fit of general and domain loss, leave-one-point-out error,
                  the critical ratio with a bootstrap interval
 
-Proxies train from scratch on the mixture (no pretrained base checkpoint): the paper continues a
-pretrained model; with tiny CPU proxies the general-only run (r = 0) is the reference instead.
+Continual pretraining as in the paper: with mix.cmr.base_tokens > 0 (default: the largest grid
+count) a base proxy per seed is first trained on the general corpus alone (<out>/_work/cmr_base,
+its weights in <key>.pt) and every grid run continues it (fresh optimizer and schedule) on the
+mixture; base_tokens 0 trains the grid from scratch. The reference is the r = 0 continuation.
 """
 from __future__ import annotations
 
@@ -104,30 +106,63 @@ def mixture(shares: np.ndarray, d: int, r: float) -> np.ndarray:
     return w
 
 
+BASE_SEED = 7919  # a base run s draws its init and data from seed + s + BASE_SEED, apart from its continuations (seed + s)
+
+
+def _base(phase, work, streams, evals, base_spec, shares, c: MixConfig, key: str, seed: int, fp: str):
+    """The general-only base proxies (one per seed) the grid runs continue from: (StageResult, runs, weights files)."""
+    T = c.cmr_base_tokens()
+    d = work / "cmr_base"
+    d.mkdir(parents=True, exist_ok=True)
+    keys = [f"base-t{T}-s{s}" for s in range(c.cmr.seeds)]
+    files = [d / f"{k}.pt" for k in keys]
+    for k, f in zip(keys, files):  # a finished base whose weights file went away runs again
+        if io.marker_path(d, k).exists() and not f.exists():
+            io.marker_path(d, k).unlink()
+    tasks = [runner.Task(k, ts.proxy_task, dict(streams=streams, weights=shares.tolist(), evals=evals, spec={**base_spec, "tokens": int(T)},
+                                                 seed=seed + s + BASE_SEED, save=str(f))) for s, (k, f) in enumerate(zip(keys, files))]
+    res = runner.work_phase(phase, "mix:cmr-base", d, tasks, key, fp)
+    if not res.ok:
+        return res, [], []
+    runs = []
+    for s, k in enumerate(keys):
+        m = io.read_marker(d, k)
+        runs.append({"run": k, "tokens": int(T), "seed": s, "general_loss": float(m["losses"]["general"]),
+                     "domain_loss": float(m["losses"]["domain"]), "seconds": float(m.get("seconds", 0.0))})
+    return res, runs, [str(f) for f in files]
+
+
 def grid(phase, out, work, c: MixConfig, dnames: list[str], built: list[dict], info: dict, shares: np.ndarray, d: int,
          spec: dict, seed: int, fp: str):
-    """One proxy task per (tokens, ratio, seed); returns (StageResult, [run records])."""
+    """The base proxies (mix.cmr.base_tokens > 0), then one proxy task per (tokens, ratio, seed)
+    continuing base s; returns (StageResult, [grid run records], [base run records])."""
     streams = [str(out / info["train"][str(i)]) if str(i) in info["train"] else str(out / "domains" / b["file"]) for i, b in enumerate(built)]
     evals = {n: str(out / info[n]["file"]) for n in ("general", "domain")}
     base = {**spec, "eval_tokens": max(info["general"]["tokens"], info["domain"]["tokens"])}
+    key = ts.digest(info["key"], base, shares.round(12).tobytes(), d, seed, c.cmr_base_tokens())
+    base_runs, inits = [], [None] * c.cmr.seeds
+    if c.cmr_base_tokens():
+        res, base_runs, inits = _base(phase, work, streams, evals, base, shares, c, key, seed, fp)
+        if not res.ok:
+            return res, [], []
     plan = []
     for T in c.cmr_tokens():
         for r in c.cmr.ratios:
             for s in range(c.cmr.seeds):
                 plan.append((f"t{T}-r{round(r * 10_000):05d}-s{s}", T, r, s))
     tasks = [runner.Task(k, ts.proxy_task, dict(streams=streams, weights=mixture(shares, d, r).tolist(), evals=evals,
-                                                 spec={**base, "tokens": int(T)}, seed=seed + s)) for k, T, r, s in plan]
+                                                 spec={**base, "tokens": int(T)}, seed=seed + s, init=inits[s])) for k, T, r, s in plan]
     d_ = work / "cmr"
-    res = runner.work_phase(phase, "mix:cmr", d_, tasks, ts.digest(info["key"], base, shares.round(12).tobytes(), d, seed), fp)
+    res = runner.work_phase(phase, "mix:cmr", d_, tasks, key, fp)
     if not res.ok:
-        return res, []
+        return res, [], []
     runs = []
     for k, T, r, s in plan:
         m = io.read_marker(d_, k)
         runs.append({"run": k, "ratio": float(r), "tokens": int(T), "seed": int(s), "general_loss": float(m["losses"]["general"]),
                      "domain_loss": float(m["losses"]["domain"]), "seconds": float(m.get("seconds", 0.0)),
                      "trained_tokens": int(m.get("tokens", 0)), "weights": m["weights"]})
-    return res, runs
+    return res, runs, base_runs
 
 
 def analyse(c: MixConfig, runs: list[dict], seed: int) -> dict:

@@ -252,7 +252,7 @@ def _cmr(cfg: Config, out: Path, phase, header: dict, dnames: list[str], tokens,
     gi = [dnames.index(g) for g in general]
     shares[gi] = tokens[gi] / tokens[gi].sum()
     info = cmr_run.split(out, built, dnames, domain, general, shares, c.proxy.eval_tokens, c.proxy.ctx, seed, skey)
-    res, runs = cmr_run.grid(phase, out, out / "_work", c, dnames, built, info, shares, d, spec, seed, fp)
+    res, runs, base_runs = cmr_run.grid(phase, out, out / "_work", c, dnames, built, info, shares, d, spec, seed, fp)
     if not res.ok:
         return runner.stopped(STAGE, out, header, res)
     result = cmr_run.analyse(c, runs, seed)
@@ -262,7 +262,7 @@ def _cmr(cfg: Config, out: Path, phase, header: dict, dnames: list[str], tokens,
     result["ratio"]["projected"] = bool(not np.allclose(weights, cmr_run.mixture(shares, d, ratio), atol=1e-9))
     doc = {"domain": domain, "domain_column": c.domain_column, "general": {g: float(shares[i]) for g, i in zip(general, gi)},
            **result, "validation": {n: info[n] for n in ("general", "domain")}, "proxy": spec, "seed": seed,
-           "weights": {n: float(x) for n, x in zip(dnames, weights)}, "grid": runs}
+           "weights": {n: float(x) for n, x in zip(dnames, weights)}, "base": {"tokens": c.cmr_base_tokens(), "runs": base_runs}, "grid": runs}
     io.write_json(doc, out / "cmr.json")
     _write_search(out / "search.parquet", cmr_run.search_rows(runs, result), dnames, ["general", "domain"])
     extra = {
