@@ -69,7 +69,7 @@ def test_cmr_json_fields_fit_and_ratio(runs):
     top = {g["ratio"]: g for g in c["grid"] if g["tokens"] == 6000}
     assert top[0.8]["domain_loss"] < top[0.0]["domain_loss"] and top[0.8]["general_loss"] > top[0.0]["general_loss"]
     for name in ("general", "domain"):
-        assert set(c["fit"][name]) == {"a", "b", "alpha", "c", "beta", "T_ref"}
+        assert set(c["fit"][name]) == {"a", "b", "alpha", "c", "beta", "gamma", "T_ref"}
         h = c["held_out"][name]
         assert h["points"] == 8 and np.isfinite(h["rmse"]) and h["mean_rel"] < 0.2, h
     assert c["fit"]["general"]["c"] > 0 > c["fit"]["domain"]["c"]  # forgetting vs learning the domain
@@ -135,7 +135,7 @@ def test_law_recovers_a_known_ratio():
     """The fit and the closed form on a known law with noise: r* within the interval, near the truth."""
     r = np.array([0, 0.1, 0.2, 0.4, 0.6, 0.8] * 3)
     t = np.repeat([0.25, 0.5, 1.0], 6)
-    true = (4.0, 1.0, 0.7, 0.8, 1.6)
+    true = (4.0, 1.0, 0.7, 0.8, 1.6, 0.3)
     cells = cmr.law(true, r, t)[:, None] + np.random.default_rng(0).normal(0, 0.01, (18, 2))
     th = cmr.fit(r, t, cells.mean(1))
     want = cmr.critical_ratio(true, 0.05)

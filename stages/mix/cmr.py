@@ -5,38 +5,51 @@ Seed paper: Gu et al., "CMR Scaling Law: Predicting Critical Mixture Ratios for 
 Pre-training of Language Models" (arXiv 2407.17467). The paper fits, per model size, a power law of
 loss in training tokens T and mixture ratio R, and defines the critical mixture ratio as the largest
 domain share whose general loss stays within a tolerance of the general-only run. It does not pin
-one closed form we could copy for tiny proxies, so the law here is the documented simpler form
+one closed form we could copy for tiny proxies, so the law here is a documented form (6 parameters)
 
-    L(r, T) = a + b * (T / T_ref)^(-alpha) + c * r^beta        (b >= 0, alpha in [0, 4], beta in [0.1, 4])
+    L(r, T) = a + b * phi_alpha(T / T_ref) + c * (T / T_ref)^gamma * r^beta
+    phi_alpha(t) = (t^(-alpha) - 1) / alpha      (-> -ln t as alpha -> 0)
+    (b >= 0, alpha in [0, 4], beta in [0.1, 4], gamma in [-2, 2])
 
 fitted separately to the general-domain validation loss and to the domain validation loss (for the
 general loss c > 0 means forgetting; for the domain loss c < 0 means the domain is learnt). Why this
-form: the token term is the usual data power law with an irreducible a; the ratio term is a power of
-the share, 0 at r = 0, so L(0, T) is the general-only reference; five parameters for a grid of
-6 ratios x 2-3 token counts; the critical ratio has a closed form:
+form: the token term is the usual data power law a' + b' T^-alpha written so that a is the loss at
+r = 0 and T = T_ref (the reference the tolerance is relative to) and the log law of early training
+is its alpha = 0 limit (with a + b' T^-alpha, small proxies drove alpha to 0 and a, b' to +-1700);
+the ratio term is a power of the share, 0 at r = 0, whose size may grow with tokens (gamma): on the
+bundled corpus the general-loss penalty of r = 0.8 grew from 0.32 to 0.52 nats from 25k to 100k
+tokens, which an additive law (gamma = 0) missed, so the critical ratio depends on T as in the
+paper. The critical ratio has a closed form:
 
-    L_g(r, T*) <= (1 + tol) * L_g(0, T*)  <=>  c * r^beta <= tol * (a + b (T*/T_ref)^-alpha)
-    r* = min(1, (tol * L_g(0, T*) / c)^(1/beta))  when c > 0, else 1 (the domain does not hurt).
+    L_g(r, T*) <= (1 + tol) * L_g(0, T*)  <=>  c t*^gamma r^beta <= tol * (a + b phi_alpha(t*))
+    r* = min(1, (tol * L_g(0, T*) / (c t*^gamma))^(1/beta))  when c > 0, else 1 (no forgetting).
 
-The ratio and the token terms are additive, so T* moves r* only through the reference loss. Pure
-numpy + scipy: no torch, no IO.
+Pure numpy + scipy: no torch, no IO.
 """
 from __future__ import annotations
 
 import numpy as np
 
-PARAMS = ("a", "b", "alpha", "c", "beta")
-FORM = "L(r, T) = a + b * (T / T_ref)^(-alpha) + c * r^beta"
-_LO = np.array([-np.inf, 0.0, 0.0, -np.inf, 0.1])
-_HI = np.array([np.inf, np.inf, 4.0, np.inf, 4.0])
-_STARTS = ((0.5, 0.5), (0.5, 1.0), (0.5, 2.0), (1.5, 0.5), (1.5, 1.0), (1.5, 2.0))  # (alpha, beta)
+PARAMS = ("a", "b", "alpha", "c", "beta", "gamma")
+FORM = "L(r, T) = a + b * ((T/T_ref)^(-alpha) - 1) / alpha + c * (T/T_ref)^gamma * r^beta  (alpha -> 0: -b ln(T/T_ref))"
+_LO = np.array([-np.inf, 0.0, 0.0, -np.inf, 0.1, -2.0])
+_HI = np.array([np.inf, np.inf, 4.0, np.inf, 4.0, 2.0])
+_STARTS = ((0.1, 0.5), (0.1, 1.0), (0.1, 2.0), (1.0, 0.5), (1.0, 1.0), (1.0, 2.0))  # (alpha, beta); gamma starts at 0
+
+
+def phi(alpha: float, t) -> np.ndarray:
+    """(t^-alpha - 1) / alpha, and its limit -ln t at alpha = 0: 0 at t = 1, falling in t."""
+    t = np.asarray(t, np.float64)
+    if abs(alpha) < 1e-8:
+        return -np.log(t)
+    return np.expm1(-alpha * np.log(t)) / alpha
 
 
 def law(theta, r, t) -> np.ndarray:
     """The law at ratios r and relative token counts t = T / T_ref (arrays of one shape)."""
-    a, b, alpha, c, beta = theta
+    a, b, alpha, c, beta, gamma = theta
     r, t = np.asarray(r, np.float64), np.asarray(t, np.float64)
-    return a + b * t ** (-alpha) + c * np.where(r > 0, np.maximum(r, 1e-300) ** beta, 0.0)
+    return a + b * phi(alpha, t) + c * t ** gamma * np.where(r > 0, np.maximum(r, 1e-300) ** beta, 0.0)
 
 
 def _solve(r, t, y, x0):
@@ -63,9 +76,11 @@ def fit(r, t, y, x0=None) -> np.ndarray:
     top = t == t.max()
     order = np.argsort(r[top])
     amp_r = float(y[top][order][-1] - y[top][order][0]) if top.sum() > 1 else 0.0
+    lowest = np.flatnonzero(r == r.min())
+    a0 = float(y[lowest[np.argmax(t[lowest])]])  # the reference: the lowest ratio at the most tokens
     best = None
     for alpha, beta in _STARTS:
-        x, cost = _solve(r, t, y, np.array([float(y.min()), max(amp_t, 1e-3), alpha, amp_r or 1e-3, beta]))
+        x, cost = _solve(r, t, y, np.array([a0, max(amp_t, 1e-3), alpha, amp_r or 1e-3, beta, 0.0]))
         if best is None or cost < best[1] - 1e-15:
             best = (x, cost)
     return best[0]
@@ -88,13 +103,14 @@ def critical_ratio(theta, tolerance: float, t_star: float = 1.0) -> float:
     """Largest r in [0, 1] with L(r, t*) <= (1 + tolerance) * L(0, t*) under the law `theta`."""
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
-    a, b, alpha, c, beta = (float(v) for v in theta)
-    ref = a + b * t_star ** (-alpha)
-    if c <= 0:
+    a, b, alpha, c, beta, gamma = (float(v) for v in theta)
+    ref = a + b * float(phi(alpha, t_star))
+    eff = c * t_star ** gamma
+    if eff <= 0:
         return 1.0
     if ref <= 0:
         return 0.0
-    return float(min(1.0, (tolerance * ref / c) ** (1.0 / beta)))
+    return float(min(1.0, (tolerance * ref / eff) ** (1.0 / beta)))
 
 
 def grid_ratio(ratios, losses, tolerance: float) -> float:
