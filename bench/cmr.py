@@ -79,7 +79,7 @@ def main() -> None:
     print(f"\nlaw: {c['form']}")
     for n in ("general", "domain"):
         f, h = c["fit"][n], c["held_out"][n]
-        print(f"{n:7s}: a {f['a']:.4f}  b {f['b']:.4f}  alpha {f['alpha']:.3f}  c {f['c']:+.4f}  beta {f['beta']:.3f}  (T_ref {f['T_ref']});"
+        print(f"{n:7s}: a {f['a']:.4f}  b {f['b']:.4f}  alpha {f['alpha']:.3f}  c {f['c']:+.4f}  beta {f['beta']:.3f}  gamma {f['gamma']:+.3f}  (T_ref {f['T_ref']});"
               f" leave-one-point-out RMSE {h['rmse']:.4f} nats, mean |rel| {100 * h['mean_rel']:.2f} %, max |err| {h['max_abs']:.4f}")
     r = c["ratio"]
     b = r["bootstrap"]
