@@ -146,3 +146,27 @@ def test_law_recovers_a_known_ratio():
     assert cmr.leave_one_out(r, t, cells.mean(1))["rmse"] < 0.03
     assert cmr.critical_ratio(th, 0.01) < got < cmr.critical_ratio(th, 0.2)
     assert cmr.grid_ratio([0, 0.2, 0.5], [3.0, 3.01, 3.5], 0.01) == 0.2
+
+
+def test_proxy_continues_from_saved_weights(tmp_path):
+    """proxy_lm.train_proxy save_state / init_state (the base the grid continues): a continuation
+    starts from the saved weights (lower loss than the same short run from scratch), and saving is
+    deterministic."""
+    from pipeline.models import proxy_lm
+
+    rng = np.random.default_rng(0)
+    probs = 1.0 / np.arange(1, 41) ** 1.2
+    stream = rng.choice(40, size=20_000, p=probs / probs.sum()).astype(np.uint16)
+    evals = {"v": rng.choice(40, size=2_000, p=probs / probs.sum()).astype(np.uint16)}
+    spec = proxy_lm.ProxySpec(vocab_size=40, n_layer=1, n_head=2, d_model=16, ctx=16, batch_size=4, lr=0.01, tokens=4_000,
+                              eval_tokens=2_000, device="cpu")
+    short = proxy_lm.ProxySpec(**{**spec.__dict__, "tokens": 200})
+    a = proxy_lm.train_proxy([stream], [1.0], evals, spec, 0, save_state=str(tmp_path / "a.pt"))
+    proxy_lm.train_proxy([stream], [1.0], evals, spec, 0, save_state=str(tmp_path / "b.pt"))
+    import torch
+
+    sa, sb = (torch.load(tmp_path / f, weights_only=True) for f in ("a.pt", "b.pt"))
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    cont = proxy_lm.train_proxy([stream], [1.0], evals, short, 1, init_state=str(tmp_path / "a.pt"))
+    scratch = proxy_lm.train_proxy([stream], [1.0], evals, short, 1)
+    assert cont["loss"] < scratch["loss"] - 0.1 and abs(cont["loss"] - a["loss"]) < 0.2, (a["loss"], cont["loss"], scratch["loss"])
