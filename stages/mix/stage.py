@@ -17,6 +17,10 @@ Passes (each resumable; a killed run re-trains no finished proxy):
   6. outputs                weights.json (+ Megatron / HF / MosaicML forms), search.parquet
 
 Weights respect mix.constraints (min/max weight, max epochs of a domain within budget_tokens).
+
+method cmr (critical mixture ratio for continual pretraining) replaces passes 4-5 with those of
+`cmr_run` (held-out validation documents, base proxies, the grid of domain shares x token counts,
+the law of `cmr`) and also writes cmr.json.
 """
 from __future__ import annotations
 
