@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import Model
 from pipeline.config.score import TargetSpec
@@ -43,8 +43,47 @@ class SearchConfig(Model):
     robust_rho: float = Field(0.5, ge=-1, le=1, description="when the predictor's held-out Spearman rho is below this (or unknown), the final mixture is the verification candidate with the lowest seed-mean loss instead of the predictor's pick")
 
 
+class CMRConfig(Model):
+    domain: str | None = Field(None, description="method cmr: the value of mix.domain_column that is the domain corpus of the continual pretraining (required)")
+    general: list[str] | None = Field(None, description="domains forming the general corpus, mixed by their token shares; null = every domain but `domain`")
+    ratios: list[float] = Field([0.0, 0.1, 0.2, 0.4, 0.6, 0.8], description="domain shares of the proxy grid (each in [0, 1], 0 included: the general-only reference)")
+    tokens: list[int] | None = Field(None, description="training tokens of the proxy grid (>= 2 distinct counts); null = proxy.train_tokens x [1/4, 1/2, 1]")
+    tolerance: float = Field(0.02, description="largest allowed relative rise of the general-domain validation loss over the r = 0 run, in (0, 1)")
+    base_tokens: int | None = Field(None, ge=0, description="continual pretraining: every grid run continues a proxy first trained on this many tokens of the general corpus alone (one base per seed); 0 = grid runs train from scratch; null = the largest grid count")
+    at_tokens: int | None = Field(None, ge=1, description="training tokens at which the ratio is read off the fitted law; null = the largest grid count")
+    seeds: int = Field(2, ge=1, le=8, description="proxy runs per grid point (seeds run.seed + 0..n-1); the interval resamples seeds (>= 2) or the fit's residuals (1)")
+    bootstrap: int = Field(200, ge=20, le=10_000, description="bootstrap refits for the ratio's 95 % interval")
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, v):
+        if not 0 < v < 1:
+            raise ValueError(f"{v} is outside (0, 1); give the allowed relative rise of general loss, e.g. 0.02")
+        return v
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v):
+        if not v:
+            raise ValueError("the grid is empty; give domain shares like [0, 0.1, 0.2, 0.4, 0.6, 0.8]")
+        if any(not 0 <= r <= 1 for r in v) or len(set(v)) != len(v):
+            raise ValueError(f"{v}: each share must be in [0, 1] and listed once")
+        if 0 not in v or len(v) < 3:
+            raise ValueError(f"{v}: give at least 3 shares including 0 (the general-only reference)")
+        return sorted(v)
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, v):
+        if v is None:
+            return v
+        if len(set(v)) < 2 or any(t < 1_000 for t in v):
+            raise ValueError(f"{v}: give at least 2 distinct token counts, each >= 1000 (or null for proxy.train_tokens x [1/4, 1/2, 1])")
+        return sorted(set(v))
+
+
 class MixConfig(Model):
-    method: str = Field("climb", pattern="^(uniform|proportional|temperature|unimax|regmix|climb)$", description="optimizer, or a baseline")
+    method: str = Field("climb", pattern="^(uniform|proportional|temperature|unimax|regmix|climb|cmr)$", description="optimizer, or a baseline; cmr = the critical mixture ratio of mix.cmr.domain for continual pretraining")
     domain_column: str = Field("cluster", description="column whose values are the domains (e.g. cluster, source)")
     targets: list[TargetSpec] = Field([], description="target sets the mixture should be good at; empty = the four bundled target benchmarks (ARC-Challenge, GSM8K, HumanEval, MBPP in data/benchmarks)")
     eval_fraction: float = Field(0.5, ge=0, lt=1, description="share of each target set held out for `evaluate` and never seen by the search")
@@ -53,6 +92,22 @@ class MixConfig(Model):
     constraints: MixConstraints = MixConstraints()
     proxy: ProxyConfig = ProxyConfig()
     search: SearchConfig = SearchConfig()
+    cmr: CMRConfig = CMRConfig()
+
+    @model_validator(mode="after")
+    def _cmr_domain(self):
+        if self.method == "cmr" and not self.cmr.domain:
+            raise ValueError("method cmr needs cmr.domain (the domain corpus: a value of mix.domain_column)")
+        return self
+
+    def cmr_tokens(self) -> list[int]:
+        """The grid's token counts (mix.cmr.tokens, or proxy.train_tokens x [1/4, 1/2, 1])."""
+        t = self.proxy.train_tokens
+        return self.cmr.tokens or sorted({max(1_000, t // 4), max(1_000, t // 2), t})
+
+    def cmr_base_tokens(self) -> int:
+        """Tokens of the general-only base proxy the grid runs continue from (0: from scratch)."""
+        return max(self.cmr_tokens()) if self.cmr.base_tokens is None else self.cmr.base_tokens
 
 
 REMIX_FORMATS = ("parquet", "megatron", "mds", "hf")

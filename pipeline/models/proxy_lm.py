@@ -18,6 +18,7 @@ import it alone.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -266,10 +267,13 @@ def _sync(device: torch.device) -> None:
 
 
 def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: dict[str, np.ndarray],
-                spec: ProxySpec, seed: int) -> dict:
+                spec: ProxySpec, seed: int, init_state: str | None = None, save_state: str | None = None) -> dict:
     """Train one proxy on the mixture `weights` of `streams` for spec.tokens tokens; return
     {"loss": mean over targets, "losses": {target: CE nats}, "tokens", "steps", "seconds"
-    (training only), "eval_seconds", "tokens_per_s", "params", "device"}. No evals: loss is nan."""
+    (training only), "eval_seconds", "tokens_per_s", "params", "device"}. No evals: loss is nan.
+    init_state: a state_dict file (from save_state) to continue from (continual pretraining: new
+    optimizer and schedule, the weights of the earlier run); save_state: write the trained weights
+    there (CPU tensors, written to a temporary name and moved into place)."""
     device = _device(spec.device)
     steps = math.ceil(spec.tokens / (spec.batch_size * spec.ctx))
     rng = np.random.Generator(np.random.PCG64(seed))
@@ -281,6 +285,8 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
     try:
         torch.manual_seed(seed)
         model = TinyGPT(spec).to(device)
+        if init_state is not None:
+            model.load_state_dict(torch.load(init_state, map_location=device, weights_only=True))
         opt = _optimizer(model, spec, device)
         model.train()
         _sync(device)
@@ -300,6 +306,10 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
         seconds = time.perf_counter() - t0
         losses = {name: evaluate(model, win, device) for name, win in windows.items()}
         eval_seconds = time.perf_counter() - t0 - seconds
+        if save_state is not None:
+            tmp = f"{save_state}.tmp-{os.getpid()}"
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+            os.replace(tmp, save_state)
     finally:
         torch.set_num_threads(old_threads)
     tokens = steps * spec.batch_size * spec.ctx
