@@ -111,6 +111,11 @@ class RemixSelect(Model):
     order: str = Field("best_first", pattern="^(best_first|random)$", description="best_first: a pass that does not take the whole domain takes its best documents first (so a small budget gets the best); random: a seeded random subset")
 
 
+class RemixOrder(Model):
+    by: str = Field(..., description="score column whose value orders the documents within each phase (a quality curriculum: e.g. quality, fasttext_score)")
+    direction: str = Field("ascending", pattern="^(ascending|descending)$", description="ascending: lowest score first, best data last (the curriculum of 'How Learning Rate Decay Wastes Your Best Data'); descending: best first")
+
+
 class RemixConfig(Model):
     weights: Path | None = Field(None, description="weights.json; null = <run.output>/mix/weights.json")
     budget_tokens: int | None = Field(None, ge=1, description="token budget of the training shards; null = the weights' budget_tokens")
@@ -121,6 +126,7 @@ class RemixConfig(Model):
     phases: list[RemixPhase] | None = Field(None, description="training phases in order, e.g. [{fraction: 0.9, weights: mix}, {fraction: 0.1, weights: {code: 0.5, wiki: 0.5}}]; null = one phase with the mix weights")
     metadata_prefix: MetadataPrefixConfig | None = Field(None, description="prepend a source/URL line to documents (metadata conditioning), with a cooldown phase without it")
     select: RemixSelect | None = Field(None, description="within-domain selection by a score column, combined with the mix weights: e.g. {column: quality, keep: 0.5}")
+    order: RemixOrder | None = Field(None, description="curriculum: within each phase write the documents sorted by a score column (ties in the seeded shuffle order, missing scores last) instead of shuffled, e.g. {by: quality, direction: ascending}; null = the seeded shuffle")
 
     @field_validator("formats")
     @classmethod
