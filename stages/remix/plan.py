@@ -8,6 +8,9 @@ ordered list is cut between the phases at the cumulative phase targets, so a dom
 document only once it has used all of them, whatever the phases. Inside each phase the samples are
 permuted with run.seed, and each phase is cut into its own output shards of run.shard.target_rows
 rows: phase boundaries fall on shard boundaries (the loader and the trainer outputs keep the order).
+With remix.order ({by, direction}) each phase is instead sorted by that score column (a quality
+curriculum), ties in the order the seeded shuffle gives them, missing scores last; which samples each
+phase holds is the same as without it.
 
 With one phase the plan is the same as before phases existed (same permutations, same bytes).
 Memory: ~30 bytes per input document and per sample.
@@ -141,9 +144,9 @@ def _cuts(tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: float, seed: int,
          target_rows: int, phases: list[dict] | None = None, select: dict | None = None,
-         order: dict | None = None) -> tuple[np.ndarray, dict]:
+         order_spec: dict | None = None) -> tuple[np.ndarray, dict]:
     """Samples in output order and the per-domain and per-phase numbers. census: (file, rows) per shard.
-    `order` {by, direction}: each phase sorted by the census's order_score instead of shuffled."""
+    `order_spec` {by, direction} (remix.order): each phase sorted by the census's order_score instead of shuffled."""
     names = [str(d["name"]) for d in weights["domains"]]
     if phases is None:
         w = np.array([float(d["weight"]) for d in weights["domains"]], np.float64)
@@ -153,7 +156,7 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
     shard, row, dom, tok, score, unweighted, oscore = _read_census(census, {n: i for i, n in enumerate(names)})
     if select and score is None:
         raise RuntimeError("remix.select: the census has no score column; re-run with --force")
-    if order and oscore is None:
+    if order_spec and oscore is None:
         raise RuntimeError("remix.order: the census has no order_score column; re-run with --force")
     per_key: list[list[np.ndarray]] = [[] for _ in phases]  # order scores of the samples (remix.order)
     order = np.argsort(dom, kind="stable")  # docs grouped by domain, in input order
@@ -186,7 +189,7 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
             a = np.empty(cut[p + 1] - cut[p], SAMPLE)
             a["shard"], a["row"], a["epoch"], a["dom"], a["ntok"] = shard[idx[sl]], row[idx[sl]], ep[sl], i, tok[idx[sl]]
             per_phase[p].append(a)
-            if order:
+            if order_spec:
                 per_key[p].append(oscore[idx[sl]])
         got = int(tok[idx].sum())
         srt = np.sort(docs)
@@ -204,9 +207,9 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
         s = np.concatenate(per_phase[p]) if per_phase[p] else np.zeros(0, SAMPLE)
         perm = rng(seed, "remix", "shuffle", *([p] if p else [])).permutation(len(s))
         s = s[perm]
-        if order:  # the curriculum: sorted by the column, ties in the shuffle's order
+        if order_spec:  # the curriculum: sorted by the column, ties in the shuffle's order
             k = np.concatenate(per_key[p])[perm] if per_key[p] else np.zeros(0)
-            at = curriculum(k, order["direction"], np.arange(len(s)))
+            at = curriculum(k, order_spec["direction"], np.arange(len(s)))
             s = s[at]
             k = k[at]
         parts.append(s)
@@ -220,7 +223,7 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
                            "domain_tokens": {n: int(x) for n, x in zip(names, dtok)},
                            "domain_samples": {n: int(x) for n, x in zip(names, dsam)},
                            "samples": [lo, lo + len(s)], "shards": [first, len(shard_starts)]})
-        if order:
+        if order_spec:
             ok = k[~np.isnan(k)]
             phase_info[-1]["order_score"] = {"first": float(ok[0]) if len(ok) else None, "last": float(ok[-1]) if len(ok) else None,
                                              "missing": int(np.isnan(k).sum())}
@@ -235,6 +238,6 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
             "samples": int(len(samples)), "tokens": total, "docs_in": int(len(dom)),
             "unweighted_docs": dict(sorted(unweighted.items())), "target_rows": target_rows,
             "shards": len(shard_starts), "shard_starts": shard_starts + [int(len(samples))], "phases": phase_info,
-            "select": select, **({"order": {**order, "ties": "seeded shuffle (run.seed)", "missing": "last",
-                                                   "scope": "within each phase"}} if order else {})}
+            "select": select, **({"order": {**order_spec, "ties": "seeded shuffle (run.seed)", "missing": "last",
+                                                   "scope": "within each phase"}} if order_spec else {})}
     return samples, info
