@@ -153,6 +153,12 @@ class RemixConfig(Model):
         return v
 
 
+class EvaluateProxy(Model):
+    lr_schedule: str = Field("cosine", pattern="^(cosine|moderate|constant)$", description="cosine: warmup, cosine to 0.1*lr (the mix stage's); moderate: cosine to 0.5*lr; constant: lr after warmup")
+    average_last: int = Field(0, ge=0, le=64, description="evaluate the mean of the last k checkpoints (k spaced evenly over the last 20 % of steps, the last at the final step); 0 or 1 = the final weights")
+    data_order: str = Field("random", pattern="^(random|sequential)$", description="random: windows drawn at random (the mix stage's); sequential: windows in stream order, evenly spaced over the whole stream (a curriculum remix is seen in its order)")
+
+
 class EvaluateConfig(Model):
     train_tokens: int = Field(400_000, ge=1_000, description="training tokens of every arm (equal for all)")
     arms: list[str] = Field(["raw", "proportional", "uniform", "temperature", "unimax", "remix"], min_length=1,
@@ -161,3 +167,6 @@ class EvaluateConfig(Model):
     raw: Path | None = Field(None, description="dataset dir of the raw arm; null = <run.output>/ingest")
     mix: Path | None = Field(None, description="mix output dir (weights, tokenizer, domain streams, target splits); null = <run.output>/mix")
     remix: Path | None = Field(None, description="remix output dir; null = <run.output>/remix")
+    remixes: dict[str, Path] = Field({}, description="more remix arms by name, each a remix output dir, e.g. {curriculum: run/remix-cur, shuffled: run/remix}; list the names in arms")
+    proxy: EvaluateProxy | None = Field(None, description="proxy trainer overrides for every arm: {lr_schedule, average_last, data_order}; null = the mix stage's proxy as is")
+    compare: list[list[str]] = Field([], description="pairs [arm, reference]: the paired relative loss difference over seeds with its 95 % interval (e.g. [[curriculum, shuffled]])")

@@ -20,7 +20,6 @@ Weights respect mix.constraints (min/max weight, max epochs of a domain within b
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from functools import partial
@@ -72,7 +71,7 @@ def proxy_spec(c: MixConfig, tokenizer: Path) -> dict:
     from pipeline.models import bpe, proxy_lm
 
     spec = proxy_lm.ProxySpec.from_config(c.proxy, bpe.load(str(tokenizer)).get_vocab_size())
-    return dataclasses.asdict(spec)
+    return spec.as_dict()
 
 
 class Evaluator:
