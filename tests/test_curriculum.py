@@ -170,3 +170,98 @@ def test_bad_order_is_one_line(tmp_path, inp):
             cfg = config.parse({"run": {"output": str(d / "run")}, "remix": {"weights": str(wp), "order": order, "tokenized": False}})
             R.run(cfg, inp, d / "out", PHASE)
         assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------- proxy trainer
+
+V = 64
+
+
+def _tiny(**kw) -> P.ProxySpec:
+    base = dict(vocab_size=V, n_layer=1, n_head=2, d_model=32, ctx=32, batch_size=8, lr=1e-2,
+                tokens=12_000, eval_tokens=4_000, device="cpu", threads=1)
+    return P.ProxySpec(**{**base, **kw})
+
+
+def _chain(seed: int, n: int, lo: int) -> np.ndarray:
+    """A bigram chain on the token ids [lo, lo + 32): a domain of its own."""
+    rng = np.random.default_rng(seed)
+    trans = rng.dirichlet(np.full(32, 0.05), size=32).cumsum(1)
+    s = np.zeros(n, np.int64)
+    u = rng.random(n)
+    for i in range(1, n):
+        s[i] = min(np.searchsorted(trans[s[i - 1]], u[i]), 31)
+    return (s + lo).astype(np.uint16)
+
+
+def test_schedules_give_the_documented_curves():
+    lrs = {s: [P._lr_at(k, 100, _tiny(lr=1.0, warmup=0.1, lr_schedule=s)) for k in range(100)] for s in P.ProxySpec.SCHEDULES}
+    for s, floor in (("cosine", 0.1), ("moderate", 0.5), ("constant", 1.0)):
+        x = lrs[s]
+        assert x[0] == pytest.approx(0.1) and x[9] == pytest.approx(1.0)  # the same linear warmup
+        assert x[-1] == pytest.approx(floor) and all(a >= b - 1e-12 for a, b in zip(x[9:], x[10:]))
+    assert all(v == pytest.approx(1.0) for v in lrs["constant"][9:])
+    mid = 10 + (100 - 10 - 1) // 2  # progress ~ 0.5: halfway between lr and the floor
+    assert lrs["moderate"][mid] == pytest.approx(0.75, abs=0.02) and lrs["cosine"][mid] == pytest.approx(0.55, abs=0.02)
+    # the default is byte-for-byte the original expression
+    spec = _tiny(lr=1.0, warmup=0.1)
+    assert [P._lr_at(k, 100, spec) for k in range(100)] == lrs["cosine"]
+
+
+def test_defaults_leave_the_spec_dict_unchanged():
+    d = _tiny().as_dict()
+    assert not set(P.ProxySpec.NEW_FIELDS) & set(d)
+    assert _tiny(lr_schedule="constant").as_dict()["lr_schedule"] == "constant"
+
+
+def test_average_last_evaluates_the_mean_of_the_documented_checkpoints():
+    assert P.average_interval(100, 4) == 5 and P.averaged_steps(100, 4) == [84, 89, 94, 99]
+    assert P.averaged_steps(10, 1) == [9] and P.averaged_steps(3, 8) == [0, 1, 2]
+    stream, held = _chain(1, 20_000, 0), _chain(1, 24_000, 0)[20_000:]
+    spec = _tiny(average_last=4, lr_schedule="constant")
+    steps = math.ceil(spec.tokens / (spec.batch_size * spec.ctx))
+    kept: dict[int, dict] = {}
+    res = P.train_proxy([stream], [1.0], {"t": held}, spec, seed=0,
+                        on_step=lambda s, m: kept.__setitem__(s, {k: v.detach().clone() for k, v in m.state_dict().items()}))
+    want = P.averaged_steps(steps, 4)
+    assert res["averaged_steps"] == want
+    model = P.TinyGPT(spec)
+    win = P.eval_windows(held, spec)
+    model.load_state_dict({k: sum(kept[s][k] for s in want) / len(want) for k in kept[want[0]]})
+    assert P.evaluate(model, win, torch.device("cpu")) == pytest.approx(res["loss"], rel=1e-6)
+    model.load_state_dict(kept[steps - 1])  # the final weights: another loss
+    assert abs(P.evaluate(model, win, torch.device("cpu")) - res["loss"]) > 1e-4
+    plain = P.train_proxy([stream], [1.0], {"t": held}, _tiny(lr_schedule="constant"), seed=0)
+    assert plain["loss"] == pytest.approx(P.evaluate(model, win, torch.device("cpu")), rel=1e-6) and "averaged_steps" not in plain
+
+
+def test_sequential_order_reads_the_stream_in_order_and_the_order_matters():
+    st, off = P.sequential_plan([10_000, 5_000], [0.5, 0.5], 40, 32)
+    assert (np.bincount(st) == [20, 20]).all()
+    for i, n in ((0, 10_000), (1, 5_000)):
+        o = off[st == i]
+        assert o[0] == 0 and o[-1] == n - 33 and (np.diff(o) > 0).all()
+    # a stream of domain A (token ids 0..31), then domain B (32..63): read in order, the proxy ends on B
+    # and is better at B than at A; reversed, the opposite; random windows see both all along
+    r = np.random.default_rng(0)
+    a, b = r.integers(0, 32, 12_000).astype(np.uint16), r.integers(32, 64, 12_000).astype(np.uint16)
+    evals = {"a": r.integers(0, 32, 4_000).astype(np.uint16), "b": r.integers(32, 64, 4_000).astype(np.uint16)}
+    for order in ("sequential", "random"):
+        spec = _tiny(data_order=order, lr_schedule="constant")
+        ab = P.train_proxy([np.concatenate([a, b])], [1.0], evals, spec, seed=0)["losses"]
+        ba = P.train_proxy([np.concatenate([b, a])], [1.0], evals, spec, seed=0)["losses"]
+        if order == "sequential":
+            assert ab["b"] < ab["a"] - 0.1 and ba["a"] < ba["b"] - 0.1, (ab, ba)
+        else:
+            assert abs(ab["a"] - ab["b"]) < 0.05 and abs(ba["a"] - ba["b"]) < 0.05, (ab, ba)
+
+
+def test_bad_proxy_options_are_one_line():
+    for kw, needle in (({"lr_schedule": "linear"}, "lr_schedule"), ({"average_last": -1}, "average_last"),
+                       ({"data_order": "sorted"}, "data_order")):
+        with pytest.raises(ValueError, match=needle) as e:
+            _tiny(**kw)
+        assert "\n" not in str(e.value)
+    with pytest.raises(config.ConfigError) as e:
+        config.parse({"run": {"output": "/tmp/x"}, "evaluate": {"proxy": {"lr_schedule": "linear"}}})
+    assert "lr_schedule" in str(e.value) and "\n" not in str(e.value)
