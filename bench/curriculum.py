@@ -14,7 +14,8 @@ Pipeline, all through the CLI: `curate mix` (method proportional: trains the tok
 splits and the domain streams), `curate remix` twice at one epoch of every document (remix.order
 {by: quality, direction: ascending} vs the default shuffle: the same samples, another order), then
 per schedule one `curate evaluate` with arms curriculum and shuffled, evaluate.proxy {lr_schedule,
-average_last, data_order: sequential} and compare [[curriculum, shuffled]]. Prints one table row per
+average_last, data_order: sequential} and compare [[curriculum, shuffled]] (the control
+`cosine_random` reads random windows, as the proxy does by default: the order is then lost). Prints one table row per
 schedule: mean target loss of each arm over seeds and the paired relative difference with its 95 %
 interval ("n.s." when it crosses 0). Results also in <out>/results.json.
 """
@@ -37,10 +38,12 @@ import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 
 SCHEDULES = {  # name -> evaluate.proxy
-    "cosine": {"lr_schedule": "cosine", "average_last": 0},
-    "moderate": {"lr_schedule": "moderate", "average_last": 0},
-    "constant": {"lr_schedule": "constant", "average_last": 0},
-    "constant_avg": {"lr_schedule": "constant", "average_last": 8},
+    "cosine": {"lr_schedule": "cosine", "average_last": 0, "data_order": "sequential"},
+    "moderate": {"lr_schedule": "moderate", "average_last": 0, "data_order": "sequential"},
+    "constant": {"lr_schedule": "constant", "average_last": 0, "data_order": "sequential"},
+    "constant_avg": {"lr_schedule": "constant", "average_last": 8, "data_order": "sequential"},
+    # control: random windows (the proxy's default sampling) destroy the written order
+    "cosine_random": {"lr_schedule": "cosine", "average_last": 0, "data_order": "random"},
 }
 PROXY = {"n_layer": 2, "n_head": 2, "d_model": 64, "ctx": 64, "sequences_per_step": 8, "train_tokens": 12_000,
          "lr": 0.004, "eval_tokens": 20_000}
@@ -125,7 +128,7 @@ def main() -> None:
     for s in a.schedules.split(","):
         t1 = time.perf_counter()
         ec = out / f"evaluate-{s}.yaml"
-        ec.write_text(yaml.safe_dump({**base, "evaluate": {"remixes": remixes, "proxy": {**SCHEDULES[s], "data_order": "sequential"},
+        ec.write_text(yaml.safe_dump({**base, "evaluate": {"remixes": remixes, "proxy": SCHEDULES[s],
                                                            "compare": [["curriculum", "shuffled"]]}}))
         ev = out / f"evaluate-{s}"
         curate("evaluate", "--mix", str(mixd), "--output", str(ev), "--config", str(ec), "--arms", "curriculum,shuffled",
