@@ -72,13 +72,14 @@ def make_corpus(root: Path, n_docs: int) -> tuple[Path, Path]:
         rows["source"].append("web" if rng.random() < 0.6 else "forum")
         rows["quality"].append(float(np.clip(q[i] + rng.normal(0, 0.1), 0, 1)))
     rows["n_tokens"] = [len(t.split()) for t in rows["text"]]
-    inp = root / "in"
+    inp, tgt = root / "in", root / "target.jsonl"
+    if (inp / "part-00001.parquet").exists() and tgt.exists():  # written before (same seed): reuse, so the stages resume
+        return inp, tgt
     inp.mkdir(parents=True, exist_ok=True)
     t = pa.table(rows)
     half = t.num_rows // 2
     pq.write_table(t.slice(0, half), inp / "part-00000.parquet")
     pq.write_table(t.slice(half), inp / "part-00001.parquet")
-    tgt = root / "target.jsonl"
     trng = np.random.default_rng(999)
     with open(tgt, "w") as fh:
         for j in range(200):
