@@ -1,7 +1,7 @@
 """Quality curriculum vs shuffle, under several LR schedules, with `curate evaluate` (3 seeds, paired 95 %).
 
     python bench/curriculum.py [--out runs/bench_curriculum] [--docs 1600] [--tokens 0] [--seeds 3]
-                               [--schedules cosine,moderate,constant,constant_avg]
+                               [--schedules cosine,moderate,constant,constant_avg,cosine_random]
 
 Seed paper: "How Learning Rate Decay Wastes Your Best Data in Curriculum-Based LLM Pretraining"
 (ascending-quality order helps under a constant or moderately decaying LR or with averaging of the
@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=1600)
     ap.add_argument("--tokens", type=int, default=0, help="proxy training tokens per run; 0 = the remix's tokens (one epoch)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--schedules", default="cosine,moderate,constant,constant_avg")
+    ap.add_argument("--schedules", default=",".join(SCHEDULES))
     a = ap.parse_args()
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

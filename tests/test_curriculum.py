@@ -316,6 +316,8 @@ def test_evaluate_compares_a_curriculum_with_the_shuffle(tmp_path):
     assert (cmp["arm"], cmp["reference"], cmp["n"]) == ("curriculum", "shuffled", 3)
     assert cmp["lo"] <= cmp["mean"] <= cmp["hi"] and cmp["mean"] < 0 and cmp["significant"] == (cmp["hi"] < 0 or cmp["lo"] > 0)
     assert cmp["text"].endswith("n.s.") == (not cmp["significant"])
+    st = subprocess.run([curate_bin(), "stats", str(tmp_path / "ev")], capture_output=True, text=True, env=clean_env())
+    assert st.returncode == 0 and "curriculum vs shuffled (paired)" in st.stdout, st.stdout
     ev_cfg.write_text(yaml.safe_dump({**base, "evaluate": {**ev, "compare": [["curriculum", "nope"]]}}))
     r = subprocess.run(args, capture_output=True, text=True, timeout=600, env=clean_env())
     assert r.returncode == 2 and "evaluate.compare" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
