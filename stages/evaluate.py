@@ -10,8 +10,8 @@
 and scored on the held-out `eval` part of every target set (the mixture search only saw the
 `search` part). `evaluate.proxy` overrides the proxy's lr_schedule / average_last / data_order for
 every arm (sequential data order reads a remix in its written order: a curriculum is seen in order);
-`evaluate.compare` adds paired intervals between named arms. Writes <out>/evaluate.json and prints the table; each (arm, seed) run is a runner
-task, so a killed evaluation resumes.
+`evaluate.compare` adds paired intervals between named arms. Writes <out>/evaluate.json and prints
+the table; each (arm, seed) run is a runner task, so a killed evaluation resumes.
 """
 from __future__ import annotations
 
@@ -104,6 +104,9 @@ def run(cfg: Config, inp: Path | None, out: Path, phase, force: bool = False) ->
             elif arm == "remix" or arm in c.remixes:
                 src = remixd if arm == "remix" else Path(c.remixes[arm])
                 r = _remix_stream(src, work, arm)
+                if r is None and (src / "_remix.json").exists() and io.read_json(src / "_remix.json").get("order"):
+                    raise ConfigError(f"evaluate: remix {src} is ordered (remix.order) but has no token shards, and re-tokenizing "
+                                      "its text would reorder it; re-run remix with tokenized: true")
                 if r is None:
                     r = _single_stream(ph, arm, src, work, tok, cap, cfg.run.seed, cfg.run.docs_per_batch)
                     if isinstance(r, runner.StageResult):
