@@ -321,3 +321,9 @@ def test_evaluate_compares_a_curriculum_with_the_shuffle(tmp_path):
     ev_cfg.write_text(yaml.safe_dump({**base, "evaluate": {**ev, "compare": [["curriculum", "nope"]]}}))
     r = subprocess.run(args, capture_output=True, text=True, timeout=600, env=clean_env())
     assert r.returncode == 2 and "evaluate.compare" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # an ordered remix without token shards: re-tokenizing its text would reorder it
+    c = config.parse({**base, "remix": {"weights": str(mixd / "weights.json"), "order": ORDER, "tokenized": False}})
+    assert R.run(c, inp, tmp_path / "text-only", PHASE).ok
+    ev_cfg.write_text(yaml.safe_dump({**base, "evaluate": {**ev, "remixes": {**remixes, "curriculum": str(tmp_path / "text-only")}}}))
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, env=clean_env())
+    assert r.returncode == 2 and "no token shards" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
