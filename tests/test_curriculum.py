@@ -44,7 +44,7 @@ def remix_run(d: Path, inp: Path, **section) -> Path:
     train_bpe(d / "mix" / "tokenizer.json", inp)
     wp = write_weights(d / "mix" / "weights.json", [0.5, 0.2, 0.3], 40_000, tokenizer="tokenizer.json")
     cfg = config.parse({"run": {"output": str(d / "run"), "seed": 0, "shard": {"target_rows": 90}},
-                        "remix": {"weights": str(wp), "phases": PHASES, "formats": ["parquet", "megatron", "mds"], **section}})
+                        "remix": {"weights": str(wp), "phases": PHASES, "formats": ["parquet", "megatron", "mds", "hf"], **section}})
     out = d / "out"
     assert R.run(cfg, inp, out, PHASE).ok
     return out
@@ -130,7 +130,9 @@ def test_shuffled_remix_keeps_contiguous_worker_ranges(shuffled):
     assert not ds.ordered and not np.array_equal(ds.order(2), np.arange(ds.total))
 
 
-def test_megatron_and_mds_keep_the_written_order(ordered, inp, tmp_path):
+def test_megatron_mds_and_hf_keep_the_written_order(ordered, inp, tmp_path):
+    import pyarrow.ipc as ipc
+
     idx = import_megatron_indexed()
     q = quality_of(inp)
     rep = io.read_json(ordered / R.REMIX_JSON)
@@ -156,6 +158,8 @@ def test_megatron_and_mds_keep_the_written_order(ordered, inp, tmp_path):
             with streaming_dataset(tmp_path, local=str(ordered / "mds" / pdir / name), batch_size=1, shuffle=False) as mds:
                 got = [x["id"] for x in mds]
             assert got == [ids[j] for j in rows] and ascending(stream_quality(ordered, q, got))
+            with ipc.open_stream(str(ordered / "hf" / pdir / name / "part.arrow")) as rd:
+                assert rd.read_all().column("id").to_pylist() == [ids[j] for j in rows]
     doc = yaml.safe_load((ordered / "mosaic_streams.yaml").read_text())
     assert doc["shuffle"] is False
 
