@@ -166,6 +166,11 @@ class RemixSelect(Model):
     order: str = Field("best_first", pattern="^(best_first|random)$", description="best_first: a pass that does not take the whole domain takes its best documents first (so a small budget gets the best); random: a seeded random subset")
 
 
+class RemixOrder(Model):
+    by: str = Field(..., description="score column whose value orders the documents within each phase (a quality curriculum: e.g. quality, fasttext_score)")
+    direction: str = Field("ascending", pattern="^(ascending|descending)$", description="ascending: lowest score first, best data last (the curriculum of 'How Learning Rate Decay Wastes Your Best Data'); descending: best first")
+
+
 class RemixConfig(Model):
     weights: Path | None = Field(None, description="weights.json; null = <run.output>/mix/weights.json")
     budget_tokens: int | None = Field(None, ge=1, description="token budget of the training shards; null = the weights' budget_tokens")
@@ -176,6 +181,7 @@ class RemixConfig(Model):
     phases: list[RemixPhase] | None = Field(None, description="training phases in order, e.g. [{fraction: 0.9, weights: mix}, {fraction: 0.1, weights: {code: 0.5, wiki: 0.5}}]; null = one phase with the mix weights")
     metadata_prefix: MetadataPrefixConfig | None = Field(None, description="prepend a source/URL line to documents (metadata conditioning), with a cooldown phase without it")
     select: RemixSelect | None = Field(None, description="within-domain selection by a score column, combined with the mix weights: e.g. {column: quality, keep: 0.5}")
+    order: RemixOrder | None = Field(None, description="curriculum: within each phase write the documents sorted by a score column (ties in the seeded shuffle order, missing scores last) instead of shuffled, e.g. {by: quality, direction: ascending}; null = the seeded shuffle")
 
     @field_validator("formats")
     @classmethod
@@ -202,6 +208,12 @@ class RemixConfig(Model):
         return v
 
 
+class EvaluateProxy(Model):
+    lr_schedule: str = Field("cosine", pattern="^(cosine|moderate|constant)$", description="cosine: warmup, cosine to 0.1*lr (the mix stage's); moderate: cosine to 0.5*lr; constant: lr after warmup")
+    average_last: int = Field(0, ge=0, le=64, description="evaluate the mean of the last k checkpoints (k spaced evenly over the last 20 % of steps, the last at the final step); 0 or 1 = the final weights")
+    data_order: str = Field("random", pattern="^(random|sequential)$", description="random: windows drawn at random (the mix stage's); sequential: windows in stream order, evenly spaced over the whole stream (a curriculum remix is seen in its order)")
+
+
 class EvaluateConfig(Model):
     train_tokens: int = Field(400_000, ge=1_000, description="training tokens of every arm (equal for all)")
     arms: list[str] = Field(["raw", "proportional", "uniform", "temperature", "unimax", "remix"], min_length=1,
@@ -210,3 +222,6 @@ class EvaluateConfig(Model):
     raw: Path | None = Field(None, description="dataset dir of the raw arm; null = <run.output>/ingest")
     mix: Path | None = Field(None, description="mix output dir (weights, tokenizer, domain streams, target splits); null = <run.output>/mix")
     remix: Path | None = Field(None, description="remix output dir; null = <run.output>/remix")
+    remixes: dict[str, Path] = Field({}, description="more remix arms by name, each a remix output dir, e.g. {curriculum: run/remix-cur, shuffled: run/remix}; list the names in arms")
+    proxy: EvaluateProxy | None = Field(None, description="proxy trainer overrides for every arm: {lr_schedule, average_last, data_order}; null = the mix stage's proxy as is")
+    compare: list[list[str]] = Field([], description="pairs [arm, reference]: the paired relative loss difference over seeds with its 95 % interval (e.g. [[curriculum, shuffled]])")

@@ -24,7 +24,6 @@ the law of `cmr`) and also writes cmr.json.
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from functools import partial
@@ -76,7 +75,7 @@ def proxy_spec(c: MixConfig, tokenizer: Path) -> dict:
     from pipeline.models import bpe, proxy_lm
 
     spec = proxy_lm.ProxySpec.from_config(c.proxy, bpe.load(str(tokenizer)).get_vocab_size())
-    return dataclasses.asdict(spec)
+    return spec.as_dict()
 
 
 class Evaluator:
