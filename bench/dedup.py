@@ -270,7 +270,7 @@ def run_ours(inp: Path, out: Path, num_cpus: int = 1, **dedup) -> float:
     from pipeline import config, driver, runner
 
     runner.init_ray(num_cpus=num_cpus)
-    cfg = config.parse({"run": {"output": str(out.parent / "run"), "ray": {"num_cpus": num_cpus}, "batch_size": 2000},
+    cfg = config.parse({"run": {"output": str(out.parent / "run"), "ray": {"num_cpus": num_cpus}, "docs_per_batch": 2000},
                         "dedup": {"method": ["fuzzy"], **dedup}})
     t0 = time.perf_counter()
     res = driver.run(cfg, [driver.StagePlan("dedup", inp, out)], show_progress=False)
