@@ -77,7 +77,8 @@ h = hashlib.sha256()
 for scheme, unit in (("affine32", "word"), ("legacy", "word"), ("affine32", "char")):
     mh = minhash.MinHasher(num_perm=112, seed=1, scheme=scheme, unit=unit)
     hv, offsets, c = mh.shingle_hashes(texts)
-    for arr in (c.buf, c.word_start, c.word_end, hv, offsets, mh.signatures(texts)):
+    sig = mh.signatures(texts)
+    for arr in (c.buf, c.word_start, c.word_end, hv, offsets, sig, minhash.band_keys(sig, 14, 8)):
         h.update(np.ascontiguousarray(arr).tobytes())
 print(json.dumps({"cpu": config.CPU_NAME, "features": config.CPU_FEATURES, "digest": h.hexdigest()}))
 """
@@ -116,3 +117,31 @@ def test_kernel_inputs_are_checked():
         minhash.signatures_from_hashes(np.zeros(3, np.uint32), np.array([0, 3]), a, b, "nope")
     with pytest.raises(ValueError, match="shingle size"):
         text.shingle(text.compact(["a b"]), 0)
+
+
+def _fmix64_py(x: int) -> int:
+    m = (1 << 64) - 1
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & m
+    x ^= x >> 33
+    x = (x * 0xC4CEB9FE1A85EC53) & m
+    return x ^ (x >> 33)
+
+
+@pytest.mark.parametrize("bands,rows", [(14, 8), (20, 5), (1, 1)])
+def test_band_keys_follow_their_definition(bands, rows):
+    """The compiled band keys are the documented mix, in plain Python integers: they are stored in
+    `_index/` files that later runs (--against) compare with, so they must never change."""
+    rng = np.random.default_rng(bands)
+    sig = rng.integers(0, 1 << 32, (40, bands * rows + 3), dtype=np.uint64).astype(np.uint32)
+    keys = minhash.band_keys(sig, bands, rows)
+    for d in range(len(sig)):
+        for band in range(bands):
+            h = (0x9E3779B97F4A7C15 * (band + 1)) & ((1 << 64) - 1)
+            for r in range(rows):
+                h = _fmix64_py(h ^ int(sig[d, band * rows + r]))
+            assert int(keys[d, band]) == h
+    with pytest.raises(ValueError, match="need"):
+        minhash.band_keys(sig, bands, rows + 4)
+    x = rng.integers(0, 1 << 63, 50, dtype=np.uint64)
+    assert [int(v) for v in hashing.fmix64(x)] == [_fmix64_py(int(v)) for v in x]

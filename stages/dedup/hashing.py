@@ -11,7 +11,7 @@ import hashlib
 
 import numpy as np
 
-from stages.dedup.jit import njit
+from stages.dedup.jit import njit, vectorize
 
 P1, P2, P3, P4, P5 = (np.uint32(x) for x in (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1))
 M64_1, M64_2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
@@ -119,8 +119,10 @@ def python_hashfunc(name: str):
     raise ValueError(f"unknown hash {name!r}; use one of {sorted(HASHES)}")
 
 
-def fmix64(x: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finalizer: a bijective avalanche mix of uint64 values."""
+@vectorize(["uint64(uint64)"], cache=True)
+def fmix64(x):
+    """MurmurHash3's 64-bit finalizer: a bijective avalanche mix of uint64 values (a compiled ufunc:
+    arrays from Python, scalars inside other kernels)."""
     x = x ^ (x >> np.uint64(33))
     x = x * M64_1
     x = x ^ (x >> np.uint64(33))

@@ -34,3 +34,5 @@ _prefer_wide_vectors()
 
 njit = functools.partial(numba.njit, cache=True, nogil=True)
 """`@njit` for every dedup kernel: compiled on first call, then cached on disk."""
+vectorize = numba.vectorize
+"""`@vectorize([signature], cache=True)`: a compiled ufunc (callable on arrays and inside kernels)."""
