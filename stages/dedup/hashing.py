@@ -130,6 +130,18 @@ def fmix64(x):
     return x ^ (x >> np.uint64(33))
 
 
+@njit
+def band_keys_kernel(sig, bands, rows, out):
+    """out[d, band] = the fmix64 fold of a band's values (see `minhash.band_keys`). Here, beside
+    fmix64, because numba's cache does not notice changes to a compiled function in another module."""
+    for d in range(sig.shape[0]):
+        for band in range(bands):
+            h = np.uint64(0x9E3779B97F4A7C15) * np.uint64(band + 1)
+            for r in range(rows):
+                h = fmix64(h ^ np.uint64(sig[d, band * rows + r]))
+            out[d, band] = h
+
+
 def exact_hashes(buf: np.ndarray, doc_start: np.ndarray, doc_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """xxh3-128 of every normalized document, as (high, low) uint64 halves."""
     import xxhash

@@ -5,6 +5,9 @@ shifts, xor, min), so its results are the same on every CPU and with every instr
 picks; the compiled code is cached next to the module (`__pycache__`, or numba's user cache dir
 where that is read-only) per CPU model, so a Ray worker loads it instead of compiling (~1-2 s).
 
+A kernel calls only compiled functions of its own module: numba's cache is invalidated by changes
+to the kernel's own file, not to functions it inlined from another one.
+
 Vector width: LLVM uses 256-bit vectors on AVX-512 CPUs unless told otherwise. The MinHash kernel
 is bound by vector multiplies (one 32-bit multiply per shingle x permutation), and 512-bit vectors
 make it ~1.25x faster, so on a CPU with AVX-512 the `prefer-256-bit` tuning is turned off for this

@@ -149,16 +149,6 @@ class MinHasher:
                        hashvalues=values, scheme=self.scheme)
 
 
-@njit
-def _band_keys_kernel(sig, bands, rows, out):
-    for d in range(sig.shape[0]):
-        for band in range(bands):
-            h = np.uint64(0x9E3779B97F4A7C15) * np.uint64(band + 1)
-            for r in range(rows):
-                h = hashing.fmix64(h ^ np.uint64(sig[d, band * rows + r]))
-            out[d, band] = h
-
-
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n_docs, bands) uint64 keys: a 64-bit mix of the `rows` values of each band and its index.
     Two documents share a key iff their band values are equal (up to 2^-64 collisions), which is
@@ -167,5 +157,5 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     if bands * rows > sig.shape[1]:
         raise ValueError(f"{bands} bands x {rows} rows need {bands * rows} permutations, the signatures have {sig.shape[1]}")
     out = np.empty((sig.shape[0], bands), dtype=np.uint64)
-    _band_keys_kernel(np.ascontiguousarray(sig, dtype=np.uint32), bands, rows, out)
+    hashing.band_keys_kernel(np.ascontiguousarray(sig, dtype=np.uint32), bands, rows, out)
     return out
