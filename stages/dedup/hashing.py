@@ -107,7 +107,7 @@ HASHES = {"xxh32": xxh32_ranges, "sha1": sha1_ranges}
 
 
 def python_hashfunc(name: str):
-    """The per-shingle function equal to a vectorized hash, for `datasketch.MinHash(hashfunc=...)`."""
+    """The per-shingle function equal to a batch hash, for `datasketch.MinHash(hashfunc=...)`."""
     if name == "xxh32":
         import xxhash
 

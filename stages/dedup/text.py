@@ -4,13 +4,14 @@ A batch of texts becomes one normalized UTF-8 byte buffer in which words are sep
 one space, so the bytes of a word n-gram are a contiguous slice, `b" ".join(words[i:i+n])`. The
 hash kernels then work on (start, end) ranges of that buffer: no Python object per token.
 
-`normalize()` and `shingles()` are the per-document reference: the vectorized path produces
+`normalize()` and `shingles()` are the per-document reference: the batch (compiled) path produces
 exactly the same bytes (tested), and users feeding `datasketch` use them to build the same sets.
 
 Normalization (each step optional): lowercase; NFKD + drop combining marks (diacritics) for
 non-ASCII text; punctuation, symbols and control characters -> space; every digit -> "0";
-whitespace runs -> one space (always). ASCII text is mapped with a 256-entry byte table in numpy,
-which is most of the web; non-ASCII documents go through `str.translate` first.
+whitespace runs -> one space (always). Bytes are mapped with a 256-entry table in one compiled
+pass over the batch (ASCII, most of the web, needs nothing else); non-ASCII documents first go
+through a code point table.
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def _prepare(text: str, norm: Normalization) -> str:
 
 
 def normalize(text: str, norm: Normalization = Normalization()) -> str:
-    """Reference normalization of one document (the vectorized path gives the same bytes)."""
+    """Reference normalization of one document (the batch path gives the same bytes)."""
     text = _prepare(text, norm).translate(_translate_dict(norm))
     return " ".join(text.split())
 
