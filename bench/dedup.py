@@ -1,6 +1,6 @@
 """Dedup benchmarks: ours vs datasketch, rensa and datatrove, same documents, one core.
 
-    python bench/dedup.py sig      [--n 4000]                     signature throughput (text -> MinHash)
+    python bench/dedup.py sig      [--n 4000] [--repeats 5]       signature throughput (text -> MinHash), kernel vs rensa
     python bench/dedup.py e2e      [--docs 200000] [--skip-datatrove]  end-to-end fuzzy dedup vs datatrove's 4 steps
     python bench/dedup.py quality  [--originals 3000]             planted near duplicates: precision / recall / F1
     python bench/dedup.py all
@@ -10,7 +10,10 @@ pinned process, inherits the affinity). Documents come from the bundled corpus (
 Requires the `bench` extra (datatrove, spacy, rensa). Results: bench/README_dedup.md.
 
 sig: the same 5-gram shingles of the same normalized text for everyone (our `text.shingles`
-reference), num_perm=112, seed 1. Ours goes text -> signature in numpy batches of 1000. datasketch
+reference), num_perm=112, seed 1. Ours goes text -> signature in batches of 1000 through the
+compiled (numba) kernels; "ours kernel" and "rensa kernel" are given the same flat shingle hashes
+(ours applies datasketch's permutations, rensa its own R-MinHash). The timed methods run once per
+repeat, interleaved; best-of and median are printed with the ratios ours / rensa. datasketch
 uses its fastest batch API (`MinHash.bulk`) with its default sha1 hash and with xxh32; rensa its
 fastest (`digest_matrix_from_token_sets`), both fed Python-built shingles, which is what a user of
 either has to do; "rensa kernel" feeds rensa our vectorized shingle hashes to isolate its Rust
@@ -44,6 +47,7 @@ import numpy as np  # noqa: E402
 from stages.dedup import hashing, minhash, text  # noqa: E402
 
 NUM_PERM, BANDS, ROWS, SEED = 112, 14, 8, 1
+KERNEL_CALLS = 5  # each kernel timing covers 5 calls on all documents (one call is only ~10-30 ms)
 
 
 def pin_one_core() -> int:
@@ -85,67 +89,138 @@ def timed(fn, *args):
 # ---------------------------------------------------------------------------- signature throughput
 
 
-def bench_sig(n: int) -> dict:
+def _stats(xs: list[float]) -> str:
+    return f"{max(xs):10.0f} {float(np.median(xs)):10.0f}"
+
+
+def bench_sig(n: int, repeats: int) -> dict:
+    """Every timed method once per repeat, in turn (interleaved, so a busy neighbour slows all of
+    them alike); best-of and median docs/s over the repeats, and the ratios taken per repeat."""
     docs = load_sample()
     texts = [d["text"] for d in docs[:n]]
     words = sum(len(t.split()) for t in texts)
-    print(f"signatures: {len(texts)} docs of data/sample, {words / len(texts):.0f} words/doc, num_perm={NUM_PERM}, one core")
+    print(f"signatures: {len(texts)} docs of data/sample, {words / len(texts):.0f} words/doc, num_perm={NUM_PERM}, one core, "
+          f"{repeats} interleaved repeats")
     mh = minhash.MinHasher(num_perm=NUM_PERM, seed=SEED)
-    mh.signatures(texts[:50])  # build the normalization tables (once per process)
-    res: dict[str, float] = {}
+    mh.signatures(texts[:50])  # load the compiled kernels and build the normalization tables (once per process)
+    batches = [texts[i:i + 1000] for i in range(0, len(texts), 1000)]
 
     def ours():
-        return np.concatenate([mh.signatures(texts[i:i + 1000]) for i in range(0, len(texts), 1000)])
+        return np.concatenate([mh.signatures(b) for b in batches])
 
-    t, sig = timed(ours)
-    res["ours (numpy, xxh32)"] = len(texts) / t
-    ref = None
+    # the same flat shingle hashes for both kernels
+    hv_parts, offs = [], [0]
+    for b in batches:
+        hv, o, _ = mh.shingle_hashes(b)
+        hv_parts.append(hv)
+        offs.extend((o[1:] + offs[-1]).tolist())
+    flat32, offsets = np.concatenate(hv_parts), np.array(offs, dtype=np.int64)
+    flat64, offsets64 = flat32.astype(np.uint64), offsets.astype(np.uint64)
+    print(f"  {len(flat32) / len(texts):.0f} shingles/doc")
+
+    def ours_kernel():
+        return minhash.signatures_from_hashes(flat32, offsets, mh.a, mh.b, mh.scheme)
+
+    # where our time goes (one pass over the batches)
+    parts = {"normalize (text.compact)": 0.0, "shingle ranges": 0.0, "xxh32 of shingles": 0.0, "permutations + min": 0.0}
+    for b in batches:
+        t, c = timed(text.compact, b, mh.norm)
+        parts["normalize (text.compact)"] += t
+        t, sh = timed(text.shingle, c, mh.ngram, mh.unit)
+        parts["shingle ranges"] += t
+        t, hv = timed(hashing.xxh32_ranges, sh.buf, sh.start, sh.end)
+        parts["xxh32 of shingles"] += t
+        t, _ = timed(minhash.signatures_from_hashes, hv, sh.offsets, mh.a, mh.b, mh.scheme)
+        parts["permutations + min"] += t
+    total = sum(parts.values())
+    print("  ours, where the time goes: " + ", ".join(f"{k} {v / total:.0%}" for k, v in parts.items()))
+
+    sig = ours()
     t, shingle_lists = timed(lambda: [text.shingles(x) for x in texts])
-    shingle_s = t
-    res["python shingling alone"] = len(texts) / t
-
     from datasketch import MinHash
 
-    t, ms = timed(lambda: MinHash.bulk(shingle_lists, num_perm=NUM_PERM, seed=SEED))
-    res["datasketch bulk, sha1 (default)"] = len(texts) / (t + shingle_s)
     t, ms = timed(lambda: MinHash.bulk(shingle_lists, num_perm=NUM_PERM, seed=SEED, hashfunc=hashing.python_hashfunc("xxh32")))
-    res["datasketch bulk, xxh32"] = len(texts) / (t + shingle_s)
     ref = np.array([m.digest() for m in ms])
-    assert np.array_equal(ref[: len(sig)], sig), "our signatures differ from datasketch's"
+    assert np.array_equal(ref, sig), "our signatures differ from datasketch's"
+    assert np.array_equal(ours_kernel(), sig)
+    print("  our signatures equal datasketch's (xxh32 hash) for every document")
+    runs: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {"kernel: ours / rensa": [], "text -> signature: ours / rensa": []}
     try:
         import rensa
-
-        strs = [[s.decode("utf-8", "surrogatepass") for s in sh] for sh in shingle_lists]
-        t, _ = timed(lambda: rensa.RMinHash.digest_matrix_from_token_sets(strs, NUM_PERM, SEED))
-        res["rensa RMinHash (token sets)"] = len(texts) / (t + shingle_s)
-        hv_parts, offs = [], [0]
-        for i in range(0, len(texts), 1000):
-            hv, o, _ = mh.shingle_hashes(texts[i:i + 1000])
-            hv_parts.append(hv.astype(np.uint64))
-            offs.extend((o[1:] + offs[-1]).tolist())
-        flat, offsets = np.concatenate(hv_parts), np.array(offs, dtype=np.uint64)
-        t, _ = timed(lambda: rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, offsets, NUM_PERM, SEED))
-        res["rensa kernel only (fed our shingle hashes)"] = len(texts) / t
-        t, _ = timed(lambda: [minhash.signatures_from_hashes(h, np.array(o, dtype=np.int64), mh.a, mh.b, mh.scheme)
-                              for h, o in [(flat.astype(np.uint32), offs)]])
-        res["ours kernel only (same hashes)"] = len(texts) / t
     except ImportError:
+        rensa = None
         print("rensa not installed (pip install rensa): skipped")
-    try:
-        from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+    strs = [[x.decode("utf-8", "surrogatepass") for x in sh] for sh in shingle_lists]
+    if rensa is not None:
+        rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat64[:1000], np.array([0, 1000], dtype=np.uint64), NUM_PERM, SEED)
+    for r in range(repeats):
+        res = {}
+        t, _ = timed(ours)
+        res["ours: text -> signature (numba)"] = len(texts) / t
+        t, _ = timed(lambda: [ours_kernel() for _ in range(KERNEL_CALLS)])
+        res["ours kernel only (our shingle hashes)"] = KERNEL_CALLS * len(texts) / t
+        t_sh, shingle_lists = timed(lambda: [text.shingles(x) for x in texts])
+        res["python shingling alone"] = len(texts) / t_sh
+        if rensa is not None:
+            t, _ = timed(lambda: [rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat64, offsets64, NUM_PERM, SEED)
+                                  for _ in range(KERNEL_CALLS)])
+            res["rensa kernel only (fed our shingle hashes)"] = KERNEL_CALLS * len(texts) / t
+            t, _ = timed(lambda: rensa.RMinHash.digest_matrix_from_token_sets(strs, NUM_PERM, SEED))
+            res["rensa RMinHash (python shingles + token sets)"] = len(texts) / (t + t_sh)
+            ratios["kernel: ours / rensa"].append(res["ours kernel only (our shingle hashes)"] / res["rensa kernel only (fed our shingle hashes)"])
+            ratios["text -> signature: ours / rensa"].append(res["ours: text -> signature (numba)"] / res["rensa RMinHash (python shingles + token sets)"])
+        if r == 0:  # the slow peers once: they are 10-1000x off
+            t, _ = timed(lambda: MinHash.bulk(shingle_lists, num_perm=NUM_PERM, seed=SEED))
+            res["datasketch bulk, sha1 (default)"] = len(texts) / (t + t_sh)
+            t, _ = timed(lambda: MinHash.bulk(shingle_lists, num_perm=NUM_PERM, seed=SEED, hashfunc=hashing.python_hashfunc("xxh32")))
+            res["datasketch bulk, xxh32"] = len(texts) / (t + t_sh)
+            try:
+                from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
 
-        patch_datatrove_xxhash()
-        step = MinhashDedupSignature(output_folder=tempfile.mkdtemp(), config=MinhashConfig())
-        step.get_signature(step.get_shingles(texts[0]))  # load spaCy before timing
-        m = min(len(texts), 1000)
-        t, _ = timed(lambda: [step.get_signature(s) for s in (step.get_shingles(x) for x in texts[:m]) if s.size])
-        res["datatrove signature step"] = m / t
-    except ImportError:
-        print("datatrove not installed (pip install -e '.[bench]'): skipped")
-    base = res["ours (numpy, xxh32)"]
-    print(f"{'method':45s} {'docs/s':>10s} {'ours is':>9s}")
-    for k, v in res.items():
-        print(f"{k:45s} {v:10.0f} {base / v:8.2f}x")
+                patch_datatrove_xxhash()
+                step = MinhashDedupSignature(output_folder=tempfile.mkdtemp(), config=MinhashConfig())
+                step.get_signature(step.get_shingles(texts[0]))  # load spaCy before timing
+                m = min(len(texts), 1000)
+                t, _ = timed(lambda: [step.get_signature(x) for x in (step.get_shingles(y) for y in texts[:m]) if x.size])
+                res["datatrove signature step"] = m / t
+            except ImportError:
+                print("datatrove not installed (pip install -e '.[bench]'): skipped")
+        for k, v in res.items():
+            runs.setdefault(k, []).append(v)
+    print(f"{'method':48s} {'best docs/s':>11s} {'median':>10s} {'ours is (median)':>17s}")
+    for k, v in runs.items():
+        ours_k = "ours kernel only (our shingle hashes)" if "kernel" in k else "ours: text -> signature (numba)"
+        print(f"{k:48s} {_stats(v)} {float(np.median(runs[ours_k])) / float(np.median(v)):16.2f}x")
+    out = {k: {"best": max(v), "median": float(np.median(v))} for k, v in runs.items()}
+    for k, v in ratios.items():
+        if v:
+            print(f"ratio {k}: median {np.median(v):.2f}x, per repeat {' '.join(f'{x:.2f}' for x in v)}; "
+                  f"best-of ours / best-of rensa {_best_ratio(runs, k):.2f}x")
+            out[k] = {"median": float(np.median(v)), "all": v}
+    return out
+
+
+def _best_ratio(runs: dict, which: str) -> float:
+    if which.startswith("kernel"):
+        return max(runs["ours kernel only (our shingle hashes)"]) / max(runs["rensa kernel only (fed our shingle hashes)"])
+    return max(runs["ours: text -> signature (numba)"]) / max(runs["rensa RMinHash (python shingles + token sets)"])
+
+
+def bench_jit() -> dict:
+    """First-call cost in a fresh process (after imports): compiling the kernels into an empty numba
+    cache, then loading them from that cache (what every later process, e.g. a Ray worker, pays)."""
+    code = ("import time; from stages.dedup import minhash; t0 = time.perf_counter(); "
+            "minhash.MinHasher(num_perm=112).signatures(['a b c d e f', 'x y']); print(time.perf_counter() - t0)")
+    res = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
+        import subprocess
+
+        for name in ("cold (compile)", "warm (cached)"):
+            out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+            res[name] = float(out.stdout.strip().splitlines()[-1])
+    print("JIT: first signatures call in a new process: " + ", ".join(f"{k} {v:.2f} s" for k, v in res.items()))
     return res
 
 
@@ -195,7 +270,7 @@ def run_ours(inp: Path, out: Path, num_cpus: int = 1, **dedup) -> float:
     from pipeline import config, driver, runner
 
     runner.init_ray(num_cpus=num_cpus)
-    cfg = config.parse({"run": {"output": str(out.parent / "run"), "ray": {"num_cpus": num_cpus}, "batch_size": 2000},
+    cfg = config.parse({"run": {"output": str(out.parent / "run"), "ray": {"num_cpus": num_cpus}, "docs_per_batch": 2000},
                         "dedup": {"method": ["fuzzy"], **dedup}})
     t0 = time.perf_counter()
     res = driver.run(cfg, [driver.StagePlan("dedup", inp, out)], show_progress=False)
@@ -372,6 +447,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["sig", "e2e", "quality", "all"])
     ap.add_argument("--n", type=int, default=4000, help="documents for the signature benchmark")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats of the signature benchmark")
     ap.add_argument("--docs", type=int, default=200_000, help="documents for the end-to-end benchmark")
     ap.add_argument("--originals", type=int, default=3000, help="real documents of the planted quality set")
     ap.add_argument("--skip-datatrove", action="store_true")
@@ -379,7 +455,8 @@ def main() -> None:
     if args.what in ("sig", "e2e", "all"):
         print(f"pinned to core {pin_one_core()}")
     if args.what in ("sig", "all"):
-        bench_sig(args.n)
+        bench_jit()
+        bench_sig(args.n, args.repeats)
     if args.what in ("quality", "all"):
         bench_quality(args.originals)
     if args.what in ("e2e", "all"):

@@ -105,6 +105,10 @@ if ! $PY -c "import kenlm" 2>/dev/null; then
     fi
   fi
 fi
+# numba (a dependency in pyproject.toml) compiles the dedup kernels (stages/dedup/jit.py): compile
+# them once here, so their on-disk cache exists before the first run and Ray workers load it.
+$PY -c "from stages.dedup import minhash; minhash.MinHasher().signatures(['compile the numba kernels once'])" \
+  || { echo "install.sh: error: the numba dedup kernels did not compile (see above); check that numba imports: $PY -c 'import numba'" >&2; exit 1; }
 PY=$PY TORCH_VERSION=$TORCH_VERSION TORCH_VARIANT=$TORCH_VARIANT $PY - <<'PY'
 import fasttext, importlib.util, os, torch
 assert hasattr(fasttext, "train_supervised"), "fasttext module is not fasttext-community"

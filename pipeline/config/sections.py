@@ -153,7 +153,7 @@ class FuzzyDedupConfig(Model):
     bands: int = Field(14, ge=1, description="LSH bands (FineWeb: 14 x 8, candidate at Jaccard ~0.72, 92% at 0.8)")
     rows: int = Field(8, ge=1, description="hashes per band")
     seed: int = Field(1, description="permutation seed (datasketch's default is 1)")
-    hash: str = Field("xxh32", pattern="^(xxh32|sha1)$", description="shingle hash: xxh32 (fast, vectorized) or sha1 (datasketch's default, exact compatibility, slow)")
+    hash: str = Field("xxh32", pattern="^(xxh32|sha1)$", description="shingle hash: xxh32 (fast, compiled) or sha1 (datasketch's default, exact compatibility, slow)")
     scheme: str = Field("affine32", pattern="^(affine32|legacy)$", description="permutation scheme of datasketch >= 2.0 (affine32) or < 2.0 (legacy)")
     threshold: float = Field(0.8, gt=0, le=1, description="Jaccard of shingle sets at or above which two documents are duplicates (the verify step)")
     verify: bool = Field(True, description="check the true Jaccard of every LSH candidate pair (drops false positives of the S-curve)")

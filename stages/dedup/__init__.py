@@ -12,7 +12,8 @@ The per-shard / per-partition tasks of the passes (plain functions, run by Ray):
 The algorithms, free of IO and Ray:
 
 - `text`     normalization and shingling of a batch into one byte buffer (plus a pure-Python reference)
-- `hashing`  vectorized xxh32 over byte ranges, exact-text hashes
+- `jit`      the one numba `njit` (disk cache, no GIL) the kernels below are compiled with
+- `hashing`  compiled xxh32 over byte ranges, exact-text hashes
 - `minhash`  datasketch-compatible MinHash signatures and LSH band keys
 - `lsh`      bucket grouping into candidate pairs / star edges
 - `cc`       large-star / small-star connected components, one partition at a time

@@ -1,9 +1,9 @@
-"""Hashes for dedup: xxh32 of many byte ranges at once (numpy), sha1_hash32, exact-text xxh3-128.
+"""Hashes for dedup: xxh32 of many byte ranges at once (compiled), sha1_hash32, exact-text xxh3-128.
 
-`xxh32_ranges` is the XXH32 algorithm (seed 0) written over arrays: all shingles of a batch are
-hashed together, one numpy operation per 16-byte stripe position instead of one Python call per
-shingle. It equals `xxhash.xxh32_intdigest(bytes)` bit for bit (tested), so a user can pass
-`hashfunc=xxhash.xxh32_intdigest` to `datasketch.MinHash` and get our signatures.
+`xxh32_ranges` is the XXH32 algorithm compiled with numba (`jit.njit`): all shingles of a batch are
+hashed in one call, no Python object per shingle. It equals `xxhash.xxh32_intdigest(bytes)` bit
+for bit (tested), so a user can pass `hashfunc=xxhash.xxh32_intdigest` to `datasketch.MinHash`
+and get our signatures.
 """
 from __future__ import annotations
 
@@ -11,84 +11,87 @@ import hashlib
 
 import numpy as np
 
+from stages.dedup.jit import njit, vectorize
+
 P1, P2, P3, P4, P5 = (np.uint32(x) for x in (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1))
 M64_1, M64_2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
 
-
-def _rotl(x: np.ndarray, r: int) -> np.ndarray:
-    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
-
-
-def _u32_reader(buf: np.ndarray):
-    """Little-endian uint32 at any byte offset of `buf`. The table of all len(buf) overlapping
-    words is copied out of a strided view once (~0.5 ns/byte): gathers from an aligned array are
-    2.5x faster than from the unaligned view."""
-    pad = np.concatenate([buf, np.zeros(4, dtype=np.uint8)])
-    words = np.ndarray(shape=(len(buf) + 1,), dtype="<u4", buffer=pad, strides=(1,)).astype(np.uint32)
-    return words.__getitem__
+# numba types uint32 (op) uint32 as uint64, so every step below is truncated back with np.uint32(...):
+# the low 32 bits of the wide result are the wrapping 32-bit result XXH32 specifies.
 
 
-def xxh32_ranges(buf: np.ndarray, start: np.ndarray, end: np.ndarray, seed: int = 0, block: int = 16384) -> np.ndarray:
-    """XXH32 of buf[start[i]:end[i]] for every i, as uint32. Works through `block` ranges at a
-    time so that the ~50 temporaries of the computation stay in cache."""
-    read = _u32_reader(buf)
+@njit(inline="always")
+def _rotl(x, r):
+    return np.uint32((x << np.uint32(r)) | (x >> np.uint32(32 - r)))
+
+
+@njit(inline="always")
+def _read32(buf, p):
+    """Little-endian uint32 at byte offset p (any alignment). Unsigned indices: numba then skips
+    its negative-index fix-up and LLVM merges the four byte loads into one (1.7x on xxh32)."""
+    q = np.uint64(p)
+    return np.uint32(np.uint32(buf[q]) | (np.uint32(buf[q + np.uint64(1)]) << np.uint32(8))
+                     | (np.uint32(buf[q + np.uint64(2)]) << np.uint32(16)) | (np.uint32(buf[q + np.uint64(3)]) << np.uint32(24)))
+
+
+@njit(inline="always")
+def _round(acc, word):
+    return np.uint32(_rotl(np.uint32(acc + np.uint32(word * P2)), 13) * P1)
+
+
+@njit(inline="always")
+def xxh32_one(buf, s, e, seed):
+    """XXH32 of buf[s:e] (the reference algorithm, one range)."""
+    p = s
+    if e - s >= 16:
+        v1 = np.uint32(seed + P1 + P2)
+        v2 = np.uint32(seed + P2)
+        v3 = np.uint32(seed)
+        v4 = np.uint32(seed - P1)
+        while p + 16 <= e:
+            v1 = _round(v1, _read32(buf, p))
+            v2 = _round(v2, _read32(buf, p + 4))
+            v3 = _round(v3, _read32(buf, p + 8))
+            v4 = _round(v4, _read32(buf, p + 12))
+            p += 16
+        h = np.uint32(_rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18))
+    else:
+        h = np.uint32(seed + P5)
+    h = np.uint32(h + np.uint32(e - s))
+    while p + 4 <= e:
+        h = np.uint32(_rotl(np.uint32(h + np.uint32(_read32(buf, p) * P3)), 17) * P4)
+        p += 4
+    while p < e:
+        h = np.uint32(_rotl(np.uint32(h + np.uint32(np.uint32(buf[np.uint64(p)]) * P5)), 11) * P1)
+        p += 1
+    h = np.uint32(np.uint32(h ^ (h >> np.uint32(15))) * P2)
+    h = np.uint32(np.uint32(h ^ (h >> np.uint32(13))) * P3)
+    return np.uint32(h ^ (h >> np.uint32(16)))
+
+
+@njit
+def _xxh32_kernel(buf, start, end, seed):
     out = np.empty(len(start), dtype=np.uint32)
-    for s in range(0, len(start), block):
-        out[s:s + block] = _xxh32_block(buf, read, start[s:s + block], end[s:s + block], seed)
+    for i in range(len(start)):
+        out[i] = xxh32_one(buf, start[i], end[i], seed)
     return out
 
 
-def _xxh32_block(buf: np.ndarray, read, start: np.ndarray, end: np.ndarray, seed: int) -> np.ndarray:
-    n = len(start)
-    length = (end - start).astype(np.int64)
-    h = np.full(n, (seed + int(P5)) & 0xFFFFFFFF, dtype=np.uint32)
-    stripes = length >> 4
-    big = np.flatnonzero(stripes > 0)  # inputs of 16+ bytes: 4 accumulator lanes over 16-byte stripes
-    if len(big):
-        s = int(seed)
-        v = [np.full(len(big), x & 0xFFFFFFFF, dtype=np.uint32) for x in (s + int(P1) + int(P2), s + int(P2), s, s - int(P1))]
-        p = start[big]
-        ns = stripes[big]
-        sub = None  # stripe 0 exists for all of `big`; later stripes only for the longer ones
-        for k in range(int(ns.max())):
-            if k:
-                sub = np.flatnonzero(ns > k)
-            pk = (p if sub is None else p[sub]) + 16 * k
-            for lane in range(4):
-                acc = v[lane] if sub is None else v[lane][sub]
-                acc = acc + read(pk + 4 * lane) * P2
-                acc = _rotl(acc, 13) * P1
-                if sub is None:
-                    v[lane] = acc
-                else:
-                    v[lane][sub] = acc
-        h[big] = _rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12) + _rotl(v[3], 18)
-    h += length.astype(np.uint32)
-    # Tail: up to three 4-byte words, then up to three single bytes (masked, no fancy writes).
-    p = start + 16 * stripes
-    rem = length & 15
-    words = rem >> 2
-    last = len(buf)
-    for j in range(3):
-        m = words > j
-        if not m.any():
-            break
-        x = h + read(np.minimum(p + 4 * j, last)) * P3
-        h = np.where(m, _rotl(x, 17) * P4, h)
-    p = p + 4 * words
-    nbytes = rem & 3
-    for j in range(3):
-        m = nbytes > j
-        if not m.any():
-            break
-        x = h + (read(np.minimum(p + j, last)) & np.uint32(0xFF)) * P5
-        h = np.where(m, _rotl(x, 11) * P1, h)
-    h ^= h >> np.uint32(15)
-    h *= P2
-    h ^= h >> np.uint32(13)
-    h *= P3
-    h ^= h >> np.uint32(16)
-    return h
+def check_ranges(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """start/end as int64, checked to lie in buf (compiled kernels do not check bounds)."""
+    start = np.ascontiguousarray(start, dtype=np.int64)
+    end = np.ascontiguousarray(end, dtype=np.int64)
+    if len(start) != len(end):
+        raise ValueError(f"{len(start)} range starts but {len(end)} ends")
+    if len(start) and (start.min() < 0 or end.max() > len(buf) or (end < start).any()):
+        raise ValueError(f"byte ranges outside the buffer of {len(buf)} bytes (or end < start)")
+    return start, end
+
+
+def xxh32_ranges(buf: np.ndarray, start: np.ndarray, end: np.ndarray, seed: int = 0) -> np.ndarray:
+    """XXH32 of buf[start[i]:end[i]] for every i, as uint32 (compiled, ~15 ns per 30-byte range)."""
+    start, end = check_ranges(buf, start, end)
+    return _xxh32_kernel(np.ascontiguousarray(buf, dtype=np.uint8), start, end, np.uint32(seed & 0xFFFFFFFF))
 
 
 def sha1_ranges(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -104,7 +107,7 @@ HASHES = {"xxh32": xxh32_ranges, "sha1": sha1_ranges}
 
 
 def python_hashfunc(name: str):
-    """The per-shingle function equal to a vectorized hash, for `datasketch.MinHash(hashfunc=...)`."""
+    """The per-shingle function equal to a batch hash, for `datasketch.MinHash(hashfunc=...)`."""
     if name == "xxh32":
         import xxhash
 
@@ -116,13 +119,27 @@ def python_hashfunc(name: str):
     raise ValueError(f"unknown hash {name!r}; use one of {sorted(HASHES)}")
 
 
-def fmix64(x: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finalizer: a bijective avalanche mix of uint64 values."""
+@vectorize(["uint64(uint64)"], cache=True)
+def fmix64(x):
+    """MurmurHash3's 64-bit finalizer: a bijective avalanche mix of uint64 values (a compiled ufunc:
+    arrays from Python, scalars inside other kernels)."""
     x = x ^ (x >> np.uint64(33))
     x = x * M64_1
     x = x ^ (x >> np.uint64(33))
     x = x * M64_2
     return x ^ (x >> np.uint64(33))
+
+
+@njit
+def band_keys_kernel(sig, bands, rows, out):
+    """out[d, band] = the fmix64 fold of a band's values (see `minhash.band_keys`). Here, beside
+    fmix64, because numba's cache does not notice changes to a compiled function in another module."""
+    for d in range(sig.shape[0]):
+        for band in range(bands):
+            h = np.uint64(0x9E3779B97F4A7C15) * np.uint64(band + 1)
+            for r in range(rows):
+                h = fmix64(h ^ np.uint64(sig[d, band * rows + r]))
+            out[d, band] = h
 
 
 def exact_hashes(buf: np.ndarray, doc_start: np.ndarray, doc_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,10 +5,11 @@ fmix32, then permuted as a*h + b mod 2^32 with (a odd, b) drawn from `np.random.
 datasketch < 2.0 ("legacy"): (a*h + b) mod (2^61 - 1), truncated to 32 bits, where the product is
 taken in wrapping uint64 arithmetic as datasketch does. The signature is the per-permutation min.
 
-The batch kernel hashes every shingle of the batch at once (`hashing.xxh32_ranges`), then applies
-all permutations to blocks of 8k shingles (a (num_perm, 8192) uint32 block, a few MB, stays in cache) and
-reduces per document with `np.minimum.reduceat`. Cost: num_perm multiply-add-min per shingle, the
-same work as any exact MinHash, with no Python per token.
+The batch kernels are compiled with numba (`jit.njit`, integer arithmetic only, so the same bits on
+every CPU): every shingle of the batch is hashed in one call (`hashing.xxh32_ranges`), then each
+document's row of minima is updated 8 shingles at a time by a vectorized loop over the
+permutations. Cost: num_perm multiply-add-min per shingle, the same work as any exact MinHash
+(rensa's kernel included), with no Python per token.
 """
 from __future__ import annotations
 
@@ -17,21 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stages.dedup import hashing
+from stages.dedup.jit import njit
 from stages.dedup.text import Normalization, compact, shingle
 
 MERSENNE = np.uint64((1 << 61) - 1)
 MAX32 = np.uint32(0xFFFFFFFF)
+LOW32 = np.uint64(0xFFFFFFFF)
 SCHEMES = ("affine32", "legacy")
-_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
-
-
-def fmix32(h: np.ndarray) -> np.ndarray:
-    s1, m1, s2, m2, s3 = _FMIX32
-    h = h ^ (h >> s1)
-    h = h * m1
-    h = h ^ (h >> s2)
-    h = h * m2
-    return h ^ (h >> s3)
 
 
 def permutations(num_perm: int, seed: int, scheme: str) -> tuple[np.ndarray, np.ndarray]:
@@ -48,43 +41,74 @@ def permutations(num_perm: int, seed: int, scheme: str) -> tuple[np.ndarray, np.
     raise ValueError(f"unknown MinHash scheme {scheme!r}; use one of {SCHEMES}")
 
 
-def _mod_mersenne(x: np.ndarray) -> np.ndarray:
-    """x mod (2^61 - 1) for uint64 x without a division: 2^61 = 1 (mod p), so x = hi + lo."""
-    y = (x & MERSENNE) + (x >> np.uint64(61))
-    return np.where(y >= MERSENNE, y - MERSENNE, y)
+@njit(inline="always")
+def _fmix32(h):
+    h = np.uint32(np.uint32(h ^ (h >> np.uint32(16))) * np.uint32(0x85EBCA6B))
+    h = np.uint32(np.uint32(h ^ (h >> np.uint32(13))) * np.uint32(0xC2B2AE35))
+    return np.uint32(h ^ (h >> np.uint32(16)))
 
 
-def signatures_from_hashes(hv: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, scheme: str,
-                           block: int = 8192) -> np.ndarray:
-    """(n_docs, num_perm) uint32 minima; documents without shingles keep all-0xFFFFFFFF rows.
+@njit
+def _affine32_kernel(hv, offsets, a, b, sig):
+    """sig[d, p] = min over the shingles i of document d of a[p] * fmix32(hv[i]) + b[p] (mod 2^32).
 
-    Layout matters more than anything here: a (num_perm, block) block makes every numpy inner loop
-    a long contiguous run with a scalar operand (SIMD), and `minimum.reduceat` along axis 1 reduces
-    long contiguous segments; the (block, num_perm) layout is ~5x slower for the same arithmetic."""
-    n_docs, num_perm = len(offsets) - 1, len(a)
-    sig = np.full((n_docs, num_perm), MAX32, dtype=np.uint32)
+    Shingles go 8 at a time through the loop over permutations: the row of minima is loaded and
+    stored once per 8 shingles, and the loop over p (contiguous a, b, row) is vectorized by LLVM,
+    so the cost is one vector multiply, add and min per 8-16 (shingle, permutation) pairs."""
+    f = np.empty(len(hv), dtype=np.uint32)
+    for i in range(len(hv)):
+        f[i] = _fmix32(hv[i])
+    num_perm = len(a)
+    for d in range(len(offsets) - 1):
+        row = sig[d]
+        i, e = offsets[d], offsets[d + 1]
+        while i + 8 <= e:
+            h0, h1, h2, h3, h4, h5, h6, h7 = f[i], f[i + 1], f[i + 2], f[i + 3], f[i + 4], f[i + 5], f[i + 6], f[i + 7]
+            for p in range(num_perm):
+                ap, bp = a[p], b[p]
+                m01 = min(np.uint32(ap * h0 + bp), np.uint32(ap * h1 + bp))
+                m23 = min(np.uint32(ap * h2 + bp), np.uint32(ap * h3 + bp))
+                m45 = min(np.uint32(ap * h4 + bp), np.uint32(ap * h5 + bp))
+                m67 = min(np.uint32(ap * h6 + bp), np.uint32(ap * h7 + bp))
+                row[p] = min(row[p], min(min(m01, m23), min(m45, m67)))
+            i += 8
+        while i < e:
+            h = f[i]
+            for p in range(num_perm):
+                row[p] = min(row[p], np.uint32(a[p] * h + b[p]))
+            i += 1
+
+
+@njit
+def _legacy_kernel(hv, offsets, a, b, sig):
+    """datasketch < 2.0: ((a * h + b) wrapping in uint64) mod (2^61 - 1), low 32 bits, min.
+    x mod (2^61 - 1) without a division: 2^61 = 1 (mod p), so x = (x & p) + (x >> 61)."""
+    for d in range(len(offsets) - 1):
+        row = sig[d]
+        for i in range(offsets[d], offsets[d + 1]):
+            h = np.uint64(hv[i])
+            for p in range(len(a)):
+                x = a[p] * h + b[p]
+                y = (x & MERSENNE) + (x >> np.uint64(61))
+                if y >= MERSENNE:
+                    y -= MERSENNE
+                row[p] = min(row[p], np.uint32(y & LOW32))
+
+
+def signatures_from_hashes(hv: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, scheme: str) -> np.ndarray:
+    """(n_docs, num_perm) uint32 minima of the shingle hashes hv[offsets[d]:offsets[d+1]] of each
+    document; documents without shingles keep all-0xFFFFFFFF rows. Compiled (numba)."""
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(hv) or (np.diff(offsets) < 0).any():
+        raise ValueError(f"offsets must rise from 0 to the {len(hv)} shingle hashes")
+    hv = np.ascontiguousarray(hv, dtype=np.uint32)
+    sig = np.full((len(offsets) - 1, len(a)), MAX32, dtype=np.uint32)
     if scheme == "affine32":
-        hv = fmix32(hv.astype(np.uint32, copy=False))
+        _affine32_kernel(hv, offsets, np.ascontiguousarray(a, dtype=np.uint32), np.ascontiguousarray(b, dtype=np.uint32), sig)
+    elif scheme == "legacy":
+        _legacy_kernel(hv, offsets, np.ascontiguousarray(a, dtype=np.uint64), np.ascontiguousarray(b, dtype=np.uint64), sig)
     else:
-        hv = hv.astype(np.uint64)
-    a_col, b_col = a[:, None], b[:, None]
-    counts = np.diff(offsets)
-    total = int(offsets[-1])
-    tmp = np.empty((num_perm, block), dtype=hv.dtype)
-    for c0 in range(0, total, block):
-        c1 = min(total, c0 + block)
-        d0 = int(np.searchsorted(offsets, c0, side="right")) - 1
-        d1 = int(np.searchsorted(offsets, c1 - 1, side="right")) - 1
-        docs = np.arange(d0, d1 + 1)
-        docs = docs[counts[docs] > 0]
-        starts = np.maximum(offsets[docs], c0) - c0
-        t = tmp[:, : c1 - c0]
-        np.multiply(a_col, hv[None, c0:c1], out=t)
-        np.add(t, b_col, out=t)
-        if scheme == "legacy":
-            t = (_mod_mersenne(t) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-        mins = np.minimum.reduceat(t, starts, axis=1)
-        sig[docs] = np.minimum(sig[docs], mins.T)
+        raise ValueError(f"unknown MinHash scheme {scheme!r}; use one of {SCHEMES}")
     return sig
 
 
@@ -128,13 +152,10 @@ class MinHasher:
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n_docs, bands) uint64 keys: a 64-bit mix of the `rows` values of each band and its index.
     Two documents share a key iff their band values are equal (up to 2^-64 collisions), which is
-    datasketch.MinHashLSH's rule with params=(bands, rows)."""
-    n = sig.shape[0]
-    out = np.empty((n, bands), dtype=np.uint64)
-    s = sig.astype(np.uint64)
-    for band in range(bands):
-        h = np.full(n, (0x9E3779B97F4A7C15 * (band + 1)) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
-        for r in range(rows):
-            h = hashing.fmix64(h ^ s[:, band * rows + r])
-        out[:, band] = h
+    datasketch.MinHashLSH's rule with params=(bands, rows). Key of a band: h = 0x9E3779B97F4A7C15 *
+    (band + 1) mod 2^64, then h = fmix64(h ^ value) over its `rows` values in order."""
+    if bands * rows > sig.shape[1]:
+        raise ValueError(f"{bands} bands x {rows} rows need {bands * rows} permutations, the signatures have {sig.shape[1]}")
+    out = np.empty((sig.shape[0], bands), dtype=np.uint64)
+    hashing.band_keys_kernel(np.ascontiguousarray(sig, dtype=np.uint32), bands, rows, out)
     return out

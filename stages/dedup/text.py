@@ -4,13 +4,14 @@ A batch of texts becomes one normalized UTF-8 byte buffer in which words are sep
 one space, so the bytes of a word n-gram are a contiguous slice, `b" ".join(words[i:i+n])`. The
 hash kernels then work on (start, end) ranges of that buffer: no Python object per token.
 
-`normalize()` and `shingles()` are the per-document reference: the vectorized path produces
+`normalize()` and `shingles()` are the per-document reference: the batch (compiled) path produces
 exactly the same bytes (tested), and users feeding `datasketch` use them to build the same sets.
 
 Normalization (each step optional): lowercase; NFKD + drop combining marks (diacritics) for
 non-ASCII text; punctuation, symbols and control characters -> space; every digit -> "0";
-whitespace runs -> one space (always). ASCII text is mapped with a 256-entry byte table in numpy,
-which is most of the web; non-ASCII documents go through `str.translate` first.
+whitespace runs -> one space (always). Bytes are mapped with a 256-entry table in one compiled
+pass over the batch (ASCII, most of the web, needs nothing else); non-ASCII documents first go
+through a code point table.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+from stages.dedup.jit import njit
 
 SPACE = 0x20
 # What str.split() treats as whitespace in ASCII (including the \x1c-\x1f separators).
@@ -93,7 +96,7 @@ def _prepare(text: str, norm: Normalization) -> str:
 
 
 def normalize(text: str, norm: Normalization = Normalization()) -> str:
-    """Reference normalization of one document (the vectorized path gives the same bytes)."""
+    """Reference normalization of one document (the batch path gives the same bytes)."""
     text = _prepare(text, norm).translate(_translate_dict(norm))
     return " ".join(text.split())
 
@@ -162,28 +165,52 @@ def _encode(texts: list[str], norm: Normalization) -> list[bytes]:
     return out
 
 
+@njit
+def _compact_kernel(raw, table, doc_raw_start):
+    """One pass over the joined raw bytes: map through `table`, keep every non-space byte and the
+    first space after a word; word ranges in the output and, per document, its first word.
+    Branch-free: every byte is stored and counters advance by 0 or 1 (word boundaries every ~6
+    bytes would mispredict a branch)."""
+    n_raw, n_docs = len(raw), len(doc_raw_start)
+    buf = np.empty(n_raw + 1, dtype=np.uint8)
+    word_start = np.empty(n_raw // 2 + 2, dtype=np.int64)
+    word_end = np.empty(n_raw // 2 + 2, dtype=np.int64)
+    first = np.empty(n_docs, dtype=np.int64)
+    nb, ns, ne, d, prev = 0, 0, 0, 0, 0
+    for j in range(n_raw):
+        while d < n_docs and doc_raw_start[d] <= j:  # documents start on word boundaries
+            first[d] = ns
+            d += 1
+        c = table[raw[j]]
+        cur = 1 if c != SPACE else 0
+        word_start[ns] = nb
+        ns += cur & (1 - prev)
+        word_end[ne] = nb
+        ne += prev & (1 - cur)
+        buf[nb] = c
+        nb += cur | prev
+        prev = cur
+    if prev:
+        word_end[ne] = nb
+        ne += 1
+    while d < n_docs:
+        first[d] = ns
+        d += 1
+    return buf[:nb].copy(), word_start[:ns].copy(), word_end[:ne].copy(), first
+
+
 def compact(texts: list[str], norm: Normalization = Normalization()) -> Compact:
     """Normalize a batch into one buffer `" ".join(all words)` (see module doc)."""
     n = len(texts)
     encs = _encode(texts, norm)
     lens = np.fromiter(map(len, encs), dtype=np.int64, count=n)
-    arr = _byte_table(norm)[np.frombuffer(b" ".join(encs), dtype=np.uint8)]
     doc_raw_start = np.zeros(n, dtype=np.int64)
     if n > 1:
         np.cumsum(lens[:-1] + 1, out=doc_raw_start[1:])
-    padded = np.zeros(len(arr) + 2, dtype=bool)
-    padded[1:-1] = arr != SPACE
-    edges = np.flatnonzero(padded[1:] != padded[:-1])  # alternating word starts and ends (raw)
-    ws_raw, we_raw = edges[0::2], edges[1::2]
-    buf = arr[padded[1:-1] | padded[:-2]]  # every non-space byte and the first space after it
-    wlen = we_raw - ws_raw
-    word_start = np.zeros(len(wlen), dtype=np.int64)
-    if len(wlen) > 1:
-        np.cumsum(wlen[:-1] + 1, out=word_start[1:])
-    word_end = word_start + wlen
-    word_doc = np.searchsorted(doc_raw_start, ws_raw, side="right") - 1
-    counts = np.bincount(word_doc, minlength=n)
-    first = np.searchsorted(ws_raw, doc_raw_start)  # first word at/after each doc's start
+    raw = np.frombuffer(b" ".join(encs), dtype=np.uint8)
+    buf, word_start, word_end, first = _compact_kernel(raw, _byte_table(norm), doc_raw_start)
+    counts = np.diff(np.append(first, len(word_start)))
+    word_doc = np.repeat(np.arange(n, dtype=np.int64), counts)
     # Empty documents sit at their position in the buffer, so doc_start stays sorted.
     doc_start = np.append(word_start, len(buf))[first]
     doc_end = doc_start.copy()
@@ -230,20 +257,34 @@ def _units(c: Compact, unit: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return starts, ends, doc
 
 
+@njit
+def _shingle_kernel(u_start, u_end, first, counts, n):
+    """Shingle d.i spans units first[d] + i .. first[d] + i + n - 1 (or all of a short document)."""
+    n_docs = len(first)
+    offsets = np.zeros(n_docs + 1, dtype=np.int64)
+    for d in range(n_docs):
+        m = counts[d]
+        offsets[d + 1] = offsets[d] + (m - n + 1 if m >= n else (1 if m > 0 else 0))
+    start = np.empty(offsets[n_docs], dtype=np.int64)
+    end = np.empty(offsets[n_docs], dtype=np.int64)
+    for d in range(n_docs):
+        f, last = first[d], first[d] + counts[d] - 1
+        for k in range(offsets[d], offsets[d + 1]):
+            u = f + k - offsets[d]
+            start[k] = u_start[u]
+            end[k] = u_end[min(u + n - 1, last)]
+    return start, end, offsets
+
+
 def shingle(c: Compact, n: int = 5, unit: str = "word") -> Shingles:
     """All n-gram shingles of a compacted batch (short documents: one shingle of all units)."""
+    if n < 1:
+        raise ValueError(f"shingle size must be >= 1, got {n}")
     u_start, u_end, u_doc = _units(c, unit)
     counts = np.bincount(u_doc, minlength=c.n_docs).astype(np.int64)
     first = np.zeros(c.n_docs, dtype=np.int64)
     if c.n_docs > 1:
         np.cumsum(counts[:-1], out=first[1:])
-    k = np.arange(len(u_start), dtype=np.int64)
-    local = k - first[u_doc]
-    m = counts[u_doc]
-    valid = local <= np.maximum(m - n, 0)
-    kv = k[valid]
-    last_unit = np.minimum(kv + n - 1, first[u_doc[kv]] + m[valid] - 1)
-    per_doc = np.where(counts >= n, counts - n + 1, (counts > 0).astype(np.int64))
-    offsets = np.zeros(c.n_docs + 1, dtype=np.int64)
-    np.cumsum(per_doc, out=offsets[1:])
-    return Shingles(c.buf, u_start[kv], u_end[last_unit], offsets)
+    start, end, offsets = _shingle_kernel(np.ascontiguousarray(u_start, dtype=np.int64), np.ascontiguousarray(u_end, dtype=np.int64),
+                                          first, counts, n)
+    return Shingles(c.buf, start, end, offsets)
