@@ -86,6 +86,7 @@ ENV VENV=/opt/curate/venv \
     TRANSFORMERS_OFFLINE=1 \
     HF_DATASETS_OFFLINE=1 \
     HF_HOME=/tmp/hf \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     MPLCONFIGDIR=/tmp/matplotlib \
     RAY_USAGE_STATS_ENABLED=0 \
     PYTHONUNBUFFERED=1
