@@ -3,6 +3,7 @@ classifier that `alt-profanity-check` ships (MIT; a scikit-learn TF-IDF vectoriz
 linear SVM trained on the t-davidson hate-speech-and-offensive-language tweets and the Jigsaw
 toxic-comment Wikipedia comments), or a model dir of the same layout (`score.toxicity.model`).
 
+`score.toxicity.unit: line` scores the most offensive non-blank line instead of the whole text.
 `score.toxicity.threshold` rejects documents scoring above it with reason `toxicity`; the select pass
 applies it (stages/score/select.py), so changing it never re-scores. The model's files are read
 with joblib (a pickle: only trusted files) without importing `profanity_check`, which would load the
@@ -61,8 +62,10 @@ class ToxicityScorer:
 
     name = "toxicity"
 
-    def __init__(self, model_path: str | Path | None, column: str = "toxicity"):
-        self.column = column
+    def __init__(self, model_path: str | Path | None, column: str = "toxicity", unit: str = "document"):
+        if unit not in ("document", "line"):
+            raise ValueError(f"scorer 'toxicity': unit must be document or line, not {unit!r}")
+        self.column, self.unit = column, unit
         d = model_dir(model_path)
         try:
             import joblib
@@ -84,8 +87,19 @@ class ToxicityScorer:
     def output_columns(self) -> dict[str, str]:
         return {self.column: "float32"}
 
+    def _p(self, texts: list[str]) -> np.ndarray:
+        return self._model.predict_proba(self._vectorizer.transform(texts))[:, self._pos] if texts else np.zeros(0)
+
     def __call__(self, texts: list[str]) -> dict[str, Any]:
-        p = self._model.predict_proba(self._vectorizer.transform(texts))[:, self._pos]
+        if self.unit == "document":
+            p = self._p(texts)
+        else:  # every non-blank line of the batch in one call, then the maximum per document
+            lines, counts = [], np.zeros(len(texts), np.int64)
+            for i, t in enumerate(texts):
+                ls = [x for x in t.splitlines() if x.strip()] or [t]
+                lines += ls
+                counts[i] = len(ls)
+            p = np.maximum.reduceat(self._p(lines), np.cumsum(counts) - counts) if texts else np.zeros(0)
         return {self.column: np.clip(p, 0.0, 1.0).astype(np.float32)}
 
 
@@ -99,4 +113,4 @@ def prepare(t, ctx: Context) -> dict:
     return entry
 
 
-register(ScorerSpec("toxicity", prepare, lambda t, m: ToxicityScorer(m["path"], t.column), position=70))
+register(ScorerSpec("toxicity", prepare, lambda t, m: ToxicityScorer(m["path"], t.column, t.unit), position=70))

@@ -171,6 +171,7 @@ class InfiniGramConfig(Model):
 class ToxicityConfig(Model):
     model: Path | None = Field(None, description="dir with vectorizer.joblib + model.joblib (scikit-learn TF-IDF + calibrated linear SVM, the alt-profanity-check layout; a pickle: only files you trust); null = the model alt-profanity-check ships (MIT)")
     column: str = Field("toxicity", pattern=r"^[A-Za-z0-9_]+$", description="output column: P(offensive) in [0, 1]")
+    unit: str = Field("document", pattern="^(document|line)$", description="document = the classifier on the whole text; line = the most offensive non-blank line (finds a few offensive lines in a long document, which the whole-text score dilutes; more false positives on short lines)")
     threshold: float | None = Field(None, ge=0, le=1, description="reject documents scoring above this (reason `toxicity`, in the select pass: changing it never re-scores); null = score only")
 
 
