@@ -137,7 +137,7 @@ def test_column_threshold_reason_and_accounting(scored):
 
 def test_same_bytes_twice_and_rethreshold_without_rescoring(scored, tmp_path):
     cfg_path, run = scored
-    r = subprocess.run([curate_bin(), "score", "-i", str(run / "filter"), "-o", str(tmp_path / "again"), "-c", str(cfg_path), "-q"],
+    r = subprocess.run([curate_bin(), "score", "-i", str(run / "filter"), "-o", str(tmp_path / "again"), "-c", str(cfg_path), "--toxicity", "0.5", "-q"],
                        capture_output=True, text=True, timeout=600, env=clean_env())
     assert r.returncode == 0, r.stderr
     before = output_hashes(run / "score")
@@ -180,6 +180,13 @@ def test_bad_parameters_are_one_line(tmp_path, section, needle):
     with pytest.raises(ConfigError) as e:
         config.load(p)
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_threshold_outside_0_1_is_one_line(tmp_path):
+    r = subprocess.run([curate_bin(), "score", "-i", str(tmp_path), "-o", str(tmp_path / "o"), "--toxicity", "1.5"],
+                       capture_output=True, text=True, timeout=120, env=clean_env())
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "score.toxicity.threshold" in lines[0], r.stderr
 
 
 def test_missing_or_broken_model_fails_loudly(tmp_path):
