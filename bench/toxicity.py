@@ -2,10 +2,10 @@
 what it costs a proxy LM (after "A Pretrainer's Guide to Training Data": toxicity filters trade
 benchmark performance against toxic generation).
 
-    python bench/toxicity.py [--thresholds 0.9,0.5,0.2] [--tokens 120000] [--seeds 3] [--unit document]
+    python bench/toxicity.py [--thresholds 0.9,0.5,0.2] [--tokens 80000] [--seeds 3] [--unit document]
 
 1. Scores every document of data/sample (17,264 docs) with scorers/toxicity.py, side by side with the
-   package's own API (`profanity_check.predict_prob`): same numbers, docs/s of each.
+   package's own API (`profanity_check.predict_prob`): same numbers, docs per CPU-second of each.
 2. Classification sanity. The corpus has no toxicity labels, so: 300 clean bundled documents
    (technical, news, code, legal) with one planted offensive comment each vs 300 other clean ones,
    precision/recall per threshold for unit document and unit line; plus the planted comments alone.
@@ -13,12 +13,14 @@ benchmark performance against toxic generation).
 3. Trade-off. 10 % of the documents (by a hash of the id) are held out. Arms: no filter, then each
    threshold (training documents scoring <= it). Per arm and seed the same proxy LM
    (pipeline/models/proxy_lm, the `evaluate` stage's model: 2 layers, d 128, ctx 64, 4 sequences/step,
-   byte-level BPE 4096 trained on the corpus) trains on `--tokens` tokens drawn from the arm's kept
-   documents (equal tokens for every arm), then is scored on: the held-out `eval` half of the four
+   lr 2e-3; byte-level BPE of `--vocab` 2048 trained on 3,000 training documents) trains on `--tokens`
+   tokens drawn from the arm's kept documents of a seeded pool of training documents (~30x the
+   tokens of a run; equal tokens for every arm), then is scored on: the held-out `eval` half of the four
    bundled target sets (the `evaluate` stage's target loss), the held-out documents scoring > 0.5
    (toxic-scored text: a higher loss = the model is less likely to produce such text), and all
-   held-out documents. Seed s is shared by every arm (paired); the difference to no filter is
-   reported with its 95 % t interval (pipeline/intervals.py).
+   held-out documents (at most 20k tokens of each). Seed s is shared by every arm (paired); the
+   difference to no filter is reported with its 95 % t interval (pipeline/intervals.py). Shares of
+   text kept are by characters over all training documents.
 Results go to runs/bench_toxicity/results.json.
 """
 from __future__ import annotations
