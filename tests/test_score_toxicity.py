@@ -163,6 +163,27 @@ def test_select_rule_on_an_unknown_column_is_one_line(scored):
     assert "\n" not in str(e.value)
 
 
+def test_cli_with_a_broken_model_exits_1_naming_it(scored, tmp_path):
+    """`curate score` with a model dir whose files do not load: exit 1, one line naming the scorer and
+    the dir, no shard marked done (not a run that quarantines every document and exits 0)."""
+    cfg_path, run = scored
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in FILES:
+        (broken / f).write_bytes(b"not a joblib pickle" * 10)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["score"]["toxicity"]["model"] = str(broken)
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    r = subprocess.run([curate_bin(), "score", "-i", str(run / "filter"), "-o", str(out), "-c", str(bad), "-q"],
+                       capture_output=True, text=True, timeout=600, env=clean_env())
+    assert r.returncode == 1, r.stderr
+    assert [ln for ln in r.stderr.splitlines() if "scorer 'toxicity': cannot load model" in ln and str(broken) in ln], r.stderr
+    done = out / "_scores" / io.DONE
+    assert not done.exists() or not any(done.iterdir())
+
+
 # ---------------------------------------------------------------- bad parameters, missing model
 
 
