@@ -79,9 +79,10 @@ def score(input: Path = typer.Option(..., "--input", "-i", help="dataset dir"),
           lm: Optional[Path] = typer.Option(None, "--lm", help="n-gram LM (.npz/.arpa stem from train-lm) -> perplexity, ppl_bucket"),
           bench_sim: bool = typer.Option(False, "--bench-sim", help="embedding similarity to the bundled benchmarks -> bench_sim_<name>, bench_sim_max"),
           decontam: Optional[str] = typer.Option(None, "--decontam", help="reject|flag: 13-gram overlap with the bundled benchmarks -> contaminated"),
+          toxicity: Optional[float] = typer.Option(None, "--toxicity", help="offensive-language classifier (alt-profanity-check) -> toxicity; rejects documents above this threshold (0..1; 1 = score only)"),
           resume: bool = RESUME, ray_address: Optional[str] = RAY_ADDRESS, no_ray: bool = NO_RAY, quiet: bool = QUIET):
     """Add quality score columns, then apply the score.select thresholds in a second pass (changing
-    them never re-scores). Rejected docs go to _rejected/ (contaminated:<benchmark>, score:<column>_below_…)."""
+    them never re-scores). Rejected docs go to _rejected/ (contaminated:<benchmark>, toxicity, score:<column>_below_…)."""
     data: dict = {}
     if fasttext_model:
         data["fasttext"] = {"model": str(fasttext_model)}
@@ -93,8 +94,10 @@ def score(input: Path = typer.Option(..., "--input", "-i", help="dataset dir"),
         if decontam not in ("reject", "flag"):
             fail(f"--decontam: use reject or flag, not {decontam!r}")
         data["decontam"] = {"action": decontam}
+    if toxicity is not None:
+        data["toxicity"] = {"threshold": toxicity}
     if config is None and not data:
-        fail("nothing to score: give --config with a score: section, or --fasttext-model / --lm / --bench-sim / --decontam")
+        fail("nothing to score: give --config with a score: section, or --fasttext-model / --lm / --bench-sim / --decontam / --toxicity")
     single_stage("score", data, config, input, output, resume, ray_address, no_ray, quiet)
 
 

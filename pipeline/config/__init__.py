@@ -21,7 +21,7 @@ from pipeline.config.mix import (REMIX_FORMATS, CMRConfig, EvaluateConfig, Evalu
 from pipeline.config.rephrase import RephraseConfig, RephraseSelect  # noqa: F401
 from pipeline.config.score import (BUNDLED_BENCHMARKS, BUNDLED_REFERENCE_LM, BUNDLED_TARGETS, BenchSimConfig,  # noqa: F401
                                    BetrConfig, DecontamConfig, FastTextParams, FastTextScoreConfig, FastTextTrainConfig,
-                                   LabelSource, PerplexityConfig, PreSelectConfig, ScoreConfig, TargetSpec,
+                                   LabelSource, PerplexityConfig, PreSelectConfig, ScoreConfig, TargetSpec, ToxicityConfig,
                                    bundled_benchmarks, bundled_targets, check_score)
 from pipeline.config.sections import (ClusterConfig, DedupConfig, EmbedConfig, FilterConfig, FilterSpec,  # noqa: F401
                                       IngestConfig, InputConfig, RunConfig, TokenizerConfig)

@@ -168,6 +168,13 @@ class InfiniGramConfig(Model):
     max_tokens: int | None = Field(1024, ge=1, description="score each document's first this many tokens (cost grows with tokens); null = all")
 
 
+class ToxicityConfig(Model):
+    model: Path | None = Field(None, description="dir with vectorizer.joblib + model.joblib (scikit-learn TF-IDF + calibrated linear SVM, the alt-profanity-check layout; a pickle: only files you trust); null = the model alt-profanity-check ships (MIT)")
+    column: str = Field("toxicity", pattern=r"^[A-Za-z0-9_]+$", description="output column: P(offensive) in [0, 1]")
+    unit: str = Field("document", pattern="^(document|line)$", description="document = the classifier on the whole text; line = the most offensive non-blank line (finds a few offensive lines in a long document, which the whole-text score dilutes; more false positives on short lines)")
+    threshold: float | None = Field(None, ge=0, le=1, description="reject documents scoring above this (reason `toxicity`, in the select pass: changing it never re-scores); null = score only")
+
+
 class SelectRule(Model):
     column: str = Field(..., description="score (or any numeric) column")
     min: float | None = Field(None, description="reject values below")
@@ -199,13 +206,14 @@ class ScoreConfig(Model):
     decontam: DecontamConfig | None = Field(None, description="n-gram overlap with benchmarks -> contaminated")
     betr: BetrConfig | None = Field(None, description="benchmark-targeted ranking (BETR): embedding similarity of a sample to the targets' search examples, distilled into fastText -> betr")
     infini_gram: InfiniGramConfig | None = Field(None, description="∞-gram log-probability against a reference index -> infini_gram_logprob, _zero, _ctx")
+    toxicity: ToxicityConfig | None = Field(None, description="offensive-language classifier (alt-profanity-check) -> toxicity; threshold: rejects above it")
     quality: list[QualityTerm] = Field([], description="combine scores into `quality` = weighted mean of corpus percentile ranks")
     select: list[SelectRule] = Field([], description="thresholds applied after scoring (re-thresholding never re-scores)")
 
     @model_validator(mode="after")
     def _something(self) -> "ScoreConfig":
-        if not any((self.fasttext, self.perplexity, self.bench_sim, self.decontam, self.betr, self.infini_gram)):
-            raise ValueError("nothing to score: add fasttext, perplexity, bench_sim, decontam, betr or infini_gram")
+        if not any((self.fasttext, self.perplexity, self.bench_sim, self.decontam, self.betr, self.infini_gram, self.toxicity)):
+            raise ValueError("nothing to score: add fasttext, perplexity, bench_sim, decontam, betr, infini_gram or toxicity")
         return self
 
 
@@ -277,6 +285,8 @@ def check_score(score: ScoreConfig, path: str, base: Path) -> None:
         if not (ix / "index.json").exists():
             raise ConfigError(f"{path}: score.infini_gram.index: {ix} is not a finished ∞-gram index (no index.json); build or resume it with curate ngram build")
         score.infini_gram.index = ix
+    if score.toxicity and score.toxicity.model is not None:
+        score.toxicity.model = need(score.toxicity.model, "toxicity.model", "give a dir with vectorizer.joblib and model.joblib, or null for the model alt-profanity-check ships")
     if score.decontam:
         targets(score.decontam.targets, "decontam.targets")
         if score.decontam.min_ngram > score.decontam.ngram:

@@ -1,7 +1,8 @@
 """The select pass of the score stage: thresholds resolved to numbers (the plan, also written to
 `_score.json`), and one task per shard that joins the input rows with their attribute file, adds
-`ppl_bucket` and `quality`, and writes kept rows, `_rejected/` (`contaminated:<benchmark>` or
-`score:<column>_below_…`/`_above_…`, in rule order) and `_quarantine/` (rows a scorer raised on).
+`ppl_bucket` and `quality`, and writes kept rows, `_rejected/` (`contaminated:<benchmark>`, `toxicity`
+(score.toxicity.threshold) or `score:<column>_below_…`/`_above_…`, in rule order) and `_quarantine/`
+(rows a scorer raised on).
 Changing a threshold re-runs only this pass, never the scoring.
 """
 from __future__ import annotations
@@ -26,6 +27,9 @@ BUCKETS = ("head", "middle", "tail")
 def select_plan(s: ScoreConfig, dists: dict, models: dict) -> dict:
     """Everything the select tasks need, resolved to numbers (also written to _score.json)."""
     rules = []
+    if s.toxicity and s.toxicity.threshold is not None:  # score.toxicity.threshold: a fixed rule, reason `toxicity`
+        rules.append({"column": s.toxicity.column, "sources": None, "exclude": [], "by": None,
+                      "checks": [{"op": "above", "value": s.toxicity.threshold, "reason": "toxicity"}]})
     for i, r in enumerate(s.select):
         rule = {"column": r.column, "sources": r.sources, "exclude": r.exclude_sources, "by": r.by, "checks": []}
         for bound, q, op in (("min", r.min_quantile, "below"), ("max", r.max_quantile, "above")):

@@ -25,6 +25,8 @@ def _scoring_section(s: ScoreConfig) -> dict:
         d["perplexity"] = {k: v for k, v in d["perplexity"].items() if k not in ("buckets", "group_by", "min_group_docs")}
     if d.get("decontam"):
         d["decontam"].pop("action", None)
+    if d.get("toxicity"):
+        d["toxicity"].pop("threshold", None)
     return d
 
 

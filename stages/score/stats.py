@@ -80,7 +80,13 @@ def corpus_stats(s: ScoreConfig, pairs: list[tuple[str, str]], models: dict) -> 
         if s.perplexity.group_by:
             needs[("perplexity", s.perplexity.group_by)] = []
     groups: dict[tuple, dict[str, list]] = {k: ({} if k[1] else {"": []}) for k in needs}
+    derived = {"quality"} if s.quality else set()
     for inp_path, scores_path in pairs:
+        names = set(pq.read_schema(scores_path).names) | set(pq.read_schema(inp_path).names) | derived
+        for r in s.select:  # a rule on a column no shard has would reject nothing, silently
+            if r.column not in names:
+                raise ConfigError(f"score.select: column {r.column!r} is neither a score column nor in the input {inp_path}; "
+                                  f"choose one of {sorted(names - {'id', 'text', 'score_error'})}")
         cache: dict[str, list | None] = {}
         for (col, by) in needs:
             for c in (col, by):
