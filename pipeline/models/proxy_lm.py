@@ -344,7 +344,7 @@ def train_phased(streams: Sequence[np.ndarray], fractions: Sequence[float], weig
     """Train one proxy through phases in order: phase p takes its share `fractions[p]` of the run's
     steps (largest remainder) from the mixture weights[p], windows shuffled within the phase; one
     learning-rate schedule and one optimizer over the whole run. The `evals` losses are measured at
-    the end of every phase. With `update`, phase p+1's weights are update(p, weights_p, losses_p)
+    the end of the run, and with `update` at the end of every phase (else None there). With `update`, phase p+1's weights are update(p, weights_p, losses_p)
     (an online schedule such as Skill-it's) and only weights[0] is read. With one phase this is
     `train_proxy` (same windows, same steps, same bytes). Returns train_proxy's keys plus "phases":
     [{"weights", "steps", "losses"}] in order."""
@@ -379,7 +379,8 @@ def train_phased(streams: Sequence[np.ndarray], fractions: Sequence[float], weig
             _train_steps(model, opt, streams, stream_idx, offsets, first, steps, spec, device)
             _sync(device)
             t1 = time.perf_counter()
-            losses = {name: evaluate(model, win, device) for name, win in windows.items()}
+            last = p == len(per) - 1
+            losses = {name: evaluate(model, win, device) for name, win in windows.items()} if last or update is not None else None
             seconds, eval_seconds = seconds + t1 - t0, eval_seconds + time.perf_counter() - t1
             record.append({"weights": [float(x) for x in _check_mixture(lengths, w, spec.ctx)], "steps": int(n), "losses": losses})
             first += n
