@@ -112,6 +112,11 @@ def main() -> None:
     print("|---|---:|---:|")
     for arm, v in losses.items():
         print(f"| {arm} | {np.mean(v):.4f} | {np.std(v, ddof=1) if len(v) > 1 else float('nan'):.4f} |")
+    tnames = list(evals)
+    print("\n| arm | " + " | ".join(tnames) + " |")
+    print("|---|" + "---:|" * len(tnames))
+    for arm, rows in per_target.items():
+        print(f"| {arm} | " + " | ".join(f"{np.mean([r[t] for r in rows]):.4f}" for t in tnames) + " |")
     print("\n| comparison | paired relative difference [95 % CI] |")
     print("|---|---|")
     for k, v in cmp.items():

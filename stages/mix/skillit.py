@@ -23,6 +23,7 @@ marker (<out>/_work/skillit/...), so a killed run re-trains nothing that finishe
 """
 from __future__ import annotations
 
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -38,8 +39,14 @@ VAL_SUFFIX = "@val"  # an evaluation skill that is a domain's validation tail: "
 
 
 def split_streams(streams: list[str], names: list[str], val_tokens: int, ctx: int, dest: Path) -> tuple[list[str], dict[str, str]]:
-    """Per domain: <dest>/<i>.train.npy (the stream without its last val_tokens) and <i>.val.npy
-    (those last tokens). One-line ConfigError when a domain is too small for both."""
+    """Per domain: <dest>/<key>/<i>.train.npy (the stream without its last val_tokens) and <i>.val.npy
+    (those last tokens), <key> a digest of the streams' bytes and val_tokens (so proxies keyed by it
+    never reuse splits of other streams). One-line ConfigError when a domain is too small for both."""
+    key = ts.digest(*[io.sha256_file(Path(s)) for s in streams], val_tokens)
+    for old in dest.glob("*") if dest.exists() else []:
+        if old.name != key:
+            shutil.rmtree(old, ignore_errors=True)
+    dest = dest / key
     dest.mkdir(parents=True, exist_ok=True)
     heads, vals = [], {}
     for i, (s, name) in enumerate(zip(streams, names)):
@@ -49,7 +56,7 @@ def split_streams(streams: list[str], names: list[str], val_tokens: int, ctx: in
                               f"{val_tokens} and still train (ctx {ctx}); lower mix.skillit.val_tokens or drop the domain")
         for part, sl in (("train", slice(0, len(arr) - val_tokens)), ("val", slice(len(arr) - val_tokens, len(arr)))):
             f = dest / f"{i:04d}.{part}.npy"
-            if not f.exists() or np.load(f, mmap_mode="r").shape[0] != sl.stop - sl.start:
+            if not f.exists():
                 io.write_npy(np.ascontiguousarray(arr[sl]), f)
         heads.append(str(dest / f"{i:04d}.train.npy"))
         vals[name + VAL_SUFFIX] = str(dest / f"{i:04d}.val.npy")
@@ -133,13 +140,14 @@ def run(phase, work: Path, streams: list[str], names: list[str], targets: dict[s
     sk = c.skillit
     columns = eval_skills(list(sk.eval), names, list(targets))
     heads, vals = split_streams(streams, names, sk.val_tokens, c.proxy.ctx, work / "streams")
+    skey = Path(heads[0]).parent.name
     evals = {**vals, **targets}
     gspec = {**spec, "tokens": int(sk.graph_tokens or spec["tokens"])}
     tasks = [runner.Task("reference", reference_task, dict(evals=evals, spec=gspec, seed=seed))]
     tasks += [runner.Task(f"domain-{i:04d}", ts.proxy_task, dict(streams=heads, weights=[float(i == k) for k in range(len(names))],
                                                                  evals=evals, spec=gspec, seed=seed)) for i in range(len(names))]
     gdir = work / "graph"
-    res = runner.work_phase(phase, "mix:skillit-graph", gdir, tasks, ts.digest(gspec, seed, sk.val_tokens, names), fp)
+    res = runner.work_phase(phase, "mix:skillit-graph", gdir, tasks, ts.digest(gspec, seed, skey, names, list(targets.values())), fp)
     if not res.ok:
         return res
     ref = io.read_marker(gdir, "reference")["losses"]
@@ -152,7 +160,7 @@ def run(phase, work: Path, streams: list[str], names: list[str], targets: dict[s
               bounds=dict(min_weight=bounds.min_weight, max_weight=bounds.max_weight, max_epochs=bounds.max_epochs))
     sdir = work / "schedule"
     res = runner.work_phase(phase, "mix:skillit-schedule", sdir, [runner.Task("schedule", schedule_task, kw)],
-                            ts.digest(kw["A"], kw["eta"], kw["phases"], columns, spec, seed, kw["tokens"], budget, kw["bounds"]), fp)
+                            ts.digest(kw["A"], kw["eta"], kw["phases"], columns, spec, seed, skey, kw["tokens"], budget, kw["bounds"]), fp)
     if not res.ok:
         return res
     m = io.read_marker(sdir, "schedule")
