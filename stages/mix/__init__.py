@@ -8,6 +8,9 @@ The optimizers are a pure library (numpy + LightGBM; no torch, no Ray, IO only i
 - `search`       sample_mixtures (RegMix sampler), regmix, climb -> SearchResult
 - `formats`      weights.json (write_outputs, read_weights); trainer recipes come from `remix`
 
+`skillit` (method skillit) is a driver part like `stage`: the skills graph and the per-phase
+Skill-it schedule, each proxy a runner task; its update rule (`initial_weights`, `update`) is numpy.
+
 Facts and settings: /work/shared/MIXTURE.md (CLIMB, RegMix, UniMax).
 """
 from stages.mix.baselines import BASELINES, baseline, proportional, temperature, uniform, unimax

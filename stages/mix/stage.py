@@ -16,6 +16,9 @@ Passes (each resumable; a killed run re-trains no finished proxy):
                             once more, so weights.json reports trained (not only predicted) losses
   6. outputs                weights.json (+ Megatron / HF / MosaicML forms), search.parquet
 
+method skillit replaces 4-6: skills graph + per-phase schedule (stages/mix/skillit.py) ->
+weights.json with `phases`, skillit.json.
+
 Weights respect mix.constraints (min/max weight, max epochs of a domain within budget_tokens).
 """
 from __future__ import annotations
