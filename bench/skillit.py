@@ -1,9 +1,9 @@
 """Skill-it schedule vs the static CLIMB mix at equal tokens, on the bundled corpus.
 
-    python bench/skillit.py [--work DIR] [--seeds 3] [--search-tokens 30000] [--eval-tokens 120000]
+    python bench/skillit.py [--work DIR] [--seeds 3] [--search-tokens 30000] [--eval-tokens 120000] [--rounds 8,4]
 
 1. `ingest` data/sample_small (11 domains, `source` = the corpus's domain) with the real stage.
-2. `mix` twice with the same tokenizer, proxy shape and seed: method climb (rounds 8/4, 2,000
+2. `mix` twice with the same tokenizer, proxy shape and seed: method climb (rounds --rounds, 2,000
    candidates, one verification seed) and method skillit (graph from one proxy per domain, the
    online schedule over --phases phases, eta --eta). Both optimise the four bundled targets'
    `search` split.
@@ -44,7 +44,7 @@ def run_mix(work: Path, method: str, a) -> Path:
            "mix": {"method": method, "domain_column": "source",
                    "proxy": {"n_layer": 2, "n_head": 4, "d_model": 64, "ctx": 64, "sequences_per_step": 4,
                              "train_tokens": a.search_tokens, "lr": 3e-3, "eval_tokens": 20_000},
-                   "search": {"rounds": [8, 4], "candidates": 2000, "top_k": 16, "verify_seeds": 1},
+                   "search": {"rounds": [int(x) for x in a.rounds.split(",")], "candidates": 2000, "top_k": 16, "verify_seeds": 1},
                    "skillit": {"phases": a.phases, "eta": a.eta, "val_tokens": 3000}}}
     p = work / f"{method}.yaml"
     p.write_text(yaml.safe_dump(cfg))
@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--search-tokens", type=int, default=30_000)
     ap.add_argument("--eval-tokens", type=int, default=120_000)
     ap.add_argument("--phases", type=int, default=4)
+    ap.add_argument("--rounds", default="8,4", help="CLIMB rounds (proxy runs per round)")
     ap.add_argument("--eta", type=float, default=0.5)
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="skillit-bench-"))

@@ -165,3 +165,18 @@ def test_one_phase_is_train_proxy(mixed):
     assert a["losses"] == b["losses"] and a["steps"] == b["steps"]
     c = proxy_lm.train_phased(streams, [0.5, 0.5], [[0.5, 0.3, 0.2], [0.0, 0.0, 1.0]], evals, spec, seed=3)
     assert c["losses"] != a["losses"] and [p["steps"] for p in c["phases"]] == [a["steps"] // 2, a["steps"] - a["steps"] // 2]
+
+
+@pytest.mark.parametrize("phases, words", [([{"fraction": 1.0, "weights": {"code": 1.0, "klingon": 1.0}}], "unknown domain(s) ['klingon']"),
+                                           ([{"fraction": 0.5, "weights": {"code": 1.0}}], "sum to 0.5"),
+                                           ([{"fraction": 1.0, "weights": {"code": -1.0}}], "finite numbers >= 0")])
+def test_bad_phases_in_weights_file_are_one_line(mixed, tmp_path, phases, words):
+    from stages.remix.weights import load_weights
+
+    w = dict(mixed[2], phases=phases)
+    p = tmp_path / "weights.json"
+    p.write_text(json.dumps(w))
+    with pytest.raises(ConfigError) as e:
+        load_weights(p)
+    msg = str(e.value)
+    assert "\n" not in msg and words in msg and str(p) in msg
