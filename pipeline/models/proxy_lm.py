@@ -344,8 +344,9 @@ def train_phased(streams: Sequence[np.ndarray], fractions: Sequence[float], weig
     """Train one proxy through phases in order: phase p takes its share `fractions[p]` of the run's
     steps (largest remainder) from the mixture weights[p], windows shuffled within the phase; one
     learning-rate schedule and one optimizer over the whole run. The `evals` losses are measured at
-    the end of the run, and with `update` at the end of every phase (else None there). With `update`, phase p+1's weights are update(p, weights_p, losses_p)
-    (an online schedule such as Skill-it's) and only weights[0] is read. With one phase this is
+    the end of the run, and with `update` at the end of every phase (else None there). With
+    `update`, phase p+1's weights are update(p, weights_p, losses_p) (an online schedule such as
+    Skill-it's) and only weights[0] is read. With one phase this is
     `train_proxy` (same windows, same steps, same bytes). Returns train_proxy's keys plus "phases":
     [{"weights", "steps", "losses"}] in order."""
     fr = np.asarray(fractions, dtype=np.float64)
