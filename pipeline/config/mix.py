@@ -82,8 +82,16 @@ class CMRConfig(Model):
         return sorted(set(v))
 
 
+class SkillitConfig(Model):
+    phases: int = Field(4, ge=1, le=64, description="Skill-it: training phases; the mixture is updated between phases (remix writes one phase per entry)")
+    eta: float = Field(0.5, gt=0, description="Skill-it: step size of the exponentiated-gradient update w_{t+1,i} ∝ w_{t,i}·exp(eta·Σ_j A_ij·L_j,t)")
+    eval: list[str] = Field([], description="Skill-it: the evaluation skills whose losses drive the update: names of mix targets and/or domains (a domain's held-out tail); empty = the mix targets")
+    graph_tokens: int | None = Field(None, ge=1_000, description="Skill-it: training tokens of each single-domain proxy that measures the skills graph; null = proxy.train_tokens")
+    val_tokens: int = Field(4_000, ge=128, description="Skill-it: tokens held out at the end of each domain's stream as its validation split (never trained on by the graph or schedule proxies)")
+
+
 class MixConfig(Model):
-    method: str = Field("climb", pattern="^(uniform|proportional|temperature|unimax|regmix|climb|cmr)$", description="optimizer, or a baseline; cmr = the critical mixture ratio of mix.cmr.domain for continual pretraining")
+    method: str = Field("climb", pattern="^(uniform|proportional|temperature|unimax|regmix|climb|cmr|skillit)$", description="optimizer, or a baseline; cmr = the critical mixture ratio of mix.cmr.domain for continual pretraining; skillit = a per-phase schedule from a skills graph (Skill-it)")
     domain_column: str = Field("cluster", description="column whose values are the domains (e.g. cluster, source)")
     targets: list[TargetSpec] = Field([], description="target sets the mixture should be good at; empty = the four bundled target benchmarks (ARC-Challenge, GSM8K, HumanEval, MBPP in data/benchmarks)")
     eval_fraction: float = Field(0.5, ge=0, lt=1, description="share of each target set held out for `evaluate` and never seen by the search")
@@ -93,6 +101,7 @@ class MixConfig(Model):
     proxy: ProxyConfig = ProxyConfig()
     search: SearchConfig = SearchConfig()
     cmr: CMRConfig = CMRConfig()
+    skillit: SkillitConfig = SkillitConfig()
 
     @model_validator(mode="after")
     def _cmr_domain(self):

@@ -333,6 +333,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _train_steps(model: nn.Module, opt: torch.optim.Optimizer, streams: Sequence[np.ndarray], stream_idx: np.ndarray,
+                 offsets: np.ndarray, first: int, steps: int, spec: ProxySpec, device: torch.device, after=None) -> None:
+    """Optimizer steps first .. first+n-1 of a run of `steps` (n = len(stream_idx) // batch_size), the
+    learning rate following the whole run's schedule; windows (stream_idx, offsets) in training order.
+    `after(step, model)`, if given, is called after each optimizer step."""
+    for j in range(len(stream_idx) // spec.batch_size):
+        sl = slice(j * spec.batch_size, (j + 1) * spec.batch_size)
+        xy = torch.from_numpy(_batch(streams, stream_idx[sl], offsets[sl], spec.ctx, spec.vocab_size)).to(device)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(first + j, steps, spec)
+        loss = _loss(model, xy, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if spec.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+        opt.step()
+        if after is not None:
+            after(first + j, model)
+
+
 def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: dict[str, np.ndarray],
                 spec: ProxySpec, seed: int, init_state: str | None = None, save_state: str | None = None,
                 on_step=None) -> dict:
@@ -362,28 +382,23 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
             model.load_state_dict(torch.load(init_state, map_location=device, weights_only=True))
         opt = _optimizer(model, spec, device)
         model.train()
-        avg, n_avg = None, 0  # running sum of the averaged checkpoints (average_last)
         _sync(device)
         t0 = time.perf_counter()
-        for step in range(steps):
-            sl = slice(step * spec.batch_size, (step + 1) * spec.batch_size)
-            xy = torch.from_numpy(_batch(streams, stream_idx[sl], offsets[sl], spec.ctx, spec.vocab_size)).to(device)
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, steps, spec)
-            loss = _loss(model, xy, device)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if spec.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
-            opt.step()
+        avg: dict = {}  # running sum of the averaged checkpoints (average_last) and their count
+
+        def after(step: int, m: nn.Module) -> None:
             if step in snap:
                 with torch.no_grad():
-                    cur = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
-                    avg = cur if avg is None else {k: avg[k] + cur[k] for k in avg}
-                n_avg += 1
+                    for k, v in m.state_dict().items():
+                        cur = v.detach().float()
+                        avg[k] = cur.clone() if k not in avg else avg[k] + cur
+                avg["__n__"] = avg.get("__n__", 0) + 1
             if on_step is not None:
-                on_step(step, model)
-        if avg is not None:  # evaluate the mean of the checkpoints
+                on_step(step, m)
+
+        _train_steps(model, opt, streams, stream_idx, offsets, 0, steps, spec, device, after)
+        if avg:  # evaluate the mean of the checkpoints
+            n_avg = avg.pop("__n__")
             model.load_state_dict({k: v / n_avg for k, v in avg.items()})
         _sync(device)
         seconds = time.perf_counter() - t0
@@ -407,4 +422,81 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
         "tokens_per_s": tokens / seconds if seconds > 0 else float("inf"),
         "params": sum(p.numel() for p in model.parameters()),
         "device": str(device),
+    }
+
+
+def initial_losses(evals: dict[str, np.ndarray], spec: ProxySpec, seed: int) -> dict[str, float]:
+    """Target losses of the untrained proxy of `seed` (the initialization every run of that seed
+    starts from): the reference a skills graph measures loss drops against."""
+    device = _device(spec.device)
+    windows = {name: eval_windows(arr, spec) for name, arr in evals.items()}
+    old_threads = torch.get_num_threads()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    try:
+        torch.manual_seed(seed)
+        model = TinyGPT(spec).to(device)
+        return {name: evaluate(model, win, device) for name, win in windows.items()}
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def train_phased(streams: Sequence[np.ndarray], fractions: Sequence[float], weights: Sequence[Sequence[float]],
+                 evals: dict[str, np.ndarray], spec: ProxySpec, seed: int, update=None) -> dict:
+    """Train one proxy through phases in order: phase p takes its share `fractions[p]` of the run's
+    steps (largest remainder) from the mixture weights[p], windows shuffled within the phase; one
+    learning-rate schedule and one optimizer over the whole run. The `evals` losses are measured at
+    the end of the run, and with `update` at the end of every phase (else None there). With
+    `update`, phase p+1's weights are update(p, weights_p, losses_p) (an online schedule such as
+    Skill-it's) and only weights[0] is read. With one phase this is
+    `train_proxy` (same windows, same steps, same bytes). Returns train_proxy's keys plus "phases":
+    [{"weights", "steps", "losses"}] in order."""
+    fr = np.asarray(fractions, dtype=np.float64)
+    if fr.ndim != 1 or not len(fr) or not np.isfinite(fr).all() or (fr <= 0).any():
+        raise ValueError(f"phase fractions must be positive, got {list(fractions)}")
+    if update is None and len(weights) != len(fr):
+        raise ValueError(f"{len(fr)} phases but {len(weights)} weight vectors")
+    if spec.data_order != "random" or spec.average_last > 1:
+        raise ValueError("train_phased draws random windows per phase and evaluates the final weights: "
+                         "use data_order random and average_last 0 (sequential order and averaging are train_proxy's)")
+    device = _device(spec.device)
+    steps = math.ceil(spec.tokens / (spec.batch_size * spec.ctx))
+    per = _largest_remainder(fr / fr.sum(), steps)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    lengths = [len(s) for s in streams]
+    _check_mixture(lengths, weights[0], spec.ctx)
+    windows = {name: eval_windows(arr, spec) for name, arr in evals.items()}  # fail before training
+    old_threads = torch.get_num_threads()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    record, seconds, eval_seconds = [], 0.0, 0.0
+    try:
+        torch.manual_seed(seed)
+        model = TinyGPT(spec).to(device)
+        opt = _optimizer(model, spec, device)
+        w, first = list(weights[0]), 0
+        for p, n in enumerate(per.tolist()):
+            if p > 0:
+                w = list(update(p - 1, w, record[-1]["losses"]) if update is not None else weights[p])
+            stream_idx, offsets = sample_plan(lengths, w, n * spec.batch_size, spec.ctx, rng)
+            model.train()
+            _sync(device)
+            t0 = time.perf_counter()
+            _train_steps(model, opt, streams, stream_idx, offsets, first, steps, spec, device)
+            _sync(device)
+            t1 = time.perf_counter()
+            last = p == len(per) - 1
+            losses = {name: evaluate(model, win, device) for name, win in windows.items()} if last or update is not None else None
+            seconds, eval_seconds = seconds + t1 - t0, eval_seconds + time.perf_counter() - t1
+            record.append({"weights": [float(x) for x in _check_mixture(lengths, w, spec.ctx)], "steps": int(n), "losses": losses})
+            first += n
+    finally:
+        torch.set_num_threads(old_threads)
+    tokens = steps * spec.batch_size * spec.ctx
+    losses = record[-1]["losses"]
+    return {
+        "loss": float(np.mean(list(losses.values()))) if losses else float("nan"),
+        "losses": losses, "phases": record, "tokens": tokens, "steps": steps, "seconds": seconds,
+        "eval_seconds": eval_seconds, "tokens_per_s": tokens / seconds if seconds > 0 else float("inf"),
+        "params": sum(p.numel() for p in model.parameters()), "device": str(device),
     }

@@ -10,6 +10,9 @@ The optimizers are a pure library (numpy + LightGBM; no torch, no Ray, IO only i
 - `cmr`          critical mixture ratio (continual pretraining): the loss law, leave-one-out
                  error, bootstrap interval; `cmr_run` holds its passes (validation split, proxy grid)
 
+`skillit` (method skillit) is a driver part like `stage`: the skills graph and the per-phase
+Skill-it schedule, each proxy a runner task; its update rule (`initial_weights`, `update`) is numpy.
+
 Facts and settings: /work/shared/MIXTURE.md (CLIMB, RegMix, UniMax).
 """
 from stages.mix.baselines import BASELINES, baseline, proportional, temperature, uniform, unimax

@@ -16,6 +16,9 @@ Passes (each resumable; a killed run re-trains no finished proxy):
                             once more, so weights.json reports trained (not only predicted) losses
   6. outputs                weights.json (+ Megatron / HF / MosaicML forms), search.parquet
 
+method skillit replaces 4-6: skills graph + per-phase schedule (stages/mix/skillit.py) ->
+weights.json with `phases`, skillit.json.
+
 Weights respect mix.constraints (min/max weight, max epochs of a domain within budget_tokens).
 
 method cmr (critical mixture ratio for continual pretraining) replaces passes 4-5 with those of
@@ -188,6 +191,8 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     spec = proxy_spec(c, tok)
     if c.method == "cmr":
         return _cmr(cfg, out, phase, header, dnames, tokens, docs, built, skey, cmr_domains, spec, fp, budget, bounds, base, tinfo)
+    if c.method == "skillit":
+        return _skillit(c, out, work, phase, streams, dnames, evals, spec, seed, fp, tokens, docs, budget, bounds, base, targets, tinfo, header)
     ev = Evaluator(phase, work, streams, evals, spec, seed, fp)
     s = c.search
     n_runs = s.runs if c.method == "regmix" else sum(s.rounds)
@@ -277,6 +282,29 @@ def _cmr(cfg: Config, out: Path, phase, header: dict, dnames: list[str], tokens,
     }
     formats.write_outputs(out, dnames, weights, tokens, docs, budget, bounds, "cmr", extra)
     return {"weights": "weights.json", "cmr": "cmr.json", "search": "search.parquet", "tokenizer": "tokenizer.json", "proxy_runs": len(runs)}
+
+def _skillit(c: MixConfig, out, work, phase, streams, dnames, evals, spec, seed, fp, tokens, docs, budget, bounds, base, targets, tinfo, header):
+    """method skillit: skills graph + per-phase schedule (stages/mix/skillit.py) -> weights.json with
+    `phases` (remix uses them) and skillit.json."""
+    from stages.mix import formats, skillit
+
+    got = skillit.run(phase, work / "skillit", streams, dnames, evals, spec, c, seed, fp, tokens, budget, bounds)
+    if isinstance(got, runner.StageResult):
+        return runner.stopped(STAGE, out, header, got)
+    record, W = got
+    frac = np.array([p["fraction"] for p in record["schedule"]])
+    mean = frac @ W / frac.sum()
+    extra = {
+        "domain_column": c.domain_column, "tokenizer": "tokenizer.json", "targets": list(targets), "eval_fraction": c.eval_fraction,
+        "phases": [{"fraction": p["fraction"], "weights": p["weights"]} for p in record["schedule"]], "skillit": "skillit.json",
+        "trained_loss": {"skillit_schedule": record["proxy"]["loss"]}, "picked": "skillit", "proxy": spec, "seed": seed,
+        "baselines": {b: {d: float(x) for d, x in zip(dnames, w)} for b, w in base.items()},
+        "streams": "domains/index.json", "target_splits": tinfo,
+    }
+    io.write_json(record, out / "skillit.json")
+    formats.write_outputs(out, dnames, mean / mean.sum(), tokens, docs, budget, bounds, "skillit", extra)
+    return {"weights": "weights.json", "skillit": "skillit.json", "tokenizer": "tokenizer.json", "proxy_runs": len(dnames) + 2,
+            "trained_loss": extra["trained_loss"]}
 
 
 def _robust_pick(verify: dict, trained: dict, weights, rho, s, phase, work, streams, evals, spec, seed, fp, ev):

@@ -45,7 +45,28 @@ def load_weights(path: Path) -> dict:
         raise ConfigError(f"remix.weights: {path}: all weights are 0")
     if not isinstance(w.get("domain_column", "cluster"), str):
         raise ConfigError(f"remix.weights: {path}: 'domain_column' must be a string")
+    if w.get("phases") is not None:
+        _check_phases(w["phases"], names, path)
     return w
+
+
+def _check_phases(phases, names: list[str], path: Path) -> None:
+    """A schedule in weights.json (mix.method skillit): [{fraction, weights: {domain: weight}}], fractions summing to 1."""
+    if not isinstance(phases, list) or not phases:
+        raise ConfigError(f"remix.weights: {path}: 'phases' must be a non-empty list of {{fraction, weights}}")
+    for i, p in enumerate(phases):
+        ok = isinstance(p, dict) and isinstance(p.get("fraction"), (int, float)) and isinstance(p.get("weights"), dict)
+        if not ok or not 0 < p["fraction"] <= 1:
+            raise ConfigError(f"remix.weights: {path}: phases[{i}] needs a fraction in (0, 1] and a weights mapping")
+        unknown = sorted(set(p["weights"]) - set(names))
+        if unknown:
+            raise ConfigError(f"remix.weights: {path}: phases[{i}].weights: unknown domain(s) {unknown}; the file's domains are {names}")
+        vals = list(p["weights"].values())
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0 for x in vals) or sum(vals) <= 0:
+            raise ConfigError(f"remix.weights: {path}: phases[{i}].weights must be finite numbers >= 0, not all 0")
+    total = sum(p["fraction"] for p in phases)
+    if abs(total - 1) > 1e-6:
+        raise ConfigError(f"remix.weights: {path}: phase fractions sum to {total:.6g}, not 1")
 
 
 def resolve(weights_path: Path, weights: dict, tokens: int | None, max_epochs: float | None,
@@ -71,11 +92,14 @@ def resolve(weights_path: Path, weights: dict, tokens: int | None, max_epochs: f
 
 def resolve_phases(phases: list | None, weights: dict, prefix) -> list[dict]:
     """[{fraction, weights: [w per domain of the weights file, normalized], metadata_prefix}] in
-    training order. No phases: one phase with the mix weights, or, with a metadata prefix and a
-    cooldown, two (the cooldown without prefixes)."""
+    training order. No phases: the weights file's own phases (a Skill-it schedule of the mix stage),
+    else one phase with the mix weights, or, with a metadata prefix and a cooldown, two (the
+    cooldown without prefixes)."""
     names = [str(d["name"]) for d in weights["domains"]]
     mix = [float(d["weight"]) for d in weights["domains"]]
-    if not phases:
+    if not phases and weights.get("phases"):
+        spec = [{"fraction": float(p["fraction"]), "weights": dict(p["weights"]), "metadata_prefix": True} for p in weights["phases"]]
+    elif not phases:
         cool = prefix.cooldown if prefix is not None else 0.0
         spec = [{"fraction": 1.0 - cool, "weights": "mix", "metadata_prefix": True}]
         if cool > 0:
