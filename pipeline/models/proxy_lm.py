@@ -266,10 +266,11 @@ def _sync(device: torch.device) -> None:
 
 
 def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: dict[str, np.ndarray],
-                spec: ProxySpec, seed: int) -> dict:
+                spec: ProxySpec, seed: int, return_model: bool = False) -> dict:
     """Train one proxy on the mixture `weights` of `streams` for spec.tokens tokens; return
     {"loss": mean over targets, "losses": {target: CE nats}, "tokens", "steps", "seconds"
-    (training only), "eval_seconds", "tokens_per_s", "params", "device"}. No evals: loss is nan."""
+    (training only), "eval_seconds", "tokens_per_s", "params", "device"}. No evals: loss is nan.
+    `return_model`: also "model", the trained TinyGPT (data-influence scoring probes it)."""
     device = _device(spec.device)
     steps = math.ceil(spec.tokens / (spec.batch_size * spec.ctx))
     rng = np.random.Generator(np.random.PCG64(seed))
@@ -303,7 +304,7 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
     finally:
         torch.set_num_threads(old_threads)
     tokens = steps * spec.batch_size * spec.ctx
-    return {
+    return {**({"model": model} if return_model else {}),
         "loss": float(np.mean(list(losses.values()))) if losses else float("nan"),
         "losses": losses,
         "tokens": tokens,
