@@ -67,6 +67,7 @@ class Influence:
         self.model.eval()  # no dropout in TinyGPT; eval() for clarity
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._gt: torch.Tensor | None = None
+        self._l0: float | None = None  # target loss at the saved state (the probe's "before")
 
     def target_loss(self) -> float:
         """Mean over target sets of their mean token cross-entropy (nats)."""
@@ -98,7 +99,8 @@ class Influence:
         """(L_T before - L_T after one SGD step of size lr on the document) / lr; the model is restored."""
         if win is None:
             return float("nan")
-        before = self.target_loss()
+        if self._l0 is None:
+            self._l0 = self.target_loss()
         g = self.doc_grad(win)
         saved = [p.detach().clone() for p in self.params]
         try:
@@ -113,7 +115,7 @@ class Influence:
             with torch.no_grad():
                 for p, s in zip(self.params, saved):
                     p.copy_(s)
-        return (before - after) / lr
+        return (self._l0 - after) / lr
 
 
 def warm_proxy(stream: np.ndarray, spec: P.ProxySpec, seed: int) -> tuple[torch.nn.Module, dict]:
