@@ -54,7 +54,9 @@ def main(argv=None) -> None:
     ap.add_argument("--train-tokens", type=int, default=100_000)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_mates"))
+    ap.add_argument("--target-weighting", default="balanced", choices=["balanced", "mean"])
     a = ap.parse_args(argv)
+    SCORER["target_weighting"] = a.target_weighting
     seeds = [int(s) for s in a.seeds.split(",")]
     out = Path(a.out)
     s = MatesConfig(**SCORER)

@@ -169,6 +169,7 @@ class MatesConfig(Model):
     warmup_tokens: int = Field(100_000, ge=1_000, description="tokens the proxy trains on before probing")
     doc_tokens: int = Field(256, ge=2, description="each document's first this many tokens are probed")
     target_tokens: int = Field(4096, ge=16, description="tokens of each target set's search part in the target batch")
+    target_weighting: str = Field("balanced", pattern="^(mean|balanced)$", description="target loss = mean of the sets' losses, or balanced: each set weighted by 1 / the norm of its loss gradient (so no set's gradient dominates the influence)")
     method: str = Field("gradient", pattern="^(gradient|probe)$", description="gradient = first-order influence g_doc . g_target; probe = the target loss change after one SGD step (a forward of the whole target batch per document: slower)")
     probe_lr: float = Field(0.05, gt=0, le=10, description="SGD step of the probe (method probe, and the check)")
     check_docs: int = Field(50, ge=0, description="documents on which the first-order estimate is checked against the probe (Spearman in the model meta); 0 = no check")

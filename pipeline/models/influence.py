@@ -9,7 +9,10 @@ fits a small "data influence model" on those probes and lets it score the whole 
      corpus (disjoint from the probed documents), on a BPE trained on both samples;
   2. each probed document's first `doc_tokens` tokens (non-overlapping windows of ctx+1) give its
      loss gradient g_x; the target batch (each target set's search part, its first `target_tokens`
-     tokens) gives g_T, the gradient of the mean over target sets of their mean token loss;
+     tokens) gives g_T, the gradient of the target loss: the mean over target sets of their mean
+     token loss (`mean`), or (`balanced`) each set weighted by 1 / the norm of its own gradient at
+     the saved state, so that one set (code, whose gradients are largest here) cannot set the
+     direction alone;
   3. influence(x) = g_x . g_T (method `gradient`): the first-order estimate of how much one SGD step
      of size lr on x lowers the target loss, divided by lr: (L_T(theta) - L_T(theta - lr g_x)) / lr
      = g_x . g_T + O(lr). Method `probe` computes that left-hand side exactly (the step, the target
@@ -62,21 +65,29 @@ class Influence:
 
     model: torch.nn.Module
     targets: dict[str, np.ndarray]  # name -> (n, ctx+1) int64 windows
+    weighting: str = "mean"  # mean of the sets' losses, or balanced: each set weighted by 1/|its gradient|
 
     def __post_init__(self):
+        if self.weighting not in ("mean", "balanced"):
+            raise ValueError(f"target weighting must be mean or balanced, not {self.weighting!r}")
         self.model.eval()  # no dropout in TinyGPT; eval() for clarity
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.weights = torch.full((len(self.targets),), 1.0 / len(self.targets))
+        if self.weighting == "balanced":  # fixed at the saved state, so the probe's target loss is the same function
+            norms = torch.stack([torch.linalg.vector_norm(self._flat_grad(P._loss(self.model, torch.from_numpy(w), CPU)))
+                                 for w in self.targets.values()])
+            self.weights = (1.0 / norms) / (1.0 / norms).sum()
         self._gt: torch.Tensor | None = None
         self._l0: float | None = None  # target loss at the saved state (the probe's "before")
 
     def target_loss(self) -> float:
-        """Mean over target sets of their mean token cross-entropy (nats)."""
+        """Weighted mean over target sets of their mean token cross-entropy (nats)."""
         with torch.no_grad():
             return float(self._target_loss())
 
     def _target_loss(self) -> torch.Tensor:
         losses = [P._loss(self.model, torch.from_numpy(w), CPU) for w in self.targets.values()]
-        return torch.stack(losses).mean()
+        return (torch.stack(losses) * self.weights).sum()
 
     def _flat_grad(self, loss: torch.Tensor) -> torch.Tensor:
         return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, self.params)])

@@ -51,8 +51,10 @@ def probe_sample(inp, targets: dict[str, list[tuple[str, str]]], out_dir: Path, 
     tgt = {n: P.eval_windows(bpe.encode_docs(tok, v)[0], spec) for n, v in search.items()}
     ids, lens = bpe.encode_docs(tok, [d.text for d in docs], eos=False)
     wins = influence.doc_windows(ids, lens, s.doc_tokens, s.ctx)
-    vals, info = influence.influences(influence.Influence(model, tgt), wins, s.method, s.probe_lr, s.check_docs)
-    info.update(proxy=proxy_info, vocab_size=spec.vocab_size, warmup_docs=len(warm), probed_docs=len(docs),
+    infl = influence.Influence(model, tgt, s.target_weighting)
+    vals, info = influence.influences(infl, wins, s.method, s.probe_lr, s.check_docs)
+    info.update(target_weighting=s.target_weighting, target_weights={n: round(float(w), 4) for n, w in zip(tgt, infl.weights)},
+                proxy=proxy_info, vocab_size=spec.vocab_size, warmup_docs=len(warm), probed_docs=len(docs),
                 targets={n: len(v) for n, v in search.items()}, target_tokens={n: int(w.size) for n, w in tgt.items()})
     return docs, vals, info
 
