@@ -32,6 +32,7 @@ composition in any number), seeded warm-up (proxy_lm.train_proxy is bitwise repr
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,17 @@ import torch
 from pipeline.models import proxy_lm as P
 
 CPU = torch.device("cpu")
+
+
+@contextmanager
+def threads(n: int = 1):
+    """torch on `n` threads inside (reductions then sum in a fixed order on any machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def doc_windows(ids: np.ndarray, lengths: np.ndarray, doc_tokens: int, ctx: int) -> list[np.ndarray | None]:
@@ -74,8 +86,9 @@ class Influence:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.weights = torch.full((len(self.targets),), 1.0 / len(self.targets))
         if self.weighting == "balanced":  # fixed at the saved state, so the probe's target loss is the same function
-            norms = torch.stack([torch.linalg.vector_norm(self._flat_grad(P._loss(self.model, torch.from_numpy(w), CPU)))
-                                 for w in self.targets.values()])
+            with threads(1):
+                norms = torch.stack([torch.linalg.vector_norm(self._flat_grad(P.window_loss(self.model, torch.from_numpy(w), CPU)))
+                                     for w in self.targets.values()])
             self.weights = (1.0 / norms) / (1.0 / norms).sum()
         self._gt: torch.Tensor | None = None
         self._l0: float | None = None  # target loss at the saved state (the probe's "before")
@@ -86,7 +99,7 @@ class Influence:
             return float(self._target_loss())
 
     def _target_loss(self) -> torch.Tensor:
-        losses = [P._loss(self.model, torch.from_numpy(w), CPU) for w in self.targets.values()]
+        losses = [P.window_loss(self.model, torch.from_numpy(w), CPU) for w in self.targets.values()]
         return (torch.stack(losses) * self.weights).sum()
 
     def _flat_grad(self, loss: torch.Tensor) -> torch.Tensor:
@@ -98,7 +111,7 @@ class Influence:
         return self._gt
 
     def doc_grad(self, win: np.ndarray) -> torch.Tensor:
-        return self._flat_grad(P._loss(self.model, torch.from_numpy(win), CPU))
+        return self._flat_grad(P.window_loss(self.model, torch.from_numpy(win), CPU))
 
     def first_order(self, win: np.ndarray | None) -> float:
         """g_x . g_T (NaN for a document without windows)."""
@@ -136,7 +149,7 @@ def warm_proxy(stream: np.ndarray, spec: P.ProxySpec, seed: int) -> tuple[torch.
 
 
 def influences(infl: Influence, windows: list[np.ndarray | None], method: str, probe_lr: float,
-               check_docs: int = 0, threads: int = 1) -> tuple[np.ndarray, dict]:
+               check_docs: int = 0) -> tuple[np.ndarray, dict]:
     """Influence of every document (`method` gradient or probe; NaN where a document has no tokens),
     and info: seconds, and on the first `check_docs` documents with windows the Spearman rho of the
     first-order estimate against the probe."""
@@ -144,9 +157,7 @@ def influences(infl: Influence, windows: list[np.ndarray | None], method: str, p
 
     if method not in ("gradient", "probe"):
         raise ValueError(f"influence method must be gradient or probe, not {method!r}")
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with threads(1):
         t0 = time.perf_counter()
         one = (lambda w: infl.first_order(w)) if method == "gradient" else (lambda w: infl.probe(w, probe_lr))
         vals = np.array([one(w) for w in windows], dtype=np.float64)
@@ -159,6 +170,4 @@ def influences(infl: Influence, windows: list[np.ndarray | None], method: str, p
             pr = np.array([infl.probe(windows[i], probe_lr) for i in idx])
             info["check"] = {"docs": len(idx), "probe_lr": probe_lr, "spearman_first_order_vs_probe": spearman(fo, pr),
                              "seconds": round(time.perf_counter() - t1, 3)}
-    finally:
-        torch.set_num_threads(old)
     return vals, info
