@@ -32,6 +32,15 @@ the row groups one block touches. `epoch_seed` (a cheap reshuffle for another pa
 shards inside each phase in a seeded order (the ranges are cut from that order) and block-shuffles
 with B = shuffle_buffer or EPOCH_BUFFER. Nothing ever crosses a phase boundary.
 
+Ordered remixes. When `_remix.json` states an `order` (remix.order, a curriculum sorted by a score
+column), the written order is the training order: worker gid then takes the phase's samples at the
+positions t = gid (mod G) (strided, not a contiguous range), so position t holds sample t exactly and
+a DataLoader's round-robin over the workers yields the stream in the written order, whatever G. The
+phase, resume and remainder rules above hold unchanged (the same positions per worker). `epoch_seed`
+then keeps the shards in order (only its block shuffle applies), and `shuffle_buffer=B` permutes only
+within blocks of B of a worker's samples (B*G consecutive positions). Cost: in text mode every worker
+decodes every row group of a phase (tokens mode reads only its documents from the maps).
+
     ds = TrainingShards("run/remix", mode="tokens", state=ckpt.get("data"))   # None: from the start
     for i, doc in enumerate(DataLoader(ds, batch_size=None, num_workers=2), 1): ...
         # a checkpoint after i docs on each rank, i a multiple of num_workers:
@@ -95,7 +104,7 @@ class TrainingShards(IterableDataset):
         rg_rows = [m.row_group(g).num_rows for m in mds for g in range(m.num_row_groups)]
         self.rg_starts = np.concatenate([[0], np.cumsum(rg_rows, dtype=np.int64)])  # first sample of each row group
         self.rg_bytes = np.array([m.row_group(g).total_byte_size for m in mds for g in range(m.num_row_groups)], np.int64)
-        self.bounds, self.phase_shards = self._phases()
+        self.bounds, self.phase_shards, self.ordered = self._phases()
         self.rank, self.world_size = rank, world_size
         if shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer {shuffle_buffer}: use 0 (no shuffle) or a block size >= 1")
@@ -115,8 +124,9 @@ class TrainingShards(IterableDataset):
         """Samples in the dataset (all ranks)."""
         return int(self.starts[-1])
 
-    def _phases(self) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """Sample bounds [0, N_1, ..., total] and (first, end) shards of each phase, checked."""
+    def _phases(self) -> tuple[np.ndarray, list[tuple[int, int]], bool]:
+        """Sample bounds [0, N_1, ..., total], (first, end) shards of each phase, checked, and whether
+        the remix states an `order` (a curriculum: strided workers)."""
         f, n_sh = self.path / REMIX_JSON, len(self.shards)
         doc = {}
         if f.exists():
@@ -125,8 +135,9 @@ class TrainingShards(IterableDataset):
             except ValueError as e:
                 raise ValueError(f"{f}: not valid JSON ({e}); re-run remix") from None
         phases = doc.get("phases") if isinstance(doc, dict) else None
+        ordered = bool(isinstance(doc, dict) and doc.get("order"))
         if phases is None:
-            return np.array([0, self.total], np.int64), [(0, n_sh)]
+            return np.array([0, self.total], np.int64), [(0, n_sh)], ordered
         if not isinstance(phases, list) or not phases:
             raise ValueError(f"{f}: `phases` must be a non-empty list of {{samples, shards}}; re-run remix")
         bounds, spans = [0], []
@@ -149,7 +160,7 @@ class TrainingShards(IterableDataset):
             spans.append((a, z))
         if spans[-1][1] != n_sh:
             raise ValueError(f"{f}: phases end at shard {spans[-1][1]} of {n_sh} part-*.parquet shards; they must cover all")
-        return np.array(bounds, np.int64), spans
+        return np.array(bounds, np.int64), spans, ordered
 
     def _rng(self, *parts: int) -> np.random.Generator:
         e = self.epoch_seed
@@ -160,7 +171,7 @@ class TrainingShards(IterableDataset):
         """(shards of phase p in read order, first phase position of each, + end)."""
         a, z = self.phase_shards[p]
         order = np.arange(a, z)
-        if self.epoch_seed is not None:
+        if self.epoch_seed is not None and not self.ordered:
             order = a + np.random.default_rng([int(self.epoch_seed) & M32, 0x5EED, p]).permutation(z - a)
         return order, np.concatenate([[0], np.cumsum(self.rows[order])])
 
@@ -171,13 +182,14 @@ class TrainingShards(IterableDataset):
         for p in range(len(self.bounds) - 1):
             counts = _count(self.bounds[p + 1], workers, n_global) - _count(self.bounds[p], workers, n_global)
             lo, n = int(counts[:gid].sum()), int(counts[gid])  # our range [lo, lo + n) of phase positions
+            u0 = (gid - int(self.bounds[p])) % n_global  # ordered: our positions u0, u0 + G, ... of the phase
             done = min(skip, n)
             skip -= done
             if done == n:
                 continue
             order, first = self._phase_map(p)
             for b in range(done // step * step, n, step):
-                q = np.arange(lo + b, lo + min(b + step, n))
+                q = u0 + n_global * np.arange(b, min(b + step, n)) if self.ordered else np.arange(lo + b, lo + min(b + step, n))
                 if buf:
                     q = self._rng(p, lo + b).permutation(q)
                 q = q[max(0, done - b):]

@@ -151,6 +151,8 @@ def evaluate_table(d: Path) -> Table | None:
     t = Table(title=f"evaluate: proxy LM target loss ({e.get('split')} split) at {_fmt(e.get('tokens'))} training tokens per arm")
     t.caption = (f"{e.get('seeds', 1)} seed(s) per arm; vs raw / vs best baseline: mean relative difference paired by seed "
                  "[95 % t interval]; n.s. = the interval crosses 0")
+    for c in e.get("comparisons", []):  # evaluate.compare
+        t.caption += f"\n{c['arm']} vs {c['reference']} (paired): {c['text']}"
     for col in ("arm", "loss", "seed std", "vs raw", "vs best baseline", *targets):
         t.add_column(col, justify="left" if col == "arm" else "right")
     for a in e.get("arms", []):

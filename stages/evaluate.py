@@ -5,10 +5,13 @@
                 temperature / unimax weights;
   mix           the curated domains with the optimizer's weights;
   remix         the remix stage's training shards (its token shards, or its text re-tokenized),
+  <name>        more remix dirs (evaluate.remixes), e.g. a curriculum remix and a shuffled one,
 
 and scored on the held-out `eval` part of every target set (the mixture search only saw the
-`search` part). Writes <out>/evaluate.json and prints the table; each (arm, seed) run is a runner
-task, so a killed evaluation resumes.
+`search` part). `evaluate.proxy` overrides the proxy's lr_schedule / average_last / data_order for
+every arm (sequential data order reads a remix in its written order: a curriculum is seen in order);
+`evaluate.compare` adds paired intervals between named arms. Writes <out>/evaluate.json and prints
+the table; each (arm, seed) run is a runner task, so a killed evaluation resumes.
 """
 from __future__ import annotations
 
@@ -48,14 +51,14 @@ def _single_stream(phase, name: str, src: Path, work: Path, tok: Path, cap: int,
     return str(dest / built["file"]), fp
 
 
-def _remix_stream(remix: Path, work: Path) -> tuple[str, str] | None:
+def _remix_stream(remix: Path, work: Path, name: str = "remix") -> tuple[str, str] | None:
     """The remix's token shards (already in training order) concatenated; None when it wrote none."""
     files = sorted(remix.glob("part-*.tokens.npy"))
     if not files:
         return None
     key = ts.digest(*(io.sha256_file(f) for f in files))
-    dest = work / "remix-stream.npy"
-    meta = work / "remix-stream.json"
+    dest = work / f"{name}-stream.npy"
+    meta = work / f"{name}-stream.json"
     if not dest.exists() or not meta.exists() or io.read_json(meta).get("key") != key:
         arr = np.concatenate([np.load(f, mmap_mode="r") for f in files])
         io.write_npy(arr, dest)
@@ -71,9 +74,11 @@ def run(cfg: Config, inp: Path | None, out: Path, phase, force: bool = False) ->
         raise ConfigError(f"evaluate: {wpath} not found; run the mix stage first (or set evaluate.mix)")
     weights = io.read_json(wpath)
     tok = mixd / "tokenizer.json"
-    unknown = [a for a in c.arms if a not in ("raw", "mix", "remix", *BASELINES)]
+    unknown = [a for a in c.arms if a not in ("raw", "mix", "remix", *BASELINES, *c.remixes)]
     if unknown:
-        raise ConfigError(f"evaluate.arms: unknown arm(s) {unknown}; choose from raw, mix, remix, {', '.join(BASELINES)}")
+        raise ConfigError(f"evaluate.arms: unknown arm(s) {unknown}; choose from raw, mix, remix, {', '.join(BASELINES)}"
+                          + (f", {', '.join(c.remixes)} (evaluate.remixes)" if c.remixes else ""))
+    _check_extra(c)
     out = Path(out)
     t0 = time.perf_counter()
     h = cfg.stage_hash(STAGE)
@@ -96,10 +101,14 @@ def run(cfg: Config, inp: Path | None, out: Path, phase, force: bool = False) ->
                 if isinstance(r, runner.StageResult):
                     return r
                 streams[arm], fps = ([r[0]], [1.0]), fps + [r[1]]
-            elif arm == "remix":
-                r = _remix_stream(remixd, work)
+            elif arm == "remix" or arm in c.remixes:
+                src = remixd if arm == "remix" else Path(c.remixes[arm])
+                r = _remix_stream(src, work, arm)
+                if r is None and (src / "_remix.json").exists() and io.read_json(src / "_remix.json").get("order"):
+                    raise ConfigError(f"evaluate: remix {src} is ordered (remix.order) but has no token shards, and re-tokenizing "
+                                      "its text would reorder it; re-run remix with tokenized: true")
                 if r is None:
-                    r = _single_stream(ph, "remix", remixd, work, tok, cap, cfg.run.seed, cfg.run.docs_per_batch)
+                    r = _single_stream(ph, arm, src, work, tok, cap, cfg.run.seed, cfg.run.docs_per_batch)
                     if isinstance(r, runner.StageResult):
                         return r
                 streams[arm], fps = ([r[0]], [1.0]), fps + [r[1]]
@@ -107,7 +116,7 @@ def run(cfg: Config, inp: Path | None, out: Path, phase, force: bool = False) ->
                 w = weights["baselines"][arm] if arm in BASELINES else {d["name"]: d["weight"] for d in weights["domains"]}
                 streams[arm] = (dstreams, [float(w.get(n, 0.0)) for n in dnames])
         evals = {n: str(mixd / "targets" / v["eval"]["file"]) for n, v in weights["target_splits"].items()}
-        spec = {**weights["proxy"], "tokens": c.train_tokens}
+        spec = {**weights["proxy"], "tokens": c.train_tokens, **(c.proxy.model_dump() if c.proxy else {})}
         # arms with the same data and weights (e.g. unimax = uniform when no epoch cap binds) share one run
         same: dict[str, str] = {}
         run_of = {arm: same.setdefault(ts.digest(st, [round(x, 12) for x in w]), arm) for arm, (st, w) in streams.items()}
@@ -122,11 +131,36 @@ def run(cfg: Config, inp: Path | None, out: Path, phase, force: bool = False) ->
         table = _table(work / "arms", c, run_of, list(evals))
         result = {"tokens": c.train_tokens, "seeds": c.seeds, "targets": list(evals), "split": "eval" if weights.get("eval_fraction") else "search",
                   "method": weights.get("method"), "proxy": spec, "arms": table}
+        if c.compare:
+            result["comparisons"] = compare(table, c.compare)
         io.write_json(result, out / "evaluate.json")
         manifest = {**header, "status": "complete", "totals": {}, "outputs": {"evaluate": "evaluate.json"}}
         io.write_json(manifest, out / io.MANIFEST)
         io.write_json({"timings": {"wall_seconds": round(time.perf_counter() - t0, 3)}}, out / io.STATS)
     return runner.StageResult(STAGE, out, manifest, [], time.perf_counter() - t0)
+
+
+def _check_extra(c: EvaluateConfig) -> None:
+    """evaluate.remixes names and evaluate.compare pairs: one-line ConfigErrors."""
+    from pipeline.config import unsafe_domain_name
+
+    for name in c.remixes:
+        if name in ("raw", "mix", "remix", *BASELINES) or unsafe_domain_name(name):
+            raise ConfigError(f"evaluate.remixes: name {name!r} is a built-in arm or cannot name a file; use letters, digits, _ . = + -")
+    for pair in c.compare:
+        if len(pair) != 2 or any(a not in c.arms for a in pair):
+            raise ConfigError(f"evaluate.compare: {pair} must be [arm, reference], both in evaluate.arms {c.arms}")
+
+
+def compare(table: list[dict], pairs: list[list[str]]) -> list[dict]:
+    """Per pair [arm, reference]: the paired relative loss difference (arm - ref) / ref over seeds with
+    its 95 % interval (pipeline.intervals), and the text ('... n.s.' when the interval crosses 0)."""
+    by = {r["arm"]: r for r in table}
+    out = []
+    for a, b in pairs:
+        x = intervals.paired(by[a]["seed_losses"], by[b]["seed_losses"])
+        out.append({"arm": a, "reference": b, **x, "text": intervals.describe(x)})
+    return out
 
 
 def _table(d: Path, c: EvaluateConfig, run_of: dict[str, str], targets: list[str]) -> list[dict]:

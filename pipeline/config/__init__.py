@@ -15,8 +15,9 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline import io
 from pipeline.config.base import ConfigError, Model, absolute, inside, local_model
-from pipeline.config.mix import (REMIX_FORMATS, EvaluateConfig, MixConfig, MixConstraints, ProxyConfig, RemixConfig,  # noqa: F401
-                                 RemixPhase, RemixSelect, SearchConfig, unsafe_domain_name)
+from pipeline.config.mix import (REMIX_FORMATS, CMRConfig, EvaluateConfig, EvaluateProxy, MixConfig, MixConstraints,  # noqa: F401
+                                 ProxyConfig, RemixConfig, RemixOrder, RemixPhase, RemixSelect, SearchConfig,
+                                 unsafe_domain_name)
 from pipeline.config.rephrase import RephraseConfig, RephraseSelect  # noqa: F401
 from pipeline.config.score import (BUNDLED_BENCHMARKS, BUNDLED_REFERENCE_LM, BUNDLED_TARGETS, BenchSimConfig,  # noqa: F401
                                    BetrConfig, DecontamConfig, FastTextParams, FastTextScoreConfig, FastTextTrainConfig,

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import Model
 from pipeline.config.score import TargetSpec
@@ -43,8 +43,47 @@ class SearchConfig(Model):
     robust_rho: float = Field(0.5, ge=-1, le=1, description="when the predictor's held-out Spearman rho is below this (or unknown), the final mixture is the verification candidate with the lowest seed-mean loss instead of the predictor's pick")
 
 
+class CMRConfig(Model):
+    domain: str | None = Field(None, description="method cmr: the value of mix.domain_column that is the domain corpus of the continual pretraining (required)")
+    general: list[str] | None = Field(None, description="domains forming the general corpus, mixed by their token shares; null = every domain but `domain`")
+    ratios: list[float] = Field([0.0, 0.1, 0.2, 0.4, 0.6, 0.8], description="domain shares of the proxy grid (each in [0, 1], 0 included: the general-only reference)")
+    tokens: list[int] | None = Field(None, description="training tokens of the proxy grid (>= 2 distinct counts); null = proxy.train_tokens x [1/4, 1/2, 1]")
+    tolerance: float = Field(0.02, description="largest allowed relative rise of the general-domain validation loss over the r = 0 run, in (0, 1)")
+    base_tokens: int | None = Field(None, ge=0, description="continual pretraining: every grid run continues a proxy first trained on this many tokens of the general corpus alone (one base per seed); 0 = grid runs train from scratch; null = the largest grid count")
+    at_tokens: int | None = Field(None, ge=1, description="training tokens at which the ratio is read off the fitted law; null = the largest grid count")
+    seeds: int = Field(2, ge=1, le=8, description="proxy runs per grid point (seeds run.seed + 0..n-1); the interval resamples seeds (>= 2) or the fit's residuals (1)")
+    bootstrap: int = Field(200, ge=20, le=10_000, description="bootstrap refits for the ratio's 95 % interval")
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, v):
+        if not 0 < v < 1:
+            raise ValueError(f"{v} is outside (0, 1); give the allowed relative rise of general loss, e.g. 0.02")
+        return v
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v):
+        if not v:
+            raise ValueError("the grid is empty; give domain shares like [0, 0.1, 0.2, 0.4, 0.6, 0.8]")
+        if any(not 0 <= r <= 1 for r in v) or len(set(v)) != len(v):
+            raise ValueError(f"{v}: each share must be in [0, 1] and listed once")
+        if 0 not in v or len(v) < 3:
+            raise ValueError(f"{v}: give at least 3 shares including 0 (the general-only reference)")
+        return sorted(v)
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, v):
+        if v is None:
+            return v
+        if len(set(v)) < 2 or any(t < 1_000 for t in v):
+            raise ValueError(f"{v}: give at least 2 distinct token counts, each >= 1000 (or null for proxy.train_tokens x [1/4, 1/2, 1])")
+        return sorted(set(v))
+
+
 class MixConfig(Model):
-    method: str = Field("climb", pattern="^(uniform|proportional|temperature|unimax|regmix|climb)$", description="optimizer, or a baseline")
+    method: str = Field("climb", pattern="^(uniform|proportional|temperature|unimax|regmix|climb|cmr)$", description="optimizer, or a baseline; cmr = the critical mixture ratio of mix.cmr.domain for continual pretraining")
     domain_column: str = Field("cluster", description="column whose values are the domains (e.g. cluster, source)")
     targets: list[TargetSpec] = Field([], description="target sets the mixture should be good at; empty = the four bundled target benchmarks (ARC-Challenge, GSM8K, HumanEval, MBPP in data/benchmarks)")
     eval_fraction: float = Field(0.5, ge=0, lt=1, description="share of each target set held out for `evaluate` and never seen by the search")
@@ -53,6 +92,22 @@ class MixConfig(Model):
     constraints: MixConstraints = MixConstraints()
     proxy: ProxyConfig = ProxyConfig()
     search: SearchConfig = SearchConfig()
+    cmr: CMRConfig = CMRConfig()
+
+    @model_validator(mode="after")
+    def _cmr_domain(self):
+        if self.method == "cmr" and not self.cmr.domain:
+            raise ValueError("method cmr needs cmr.domain (the domain corpus: a value of mix.domain_column)")
+        return self
+
+    def cmr_tokens(self) -> list[int]:
+        """The grid's token counts (mix.cmr.tokens, or proxy.train_tokens x [1/4, 1/2, 1])."""
+        t = self.proxy.train_tokens
+        return self.cmr.tokens or sorted({max(1_000, t // 4), max(1_000, t // 2), t})
+
+    def cmr_base_tokens(self) -> int:
+        """Tokens of the general-only base proxy the grid runs continue from (0: from scratch)."""
+        return max(self.cmr_tokens()) if self.cmr.base_tokens is None else self.cmr.base_tokens
 
 
 REMIX_FORMATS = ("parquet", "megatron", "mds", "hf")
@@ -111,6 +166,11 @@ class RemixSelect(Model):
     order: str = Field("best_first", pattern="^(best_first|random)$", description="best_first: a pass that does not take the whole domain takes its best documents first (so a small budget gets the best); random: a seeded random subset")
 
 
+class RemixOrder(Model):
+    by: str = Field(..., description="score column whose value orders the documents within each phase (a quality curriculum: e.g. quality, fasttext_score)")
+    direction: str = Field("ascending", pattern="^(ascending|descending)$", description="ascending: lowest score first, best data last (the curriculum of 'How Learning Rate Decay Wastes Your Best Data'); descending: best first")
+
+
 class RemixConfig(Model):
     weights: Path | None = Field(None, description="weights.json; null = <run.output>/mix/weights.json")
     budget_tokens: int | None = Field(None, ge=1, description="token budget of the training shards; null = the weights' budget_tokens")
@@ -121,6 +181,7 @@ class RemixConfig(Model):
     phases: list[RemixPhase] | None = Field(None, description="training phases in order, e.g. [{fraction: 0.9, weights: mix}, {fraction: 0.1, weights: {code: 0.5, wiki: 0.5}}]; null = one phase with the mix weights")
     metadata_prefix: MetadataPrefixConfig | None = Field(None, description="prepend a source/URL line to documents (metadata conditioning), with a cooldown phase without it")
     select: RemixSelect | None = Field(None, description="within-domain selection by a score column, combined with the mix weights: e.g. {column: quality, keep: 0.5}")
+    order: RemixOrder | None = Field(None, description="curriculum: within each phase write the documents sorted by a score column (ties in the seeded shuffle order, missing scores last) instead of shuffled, e.g. {by: quality, direction: ascending}; null = the seeded shuffle")
 
     @field_validator("formats")
     @classmethod
@@ -147,6 +208,12 @@ class RemixConfig(Model):
         return v
 
 
+class EvaluateProxy(Model):
+    lr_schedule: str = Field("cosine", pattern="^(cosine|moderate|constant)$", description="cosine: warmup, cosine to 0.1*lr (the mix stage's); moderate: cosine to 0.5*lr; constant: lr after warmup")
+    average_last: int = Field(0, ge=0, le=64, description="evaluate the mean of the last k checkpoints (k spaced evenly over the last 20 % of steps, the last at the final step); 0 or 1 = the final weights")
+    data_order: str = Field("random", pattern="^(random|sequential)$", description="random: windows drawn at random (the mix stage's); sequential: windows in stream order, evenly spaced over the whole stream (a curriculum remix is seen in its order)")
+
+
 class EvaluateConfig(Model):
     train_tokens: int = Field(400_000, ge=1_000, description="training tokens of every arm (equal for all)")
     arms: list[str] = Field(["raw", "proportional", "uniform", "temperature", "unimax", "remix"], min_length=1,
@@ -155,3 +222,6 @@ class EvaluateConfig(Model):
     raw: Path | None = Field(None, description="dataset dir of the raw arm; null = <run.output>/ingest")
     mix: Path | None = Field(None, description="mix output dir (weights, tokenizer, domain streams, target splits); null = <run.output>/mix")
     remix: Path | None = Field(None, description="remix output dir; null = <run.output>/remix")
+    remixes: dict[str, Path] = Field({}, description="more remix arms by name, each a remix output dir, e.g. {curriculum: run/remix-cur, shuffled: run/remix}; list the names in arms")
+    proxy: EvaluateProxy | None = Field(None, description="proxy trainer overrides for every arm: {lr_schedule, average_last, data_order}; null = the mix stage's proxy as is")
+    compare: list[list[str]] = Field([], description="pairs [arm, reference]: the paired relative loss difference over seeds with its 95 % interval (e.g. [[curriculum, shuffled]])")

@@ -144,8 +144,9 @@ class Influence:
 
 def warm_proxy(stream: np.ndarray, spec: P.ProxySpec, seed: int) -> tuple[torch.nn.Module, dict]:
     """The proxy trained on `stream` (one token stream) for spec.tokens tokens; returns (model, info)."""
-    res = P.train_proxy([stream], [1.0], {}, spec, seed, return_model=True)
-    return res.pop("model"), {k: res[k] for k in ("tokens", "steps", "seconds", "params")}
+    box: dict = {}
+    res = P.train_proxy([stream], [1.0], {}, spec, seed, on_step=lambda step, m: box.setdefault("model", m))
+    return box["model"], {k: res[k] for k in ("tokens", "steps", "seconds", "params")}
 
 
 def influences(infl: Influence, windows: list[np.ndarray | None], method: str, probe_lr: float,

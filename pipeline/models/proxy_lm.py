@@ -12,12 +12,19 @@ import it alone.
   weights to within one sequence; windows start uniformly over the stream. Streams may be memmaps:
   only the sampled windows are read, and streams of weight 0 are never touched.
 - Optimizer: AdamW (decay on matrices only), linear warmup then cosine decay to 10% of lr, clipping.
+  `lr_schedule` constant (no decay after warmup) or moderate (cosine to 50% of lr) instead, and
+  `average_last` k: the evaluated weights are the mean of the last k checkpoints, taken every
+  `average_interval(steps, k)` steps (the last at the final step), as in "How Learning Rate Decay
+  Wastes Your Best Data in Curriculum-Based LLM Pretraining" (constant LR + model averaging).
+- `data_order` sequential: the windows are read in stream order, evenly spaced over each whole
+  stream (a curriculum written in order is seen in order) instead of drawn at random.
 - Device: "auto" = CUDA when present (bf16 autocast), else CPU (fp32, `threads` torch threads,
   bitwise reproducible for a given seed and thread count).
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -47,6 +54,14 @@ class ProxySpec:
     warmup: float = 0.05  # fraction of steps
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    lr_schedule: str = "cosine"  # cosine: to 0.1*lr; moderate: cosine to 0.5*lr; constant: lr after warmup
+    average_last: int = 0  # evaluate the mean of the last k checkpoints (0 or 1: the final weights)
+    data_order: str = "random"  # random windows (sample_plan) or sequential (sequential_plan)
+
+    SCHEDULES: ClassVar[dict[str, float]] = {"cosine": 0.1, "moderate": 0.5, "constant": 1.0}  # final lr / lr
+    ORDERS: ClassVar[tuple[str, ...]] = ("random", "sequential")
+    # fields added after weights.json files were written: left out of `as_dict` at their defaults
+    NEW_FIELDS: ClassVar[dict[str, object]] = {"lr_schedule": "cosine", "average_last": 0, "data_order": "random"}
 
     # The config's names for two fields (ProxyConfig): what they hold, in the config's words.
     CONFIG_NAMES: ClassVar[dict[str, str]] = {"batch_size": "sequences_per_step", "tokens": "train_tokens"}
@@ -61,6 +76,11 @@ class ProxySpec:
                 kw[f.name] = getattr(cfg_model, name)
         return cls(vocab_size=int(vocab_size), **kw)
 
+    def as_dict(self) -> dict:
+        """asdict(), without the fields of NEW_FIELDS that hold their default (so the specs, weights.json
+        files and hashes written before these fields existed stay byte-identical)."""
+        return {k: v for k, v in asdict(self).items() if not (k in self.NEW_FIELDS and v == self.NEW_FIELDS[k])}
+
     def __post_init__(self):
         if self.d_model % self.n_head:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
@@ -68,6 +88,12 @@ class ProxySpec:
             raise ValueError(f"invalid proxy spec: {asdict(self)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.lr_schedule not in self.SCHEDULES:
+            raise ValueError(f"lr_schedule {self.lr_schedule!r}: use one of {', '.join(self.SCHEDULES)}")
+        if not isinstance(self.average_last, int) or self.average_last < 0:
+            raise ValueError(f"average_last {self.average_last!r}: use an integer >= 0 (checkpoints averaged)")
+        if self.data_order not in self.ORDERS:
+            raise ValueError(f"data_order {self.data_order!r}: use one of {', '.join(self.ORDERS)}")
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -178,6 +204,29 @@ def sample_plan(lengths: Sequence[int], weights: Sequence[float], n_seqs: int, c
     return stream, offsets.astype(np.int64)
 
 
+def sequential_plan(lengths: Sequence[int], weights: Sequence[float], n_seqs: int, ctx: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows in stream order (data_order: sequential): stream i gets the same counts c_i as in
+    sample_plan; its j-th window starts at round(j * (len_i - ctx - 1) / (c_i - 1)) (evenly spaced
+    from the first token to the last window, so the run sees the whole stream, in order, at any
+    token budget; no overlap when c_i * ctx <= len_i). Streams are interleaved by progress
+    (j + 0.5) / c_i, ties to the lower index, so all advance together. No randomness."""
+    lengths = np.asarray([int(n) for n in lengths], dtype=np.int64)
+    w = _check_mixture(lengths, weights, ctx)
+    counts = _largest_remainder(w, int(n_seqs))
+    stream, offsets, progress = [], [], []
+    for i, c in enumerate(counts.tolist()):
+        if not c:
+            continue
+        j = np.arange(c, dtype=np.int64)
+        last = max(0, int(lengths[i]) - ctx - 1)
+        offsets.append(np.rint(j * (last / max(1, c - 1))).astype(np.int64))
+        stream.append(np.full(c, i, np.int64))
+        progress.append((j + 0.5) / c)
+    stream_a, off_a, prog = (np.concatenate(x) for x in (stream, offsets, progress))
+    at = np.lexsort((stream_a, prog))
+    return stream_a[at], off_a[at]
+
+
 def _batch(streams: Sequence[np.ndarray], stream_idx: np.ndarray, offsets: np.ndarray,
            ctx: int, vocab_size: int) -> np.ndarray:
     """(B, ctx+1) int64 windows read from the (possibly memory-mapped) streams."""
@@ -202,12 +251,31 @@ def _device(name: str) -> torch.device:
 
 
 def _lr_at(step: int, steps: int, spec: ProxySpec) -> float:
-    """Linear warmup over warmup*steps, then cosine decay from lr to 0.1*lr at the last step."""
+    """Linear warmup over warmup*steps, then cosine decay from lr to 0.1*lr at the last step
+    (lr_schedule cosine); moderate: cosine to 0.5*lr; constant: lr after the warmup."""
     warm = max(1, round(spec.warmup * steps)) if spec.warmup > 0 else 0
     if step < warm:
         return spec.lr * (step + 1) / warm
     progress = (step - warm) / max(1, steps - warm - 1)
-    return spec.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+    if spec.lr_schedule == "cosine":  # the original expression, so the default's floats are unchanged
+        return spec.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+    floor = ProxySpec.SCHEDULES[spec.lr_schedule]
+    return spec.lr * (floor + (1.0 - floor) / 2 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def average_interval(steps: int, k: int) -> int:
+    """Steps between the averaged checkpoints: the k of them span the last 20 % of the run
+    (interval max(1, floor(0.2 * steps / k)))."""
+    return max(1, int(0.2 * steps / max(1, k)))
+
+
+def averaged_steps(steps: int, k: int) -> list[int]:
+    """The steps after which a checkpoint is taken for average_last k: the last step and the k-1
+    before it at average_interval (never before step 0)."""
+    if k <= 1:
+        return [steps - 1]
+    iv = average_interval(steps, k)
+    return sorted({max(0, steps - 1 - j * iv) for j in range(k)})
 
 
 def _optimizer(model: nn.Module, spec: ProxySpec, device: torch.device) -> torch.optim.Optimizer:
@@ -266,15 +334,23 @@ def _sync(device: torch.device) -> None:
 
 
 def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: dict[str, np.ndarray],
-                spec: ProxySpec, seed: int, return_model: bool = False) -> dict:
+                spec: ProxySpec, seed: int, init_state: str | None = None, save_state: str | None = None,
+                on_step=None) -> dict:
     """Train one proxy on the mixture `weights` of `streams` for spec.tokens tokens; return
     {"loss": mean over targets, "losses": {target: CE nats}, "tokens", "steps", "seconds"
     (training only), "eval_seconds", "tokens_per_s", "params", "device"}. No evals: loss is nan.
-    `return_model`: also "model", the trained TinyGPT (data-influence scoring probes it)."""
+    init_state: a state_dict file (from save_state) to continue from (continual pretraining: new
+    optimizer and schedule, the weights of the earlier run); save_state: write the trained weights
+    there (CPU tensors, written to a temporary name and moved into place).
+    `on_step(step, model)`, if given, is called after every optimizer step (checks, logging)."""
     device = _device(spec.device)
     steps = math.ceil(spec.tokens / (spec.batch_size * spec.ctx))
     rng = np.random.Generator(np.random.PCG64(seed))
-    stream_idx, offsets = sample_plan([len(s) for s in streams], weights, steps * spec.batch_size, spec.ctx, rng)
+    if spec.data_order == "sequential":
+        stream_idx, offsets = sequential_plan([len(s) for s in streams], weights, steps * spec.batch_size, spec.ctx)
+    else:
+        stream_idx, offsets = sample_plan([len(s) for s in streams], weights, steps * spec.batch_size, spec.ctx, rng)
+    snap = set(averaged_steps(steps, spec.average_last)) if spec.average_last > 1 else set()
     windows = {name: eval_windows(arr, spec) for name, arr in evals.items()}  # fail before training
     old_threads = torch.get_num_threads()
     if spec.threads:
@@ -282,8 +358,11 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
     try:
         torch.manual_seed(seed)
         model = TinyGPT(spec).to(device)
+        if init_state is not None:
+            model.load_state_dict(torch.load(init_state, map_location=device, weights_only=True))
         opt = _optimizer(model, spec, device)
         model.train()
+        avg, n_avg = None, 0  # running sum of the averaged checkpoints (average_last)
         _sync(device)
         t0 = time.perf_counter()
         for step in range(steps):
@@ -297,14 +376,28 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
             if spec.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
             opt.step()
+            if step in snap:
+                with torch.no_grad():
+                    cur = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+                    avg = cur if avg is None else {k: avg[k] + cur[k] for k in avg}
+                n_avg += 1
+            if on_step is not None:
+                on_step(step, model)
+        if avg is not None:  # evaluate the mean of the checkpoints
+            model.load_state_dict({k: v / n_avg for k, v in avg.items()})
         _sync(device)
         seconds = time.perf_counter() - t0
         losses = {name: evaluate(model, win, device) for name, win in windows.items()}
         eval_seconds = time.perf_counter() - t0 - seconds
+        if save_state is not None:
+            tmp = f"{save_state}.tmp-{os.getpid()}"
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+            os.replace(tmp, save_state)
     finally:
         torch.set_num_threads(old_threads)
     tokens = steps * spec.batch_size * spec.ctx
-    return {**({"model": model} if return_model else {}),
+    extra = {"averaged_steps": sorted(snap)} if snap else {}
+    return {**extra,
         "loss": float(np.mean(list(losses.values()))) if losses else float("nan"),
         "losses": losses,
         "tokens": tokens,

@@ -187,13 +187,15 @@ def split_targets(targets: dict[str, list[tuple[str, str]]], tokenizer: str, eva
 # ---------------------------------------------------------------- proxy runs
 
 
-def proxy_task(streams: list[str], weights: list[float], evals: dict[str, str], spec: dict, seed: int) -> dict:
-    """Train one proxy LM (pipeline.models.proxy_lm) and return its losses as marker counters."""
+def proxy_task(streams: list[str], weights: list[float], evals: dict[str, str], spec: dict, seed: int,
+               init: str | None = None, save: str | None = None) -> dict:
+    """Train one proxy LM (pipeline.models.proxy_lm) and return its losses as marker counters
+    (init / save: continue from / write a weights file, see proxy_lm.train_proxy)."""
     from pipeline.models import proxy_lm
 
     t0 = time.perf_counter()
     arrays = [np.load(s, mmap_mode="r") if w > 0 else np.zeros(0, np.uint16) for s, w in zip(streams, weights)]
     ev = {k: np.load(v, mmap_mode="r") for k, v in evals.items()}
-    res = proxy_lm.train_proxy(arrays, weights, ev, proxy_lm.ProxySpec(**spec), seed)
+    res = proxy_lm.train_proxy(arrays, weights, ev, proxy_lm.ProxySpec(**spec), seed, init_state=init, save_state=save)
     res = {k: v for k, v in res.items() if isinstance(v, (int, float, str, dict))}
     return {**ZERO, **res, "weights": [float(w) for w in weights], "seed": seed, "wall": round(time.perf_counter() - t0, 3)}

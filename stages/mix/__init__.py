@@ -7,6 +7,8 @@ The optimizers are a pure library (numpy + LightGBM; no torch, no Ray, IO only i
 - `predictor`    Predictor("lightgbm" | "linear"): weights -> loss, Spearman rho on held-out runs
 - `search`       sample_mixtures (RegMix sampler), regmix, climb -> SearchResult
 - `formats`      weights.json (write_outputs, read_weights); trainer recipes come from `remix`
+- `cmr`          critical mixture ratio (continual pretraining): the loss law, leave-one-out
+                 error, bootstrap interval; `cmr_run` holds its passes (validation split, proxy grid)
 
 Facts and settings: /work/shared/MIXTURE.md (CLIMB, RegMix, UniMax).
 """

@@ -17,10 +17,13 @@ Passes (each resumable; a killed run re-trains no finished proxy):
   6. outputs                weights.json (+ Megatron / HF / MosaicML forms), search.parquet
 
 Weights respect mix.constraints (min/max weight, max epochs of a domain within budget_tokens).
+
+method cmr (critical mixture ratio for continual pretraining) replaces passes 4-5 with those of
+`cmr_run` (held-out validation documents, base proxies, the grid of domain shares x token counts,
+the law of `cmr`) and also writes cmr.json.
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from functools import partial
@@ -72,7 +75,7 @@ def proxy_spec(c: MixConfig, tokenizer: Path) -> dict:
     from pipeline.models import bpe, proxy_lm
 
     spec = proxy_lm.ProxySpec.from_config(c.proxy, bpe.load(str(tokenizer)).get_vocab_size())
-    return dataclasses.asdict(spec)
+    return spec.as_dict()
 
 
 class Evaluator:
@@ -143,6 +146,10 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
 
     c: MixConfig = cfg.mix
     seed, work = cfg.run.seed, out / "_work"
+    if c.method == "cmr":
+        from stages.mix import cmr_run
+
+        cmr_domains = cmr_run.check_domains(c, shards)  # before any work: a wrong name fails at once
     tok = _tokenizer(cfg.run.tokenizer, shards, out, seed, fp)
     tok_sha = io.sha256_file(tok)
 
@@ -162,8 +169,10 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
         raise ConfigError(f"mix.domain_column: {c.domain_column!r} has {len(dnames)} value(s) in {inp}; a mixture needs at least 2 domains")
 
     sdir = out / "domains"
-    built = ts.cached_streams(work / "tokens", [p.stem for p in shards], dnames, ts.STREAM_CAP * c.proxy.train_tokens, seed, sdir,
-                              key=ts.digest(tok_sha, fp, c.domain_column, c.proxy.train_tokens, seed), domain_column=c.domain_column)
+    max_tokens = max([c.proxy.train_tokens] + (c.cmr_tokens() if c.method == "cmr" else []))  # cmr: its grid's largest run
+    skey = ts.digest(tok_sha, fp, c.domain_column, max_tokens, seed)
+    built = ts.cached_streams(work / "tokens", [p.stem for p in shards], dnames, ts.STREAM_CAP * max_tokens, seed, sdir,
+                              key=skey, domain_column=c.domain_column)
     streams = [str(sdir / d["file"]) for d in built]
 
     targets = load_targets(c.targets)
@@ -177,6 +186,8 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     except ValueError as e:
         raise ConfigError(f"mix.constraints: {e}") from None
     spec = proxy_spec(c, tok)
+    if c.method == "cmr":
+        return _cmr(cfg, out, phase, header, dnames, tokens, docs, built, skey, cmr_domains, spec, fp, budget, bounds, base, tinfo)
     ev = Evaluator(phase, work, streams, evals, spec, seed, fp)
     s = c.search
     n_runs = s.runs if c.method == "regmix" else sum(s.rounds)
@@ -229,6 +240,43 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     formats.write_outputs(out, dnames, weights, tokens, docs, budget, bounds, method, extra)
     return {"weights": "weights.json", "search": "search.parquet", "tokenizer": "tokenizer.json", "proxy_runs": len(ev.records),
             "trained_loss": trained}
+
+
+def _cmr(cfg: Config, out: Path, phase, header: dict, dnames: list[str], tokens, docs, built: list[dict], skey: str,
+         cmr_domains: tuple[str, list[str]], spec: dict, fp: str, budget: int, bounds, base: dict, tinfo: dict):
+    """method cmr (stages/mix/cmr_run.py): grid of proxies, law, critical ratio -> cmr.json, weights.json, search.parquet."""
+    from stages.mix import cmr_run, constraints, formats
+
+    c: MixConfig = cfg.mix
+    seed = cfg.run.seed
+    domain, general = cmr_domains
+    d = dnames.index(domain)
+    shares = np.zeros(len(dnames))
+    gi = [dnames.index(g) for g in general]
+    shares[gi] = tokens[gi] / tokens[gi].sum()
+    info = cmr_run.split(out, built, dnames, domain, general, shares, c.proxy.eval_tokens, c.proxy.ctx, seed, skey)
+    res, runs, base_runs = cmr_run.grid(phase, out, out / "_work", c, dnames, built, info, shares, d, spec, seed, fp)
+    if not res.ok:
+        return runner.stopped(STAGE, out, header, res)
+    result = cmr_run.analyse(c, runs, seed)
+    ratio = result["ratio"]["value"]
+    weights = constraints.project(cmr_run.mixture(shares, d, ratio), tokens, budget, bounds)
+    result["ratio"]["realized"] = float(weights[d])  # the domain's weight after mix.constraints (epoch caps)
+    result["ratio"]["projected"] = bool(not np.allclose(weights, cmr_run.mixture(shares, d, ratio), atol=1e-9))
+    doc = {"domain": domain, "domain_column": c.domain_column, "general": {g: float(shares[i]) for g, i in zip(general, gi)},
+           **result, "validation": {n: info[n] for n in ("general", "domain")}, "proxy": spec, "seed": seed,
+           "weights": {n: float(x) for n, x in zip(dnames, weights)}, "base": {"tokens": c.cmr_base_tokens(), "runs": base_runs}, "grid": runs}
+    io.write_json(doc, out / "cmr.json")
+    _write_search(out / "search.parquet", cmr_run.search_rows(runs, result), dnames, ["general", "domain"])
+    extra = {
+        "domain_column": c.domain_column, "tokenizer": "tokenizer.json", "targets": list(tinfo), "eval_fraction": c.eval_fraction,
+        "cmr": "cmr.json", "cmr_domain": domain, "critical_ratio": ratio, "critical_ratio_interval": result["ratio"]["interval"],
+        "tolerance": c.cmr.tolerance, "proxy": spec, "seed": seed,
+        "baselines": {b: {n: float(x) for n, x in zip(dnames, w)} for b, w in base.items()},
+        "streams": "domains/index.json", "target_splits": tinfo,
+    }
+    formats.write_outputs(out, dnames, weights, tokens, docs, budget, bounds, "cmr", extra)
+    return {"weights": "weights.json", "cmr": "cmr.json", "search": "search.parquet", "tokenizer": "tokenizer.json", "proxy_runs": len(runs)}
 
 
 def _robust_pick(verify: dict, trained: dict, weights, rho, s, phase, work, streams, evals, spec, seed, fp, ev):

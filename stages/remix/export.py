@@ -163,7 +163,8 @@ def export_mixed(out: str, keys: list[str], dtype: str) -> dict:
 # ---------------------------------------------------------------- recipes (driver)
 
 
-def hf_card(n_phases: int, phases: list[dict], names: list[str], formats: list[str], shard_names: list[str]) -> str:
+def hf_card(n_phases: int, phases: list[dict], names: list[str], formats: list[str], shard_names: list[str],
+            order: dict | None = None) -> str:
     """README.md whose `configs` make `load_dataset(dir)` read the kept shards only; one config per
     phase (when several) and, with the hf format, one per phase and domain."""
     configs = []
@@ -172,15 +173,18 @@ def hf_card(n_phases: int, phases: list[dict], names: list[str], formats: list[s
     if "hf" in formats:
         configs += [(f"hf-{phase_dir(n_phases, ph['index']).replace('/', '-')}{n}", [f"hf/{phase_dir(n_phases, ph['index'])}{n}/part.arrow"])
                     for ph in phases for n in names if ph["domain_samples"].get(n)]
+    what = f"mixed stream, sorted by `{order['by']}` ({order['direction']}) within each phase," if order else "mixed, shuffled stream"
     return io.dataset_card("remix training shards", configs, body=(
-        "Written by `curate remix`. `datasets.load_dataset(<this dir>)` reads the mixed, shuffled stream\n"
+        f"Written by `curate remix`. `datasets.load_dataset(<this dir>)` reads the {what}\n"
         "(`part-*.parquet`, phase order by file name); `_remix.json` has the weights, phases and token counts;\n"
         "megatron/, mds/ and hf/ hold the same documents per domain for trainers that mix themselves.\n"))
 
 
-def recipes(out: Path, phases: list[dict], names: list[str], formats: list[str], seed: int) -> dict:
+def recipes(out: Path, phases: list[dict], names: list[str], formats: list[str], seed: int, order: dict | None = None) -> dict:
     """megatron_data_path.txt, mosaic_streams.yaml, hf_interleave.json (absolute paths, one entry per
-    phase, only domains with documents in the phase); returns what _remix.json records."""
+    phase, only domains with documents in the phase); returns what _remix.json records. With
+    remix.order every per-domain file holds its documents in the stream's (sorted) order; the
+    Mosaic recipe then says shuffle: false (a shuffling reader would undo the curriculum)."""
     n_ph, root = len(phases), out.resolve()
     rec: dict = {}
     if "megatron" in formats:
@@ -200,6 +204,8 @@ def recipes(out: Path, phases: list[dict], names: list[str], formats: list[str],
             for n in names if ph["domain_samples"].get(n)}} for ph in phases]}
         if n_ph == 1:
             doc["streams"] = doc["phases"][0]["streams"]
+        if order:
+            doc["shuffle"] = False
         io.atomic_write(out / "mosaic_streams.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(doc, sort_keys=False)))
         rec["mds"] = doc
     if "hf" in formats:

@@ -62,15 +62,24 @@ def token_dtype(tokenizer) -> tuple[int, np.dtype]:
 
 
 def census_shard(path: str, key: str, work: str, domain_column: str, tokenizer: str | None, batch_size: int,
-                 score_column: str | None = None) -> dict:
+                 score_column: str | None = None, order_column: str | None = None) -> dict:
+    """`score_column` (remix.select) -> census column `score`; `order_column` (remix.order.by) ->
+    `order_score` (missing = NaN)."""
     pf = pq.ParquetFile(path)
     need_text = tokenizer is not None or N_TOKENS not in pf.schema_arrow.names
-    cols = [domain_column] + ([TEXT] if need_text else [N_TOKENS]) + ([score_column] if score_column else [])
-    doms, toks, scores = [], [], []
+    cols = list(dict.fromkeys([domain_column] + ([TEXT] if need_text else [N_TOKENS]) + ([score_column] if score_column else [])
+                              + ([order_column] if order_column else [])))
+    doms, toks, scores, oscores = [], [], [], []
+
+    def floats(col) -> np.ndarray:
+        return pc.cast(col, pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False)
+
     for rb in pf.iter_batches(batch_size=batch_size, columns=cols):
         doms.append(domain_strings(rb.column(domain_column)))
         if score_column:  # a missing score ranks last
-            scores.append(pc.cast(rb.column(score_column), pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False))
+            scores.append(floats(rb.column(score_column)))
+        if order_column:
+            oscores.append(floats(rb.column(order_column)))
         if need_text:
             toks.append(count_tokens([t or "" for t in rb.column(TEXT).to_pylist()], tokenizer))
         else:
@@ -81,6 +90,8 @@ def census_shard(path: str, key: str, work: str, domain_column: str, tokenizer: 
     cols = {"domain": dom, N_TOKENS: pa.array(ntok, pa.int64())}
     if score_column:
         cols["score"] = pa.array(np.concatenate(scores) if scores else np.zeros(0), pa.float64())
+    if order_column:
+        cols["order_score"] = pa.array(np.concatenate(oscores) if oscores else np.zeros(0), pa.float64())
     io.write_parquet(pa.table(cols), Path(work) / name)
     n, t = len(ntok), int(ntok.sum())
     return {"rows_in": n, "kept": n, "rejected": 0, "quarantined": 0, "tokens_in": t, "tokens_kept": t,

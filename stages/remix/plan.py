@@ -8,6 +8,9 @@ ordered list is cut between the phases at the cumulative phase targets, so a dom
 document only once it has used all of them, whatever the phases. Inside each phase the samples are
 permuted with run.seed, and each phase is cut into its own output shards of run.shard.target_rows
 rows: phase boundaries fall on shard boundaries (the loader and the trainer outputs keep the order).
+With remix.order ({by, direction}) each phase is instead sorted by that score column (a quality
+curriculum), ties in the order the seeded shuffle gives them, missing scores last; which samples each
+phase holds is the same as without it.
 
 With one phase the plan is the same as before phases existed (same permutations, same bytes).
 Memory: ~30 bytes per input document and per sample.
@@ -52,7 +55,7 @@ def _partial_pass(perm: np.ndarray, tok: np.ndarray, remaining: int) -> np.ndarr
 def _read_census(census: list[tuple[str, int]], index: dict[str, int]):
     """Per input document: shard, row, domain index (-1 = not in the weights), tokens; and the
     document counts of the domains the weights do not name."""
-    shard_l, row_l, dom_l, tok_l, score_l = [], [], [], [], []
+    shard_l, row_l, dom_l, tok_l, score_l, order_l = [], [], [], [], [], []
     unweighted: dict[str, int] = {}
     for s, (f, rows) in enumerate(census):
         t = pq.read_table(f)
@@ -72,12 +75,22 @@ def _read_census(census: list[tuple[str, int]], index: dict[str, int]):
         tok_l.append(t.column(N_TOKENS).to_numpy(zero_copy_only=False).astype(np.int64))
         if "score" in t.column_names:
             score_l.append(t.column("score").to_numpy(zero_copy_only=False).astype(np.float64))
+        if "order_score" in t.column_names:
+            order_l.append(t.column("order_score").to_numpy(zero_copy_only=False).astype(np.float64))
 
     def cat(parts, dtype):
         return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
     score = cat(score_l, np.float64) if score_l else None
-    return cat(shard_l, np.int32), cat(row_l, np.int64), cat(dom_l, np.int32), cat(tok_l, np.int64), score, unweighted
+    oscore = cat(order_l, np.float64) if order_l else None
+    return cat(shard_l, np.int32), cat(row_l, np.int64), cat(dom_l, np.int32), cat(tok_l, np.int64), score, unweighted, oscore
+
+
+def curriculum(keys: np.ndarray, direction: str, tie: np.ndarray) -> np.ndarray:
+    """Positions of a phase's samples sorted by `keys` (ascending or descending), missing (NaN) last,
+    ties in the order of `tie` (the seeded shuffle's ranks): a total, deterministic order."""
+    k = np.where(np.isnan(keys), np.inf, keys if direction == "ascending" else -keys)
+    return np.lexsort((tie, k))
 
 
 def ranked(docs: np.ndarray, score: np.ndarray, higher_is_better: bool, r: np.random.Generator) -> np.ndarray:
@@ -130,17 +143,22 @@ def _cuts(tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: float, seed: int,
-         target_rows: int, phases: list[dict] | None = None, select: dict | None = None) -> tuple[np.ndarray, dict]:
-    """Samples in output order and the per-domain and per-phase numbers. census: (file, rows) per shard."""
+         target_rows: int, phases: list[dict] | None = None, select: dict | None = None,
+         order_spec: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Samples in output order and the per-domain and per-phase numbers. census: (file, rows) per shard.
+    `order_spec` {by, direction} (remix.order): each phase sorted by the census's order_score instead of shuffled."""
     names = [str(d["name"]) for d in weights["domains"]]
     if phases is None:
         w = np.array([float(d["weight"]) for d in weights["domains"]], np.float64)
         phases = [{"index": 0, "fraction": 1.0, "weights": (w / w.sum()).tolist(), "metadata_prefix": False}]
     pw = np.array([p["weights"] for p in phases], np.float64)  # phases x domains
     pt = np.array([p["fraction"] for p in phases])[:, None] * pw * budget  # target tokens per phase and domain
-    shard, row, dom, tok, score, unweighted = _read_census(census, {n: i for i, n in enumerate(names)})
+    shard, row, dom, tok, score, unweighted, oscore = _read_census(census, {n: i for i, n in enumerate(names)})
     if select and score is None:
         raise RuntimeError("remix.select: the census has no score column; re-run with --force")
+    if order_spec and oscore is None:
+        raise RuntimeError("remix.order: the census has no order_score column; re-run with --force")
+    per_key: list[list[np.ndarray]] = [[] for _ in phases]  # order scores of the samples (remix.order)
     order = np.argsort(dom, kind="stable")  # docs grouped by domain, in input order
     bounds = np.searchsorted(dom[order], np.arange(len(names) + 1))
     target = pt.sum(axis=0)
@@ -171,6 +189,8 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
             a = np.empty(cut[p + 1] - cut[p], SAMPLE)
             a["shard"], a["row"], a["epoch"], a["dom"], a["ntok"] = shard[idx[sl]], row[idx[sl]], ep[sl], i, tok[idx[sl]]
             per_phase[p].append(a)
+            if order_spec:
+                per_key[p].append(oscore[idx[sl]])
         got = int(tok[idx].sum())
         srt = np.sort(docs)
         reps = np.bincount(np.searchsorted(srt, idx), minlength=len(docs)) if len(docs) else np.zeros(0, np.int64)
@@ -185,7 +205,13 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
     parts, shard_starts, phase_info, lo = [], [], [], 0
     for p, ph in enumerate(phases):
         s = np.concatenate(per_phase[p]) if per_phase[p] else np.zeros(0, SAMPLE)
-        s = s[rng(seed, "remix", "shuffle", *([p] if p else [])).permutation(len(s))]
+        perm = rng(seed, "remix", "shuffle", *([p] if p else [])).permutation(len(s))
+        s = s[perm]
+        if order_spec:  # the curriculum: sorted by the column, ties in the shuffle's order
+            k = np.concatenate(per_key[p])[perm] if per_key[p] else np.zeros(0)
+            at = curriculum(k, order_spec["direction"], np.arange(len(s)))
+            s = s[at]
+            k = k[at]
         parts.append(s)
         first = len(shard_starts)
         shard_starts += list(range(lo, lo + len(s), target_rows))
@@ -197,6 +223,10 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
                            "domain_tokens": {n: int(x) for n, x in zip(names, dtok)},
                            "domain_samples": {n: int(x) for n, x in zip(names, dsam)},
                            "samples": [lo, lo + len(s)], "shards": [first, len(shard_starts)]})
+        if order_spec:
+            ok = k[~np.isnan(k)]
+            phase_info[-1]["order_score"] = {"first": float(ok[0]) if len(ok) else None, "last": float(ok[-1]) if len(ok) else None,
+                                             "missing": int(np.isnan(k).sum())}
         lo += len(s)
     samples = np.concatenate(parts) if parts else np.zeros(0, SAMPLE)
     total = int(samples["ntok"].sum())
@@ -208,5 +238,6 @@ def plan(census: list[tuple[str, int]], weights: dict, budget: int, max_epochs: 
             "samples": int(len(samples)), "tokens": total, "docs_in": int(len(dom)),
             "unweighted_docs": dict(sorted(unweighted.items())), "target_rows": target_rows,
             "shards": len(shard_starts), "shard_starts": shard_starts + [int(len(samples))], "phases": phase_info,
-            "select": select}
+            "select": select, **({"order": {**order_spec, "ties": "seeded shuffle (run.seed)", "missing": "last",
+                                                   "scope": "within each phase"}} if order_spec else {})}
     return samples, info

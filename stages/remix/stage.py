@@ -98,7 +98,7 @@ def finalize(out: Path, markers: dict[str, dict], *, info: dict, formats: list[s
     doc.pop("shard_starts", None)
     if any(f in formats for f in EXPORTS):
         doc["outputs"] = _export(out, doc, keys, names, formats, dtype, phase, seed)
-    io.atomic_write(out / "README.md", lambda tmp: tmp.write_text(export.hf_card(len(doc["phases"]), doc["phases"], names, formats, [f"{k}.parquet" for k in keys])))
+    io.atomic_write(out / "README.md", lambda tmp: tmp.write_text(export.hf_card(len(doc["phases"]), doc["phases"], names, formats, [f"{k}.parquet" for k in keys], doc.get("order"))))
     io.write_json(doc, out / REMIX_JSON)
     for p in (out / "_work" / "scatter").glob("scatter-*.parquet"):  # a copy of every sample: free the disk
         p.unlink()
@@ -136,10 +136,24 @@ def _export(out: Path, doc: dict, keys: list[str], names: list[str], formats: li
         want = {n: ph["domain_tokens"][n] + ph["domain_samples"][n] * (dtype is not None) for n in names}  # + one EOS per doc
         if got != want:
             raise RuntimeError(f"remix: export of phase {ph['index']} holds {got} tokens per domain, the stream {want}")
-    rec = export.recipes(out, doc["phases"], names, fmts, seed)
+    rec = export.recipes(out, doc["phases"], names, fmts, seed, doc.get("order"))
     rec["token_ids"] = {"dtype": dtype, "eos": "one EOS id appended to every document, in every format",
                         "per_phase_domain_tokens_with_eos": {ph["index"]: exported[ph["index"]]["domain_tokens"] for ph in doc["phases"]}}
     return rec
+
+
+def check_order(order: dict, schema, inp: Path) -> None:
+    """remix.order: a known direction and a numeric column of the input (one-line ConfigError)."""
+    import pyarrow as pa
+
+    if order.get("direction") not in ("ascending", "descending"):
+        raise ConfigError(f"remix.order.direction: {order.get('direction')!r}; use ascending or descending")
+    by = order.get("by")
+    if by not in schema.names:
+        raise ConfigError(f"remix.order.by: input {inp} has no column {by!r}; run the score stage first or choose one of {schema.names}")
+    ty = schema.field(by).type
+    if not (pa.types.is_integer(ty) or pa.types.is_floating(ty) or pa.types.is_boolean(ty)):
+        raise ConfigError(f"remix.order.by: column {by!r} of {inp} is {ty}, not a number; choose a score column")
 
 
 def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner.StageResult:
@@ -151,14 +165,14 @@ def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner
                  tokenizer=c.tokenizer, target_rows=cfg.run.shard.target_rows, phase=phase,
                  run_tokenizer=cfg.run.tokenizer.path, batch_size=cfg.run.docs_per_batch, base_hash=cfg.stage_hash(STAGE),
                  formats=c.formats, phases=c.phases, metadata_prefix=c.metadata_prefix,
-                 select=c.select.model_dump() if c.select else None, force=force)
+                 select=c.select.model_dump() if c.select else None, order=c.order.model_dump() if c.order else None, force=force)
 
 
 def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *, seed: int = 0,
           max_epochs: float | None = None, tokenized: bool = True, tokenizer: str | Path | None = None,
           target_rows: int = 50_000, phase=None, run_tokenizer: str | None = None, batch_size: int = 2_000,
           base_hash: str = "", formats: list[str] | None = None, phases: list | None = None,
-          metadata_prefix=None, select: dict | None = None, force: bool = False) -> runner.StageResult:
+          metadata_prefix=None, select: dict | None = None, order: dict | None = None, force: bool = False) -> runner.StageResult:
     """The stage without a Config (CLI). `phase` as in `pipeline.driver` (default: local, no Ray);
     `force`: replace output made with another config or input (--force)."""
     if phase is None:
@@ -183,10 +197,12 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
             raise ConfigError(f"remix.metadata_prefix.field: {pre['field']!r}: input {inp} has no column {field!r} ({schema.names}); choose one")
     if select is not None and select["column"] not in schema.names:
         raise ConfigError(f"remix.select.column: input {inp} has no column {select['column']!r}; run the score stage first or choose one of {schema.names}")
+    if order is not None:
+        check_order(order, schema, inp)
     tok_sha = io.sha256_file(tok) if tok else None
     fp = io.dataset_fingerprint(inp)
     h = io.content_hash([base_hash, io.sha256_file(weights_path), budget, cap, seed, tok_sha, bool(tokenized and tok), target_rows,
-                         fmts, ph_spec, pre, select])
+                         fmts, ph_spec, pre, select, *([order] if order else [])])
     header = {"stage": STAGE, "version": __version__, "config_hash": h, "input_fingerprint": fp}
     runner.refuse_other_output(out, h, fp, force, "remix", what_config="config or weights")
     work = out / "_work"
@@ -200,8 +216,9 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
                 io.marker_path(cdir, p.stem).unlink()
         tasks = [runner.Task(p.stem, passes.census_shard, dict(path=str(p), key=p.stem, work=str(cdir), domain_column=col,
                                                               tokenizer=str(tok) if tok else None, batch_size=batch_size,
-                                                              score_column=select["column"] if select else None)) for p in shards]
-        chash = io.content_hash([col, tok_sha, *([select["column"]] if select else [])])
+                                                              score_column=select["column"] if select else None,
+                                                              order_column=order["by"] if order else None)) for p in shards]
+        chash = io.content_hash([col, tok_sha, *([select["column"]] if select else []), *([("order", order["by"])] if order else [])])
         r = runner.work_phase(partial(phase, force=False), "remix:census", cdir, tasks, chash, fp)
         if not r.ok:
             return runner.stopped(STAGE, out, header, r)
@@ -211,7 +228,7 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
         if plan_file.exists() and info_file.exists():
             info = io.read_json(info_file)
         else:
-            samples, info = planner.plan(census, w, budget, cap, seed, target_rows, ph_spec, select)
+            samples, info = planner.plan(census, w, budget, cap, seed, target_rows, ph_spec, select, order)
             grouped, bounds = passes.by_shard(samples, len(shards))
             info = {"stage": STAGE, "version": __version__, "weights": str(weights_path), "weights_sha256": io.sha256_file(weights_path),
                     "method": w.get("method"), "domain_column": col, "tokenizer": tok.name if tok else None,
