@@ -21,7 +21,8 @@ from pipeline.config.mix import (REMIX_FORMATS, CMRConfig, EvaluateConfig, Evalu
 from pipeline.config.rephrase import RephraseConfig, RephraseSelect  # noqa: F401
 from pipeline.config.score import (BUNDLED_BENCHMARKS, BUNDLED_REFERENCE_LM, BUNDLED_TARGETS, BenchSimConfig,  # noqa: F401
                                    BetrConfig, DecontamConfig, FastTextParams, FastTextScoreConfig, FastTextTrainConfig,
-                                   LabelSource, PerplexityConfig, PreSelectConfig, ScoreConfig, TargetSpec, ToxicityConfig,
+                                   LabelSource, MatesConfig, PerplexityConfig, PreSelectConfig, ScoreConfig, TargetSpec,
+                                   ToxicityConfig,
                                    bundled_benchmarks, bundled_targets, check_score)
 from pipeline.config.sections import (ClusterConfig, DedupConfig, EmbedConfig, FilterConfig, FilterSpec,  # noqa: F401
                                       IngestConfig, InputConfig, RunConfig, TokenizerConfig)
@@ -150,6 +151,12 @@ def parse(data: Any, path: str = "<config>", base_dir: Path | None = None) -> Co
                 b.targets = list(cfg.mix.targets)
             if b.eval_fraction is None:
                 b.eval_fraction = cfg.mix.eval_fraction
+        m = cfg.score.mates
+        if m is not None and cfg.mix is not None:  # the same targets and split as BETR
+            if not m.targets:
+                m.targets = list(cfg.mix.targets)
+            if m.eval_fraction is None:
+                m.eval_fraction = cfg.mix.eval_fraction
     return cfg
 
 

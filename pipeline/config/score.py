@@ -154,6 +154,39 @@ class BetrConfig(Model):
     column: str = Field("betr", pattern=r"^[A-Za-z0-9_]+$", description="output column (P(similar to the targets))")
 
 
+class MatesConfig(Model):
+    targets: list[TargetSpec] = Field([], description="target sets; empty = the mix stage's targets when the config has a mix section, else the four bundled target benchmarks")
+    eval_fraction: float | None = Field(None, ge=0, lt=1, description="held-out share of each target set, never used to choose data; null = mix.eval_fraction (0.5), the split BETR and evaluate use")
+    sample_docs: int = Field(1000, ge=20, description="documents whose influence is probed on the proxy (the rest of the corpus is scored by fastText only)")
+    warmup_docs: int = Field(1000, ge=1, description="other documents the proxy LM is warmed up on before probing")
+    vocab_size: int = Field(2048, ge=512, le=65535, description="byte-level BPE trained on the two samples")
+    n_layer: int = Field(2, ge=1, le=24, description="proxy LM layers")
+    n_head: int = Field(4, ge=1, description="proxy LM attention heads")
+    d_model: int = Field(128, ge=8, description="proxy LM width (a multiple of n_head)")
+    ctx: int = Field(64, ge=8, le=2048, description="proxy LM context (tokens per window)")
+    sequences_per_step: int = Field(8, ge=1, description="warm-up batch size")
+    lr: float = Field(2e-3, gt=0, description="warm-up peak learning rate (AdamW)")
+    warmup_tokens: int = Field(100_000, ge=1_000, description="tokens the proxy trains on before probing")
+    doc_tokens: int = Field(256, ge=2, description="each document's first this many tokens are probed")
+    target_tokens: int = Field(4096, ge=16, description="tokens of each target set's search part in the target batch")
+    target_weighting: str = Field("balanced", pattern="^(mean|balanced)$", description="target loss = mean of the sets' losses, or balanced: each set weighted by 1 / the norm of its loss gradient (so no set's gradient dominates the influence)")
+    method: str = Field("gradient", pattern="^(gradient|probe)$", description="gradient = first-order influence g_doc . g_target; probe = the target loss change after one SGD step (a forward of the whole target batch per document: slower)")
+    probe_lr: float = Field(0.05, gt=0, le=10, description="SGD step of the probe (method probe, and the check)")
+    check_docs: int = Field(50, ge=0, description="documents on which the first-order estimate is checked against the probe (Spearman in the model meta); 0 = no check")
+    top: float = Field(0.3, gt=0, lt=1, description="share of the probed sample labelled positive (highest influence)")
+    bottom: float = Field(0.3, gt=0, lt=1, description="share labelled negative (lowest influence)")
+    params: dict = Field({"epoch": 25, "lr": 0.5, "wordNgrams": 2, "dim": 64, "minCount": 2}, description="fastText train_supervised parameters")
+    column: str = Field("mates_influence", pattern=r"^[A-Za-z0-9_]+$", description="output column (P(high influence on the targets))")
+
+    @model_validator(mode="after")
+    def _shape(self) -> "MatesConfig":
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+        if self.top + self.bottom > 1:
+            raise ValueError(f"top ({self.top}) + bottom ({self.bottom}) must not exceed 1")
+        return self
+
+
 class DecontamConfig(Model):
     targets: list[TargetSpec] = Field([], description="benchmarks; empty = every bundled one (data/benchmarks/*.jsonl: 24 evaluation sets)")
     ngram: int = Field(13, ge=3, le=64, description="word n-gram size (GPT-3 / OLMo: 13)")
@@ -207,13 +240,14 @@ class ScoreConfig(Model):
     betr: BetrConfig | None = Field(None, description="benchmark-targeted ranking (BETR): embedding similarity of a sample to the targets' search examples, distilled into fastText -> betr")
     infini_gram: InfiniGramConfig | None = Field(None, description="∞-gram log-probability against a reference index -> infini_gram_logprob, _zero, _ctx")
     toxicity: ToxicityConfig | None = Field(None, description="offensive-language classifier (alt-profanity-check) -> toxicity; threshold: rejects above it")
+    mates: MatesConfig | None = Field(None, description="data influence (MATES): first-order influence of a sample on the targets under a proxy LM, distilled into fastText -> mates_influence")
     quality: list[QualityTerm] = Field([], description="combine scores into `quality` = weighted mean of corpus percentile ranks")
     select: list[SelectRule] = Field([], description="thresholds applied after scoring (re-thresholding never re-scores)")
 
     @model_validator(mode="after")
     def _something(self) -> "ScoreConfig":
-        if not any((self.fasttext, self.perplexity, self.bench_sim, self.decontam, self.betr, self.infini_gram, self.toxicity)):
-            raise ValueError("nothing to score: add fasttext, perplexity, bench_sim, decontam, betr, infini_gram or toxicity")
+        if not any((self.fasttext, self.perplexity, self.bench_sim, self.decontam, self.betr, self.infini_gram, self.toxicity, self.mates)):
+            raise ValueError("nothing to score: add fasttext, perplexity, bench_sim, decontam, betr, infini_gram, toxicity or mates")
         return self
 
 
@@ -277,6 +311,8 @@ def check_score(score: ScoreConfig, path: str, base: Path) -> None:
     if score.betr:
         targets(score.betr.targets, "betr.targets")
         score.betr.model = local_model(score.betr.model, base, path, "score.betr.model")
+    if score.mates:
+        targets(score.mates.targets, "mates.targets")
     if score.bench_sim:
         targets(score.bench_sim.targets, "bench_sim.targets")
         score.bench_sim.model = local_model(score.bench_sim.model, base, path, "score.bench_sim.model")

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import io
 from pipeline.models import train
 
 
@@ -42,18 +41,9 @@ def similarity(docs: np.ndarray, targets: dict[str, np.ndarray], k: int) -> np.n
     return np.mean([topk_mean(docs @ t.T, min(k, len(t))) for t in targets.values()], axis=0)
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    if len(a) < 3:
-        return None
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return round(float(np.corrcoef(ra, rb)[0, 1]), 4)
-
-
 def train_betr(inp: str | Path, targets: dict[str, list[tuple[str, str]]], out_dir: str | Path, embedder, *, sample_docs: int,
                top: float, bottom: float, k: int, eval_fraction: float, params, seed: int = 0, held_out: float = 0.2) -> dict:
     """Train the BETR classifier into out_dir (model.bin, model.json); returns its meta."""
-    from pipeline.models.fasttext import FastTextModel, normalize
-
     search = search_part(targets, eval_fraction)
     empty = [n for n, v in search.items() if not v]
     if empty:
@@ -63,18 +53,8 @@ def train_betr(inp: str | Path, targets: dict[str, list[tuple[str, str]]], out_d
     if len(docs) < 20:
         raise ValueError(f"score.betr: {inp} has {len(docs)} documents; need at least 20 to train the ranker")
     sim = similarity(embedder.encode([d.text for d in docs]), temb, k)
-    n_hold = int(len(docs) * held_out)
-    hold, fit = np.arange(n_hold), np.arange(n_hold, len(docs))  # sample_docs is already in a seeded random order
-    order = fit[np.argsort(-sim[fit], kind="stable")]
-    pos = [docs[i] for i in order[:max(2, int(len(order) * top))]]
-    neg = [docs[i] for i in order[len(order) - max(2, int(len(order) * bottom)):]]
-    rng = np.random.default_rng(seed)
-    pos, neg = [pos[i] for i in rng.permutation(len(pos))], [neg[i] for i in rng.permutation(len(neg))]
-    meta = train.train_fasttext(pos, neg, out_dir, params, seed=seed, data_info={
+    # sample_docs is already in a seeded random order: its first `held_out` share is held out
+    return train.distil_fasttext(docs, sim, out_dir, params, top=top, bottom=bottom, seed=seed, held_out=held_out,
+                                 agreement_key="spearman_vs_embedding_held_out", data_info={
         "method": "betr", "input": str(inp), "sample_docs": len(docs), "top": top, "bottom": bottom, "k": k,
         "targets": {n: len(v) for n, v in search.items()}, "eval_fraction": eval_fraction})
-    p = FastTextModel(str(Path(out_dir) / "model.bin"), train.POS).p_positive([normalize(docs[i].text) for i in hold])
-    meta["spearman_vs_embedding_held_out"] = _spearman(p, sim[hold])
-    meta["held_out_docs"] = int(n_hold)
-    io.write_json(meta, Path(out_dir) / "model.json")
-    return meta

@@ -292,7 +292,7 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _loss(model: nn.Module, xy: torch.Tensor, device: torch.device, reduction: str = "mean") -> torch.Tensor:
+def window_loss(model: nn.Module, xy: torch.Tensor, device: torch.device, reduction: str = "mean") -> torch.Tensor:
     """Next-token cross-entropy of (B, T+1) windows: predict xy[:, 1:] from xy[:, :-1] (fp32 loss)."""
     with _autocast(device):
         logits = model(xy[:, :-1])
@@ -322,7 +322,7 @@ def evaluate(model: nn.Module, win: np.ndarray, device: torch.device, batch: int
     total, count = 0.0, 0
     for i in range(0, len(win), batch):
         xy = torch.from_numpy(win[i:i + batch]).to(device)
-        total += float(_loss(model, xy, device, reduction="sum"))
+        total += float(window_loss(model, xy, device, reduction="sum"))
         count += xy.shape[0] * (xy.shape[1] - 1)
     return total / count
 
@@ -343,7 +343,7 @@ def _train_steps(model: nn.Module, opt: torch.optim.Optimizer, streams: Sequence
         xy = torch.from_numpy(_batch(streams, stream_idx[sl], offsets[sl], spec.ctx, spec.vocab_size)).to(device)
         for g in opt.param_groups:
             g["lr"] = _lr_at(first + j, steps, spec)
-        loss = _loss(model, xy, device)
+        loss = window_loss(model, xy, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if spec.grad_clip:

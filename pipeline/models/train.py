@@ -182,6 +182,40 @@ def train_fasttext(pos: list[Doc], neg: list[Doc], out_dir: str | Path, params, 
     return meta
 
 
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman rank correlation (ranks by argsort: ties in stable order), rounded; None under 3 points."""
+    if len(a) < 3:
+        return None
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return round(float(np.corrcoef(ra, rb)[0, 1]), 4)
+
+
+def distil_fasttext(docs: list[Doc], values: np.ndarray, out_dir: str | Path, params, *, top: float, bottom: float,
+                    seed: int, held_out: float, data_info: dict, agreement_key: str) -> dict:
+    """Distil an expensive per-document score into a fastText classifier (BETR, MATES): the first
+    `held_out` share of `docs` (already in a seeded random order) is held out; of the rest, the top
+    `top` share by `values` are positives, the bottom `bottom` share negatives (NaN values are left
+    out). meta[agreement_key] = Spearman rho of P(positive) and `values` on the held-out documents."""
+    from pipeline.models.fasttext import FastTextModel, normalize
+
+    values = np.asarray(values, np.float64)
+    n_hold = int(len(docs) * held_out)
+    hold, fit = np.arange(n_hold), np.arange(n_hold, len(docs))
+    fit = fit[~np.isnan(values[fit])]
+    order = fit[np.argsort(-values[fit], kind="stable")]
+    pos = [docs[i] for i in order[:max(2, int(len(order) * top))]]
+    neg = [docs[i] for i in order[len(order) - max(2, int(len(order) * bottom)):]]
+    rng = np.random.default_rng(seed)
+    pos, neg = [pos[i] for i in rng.permutation(len(pos))], [neg[i] for i in rng.permutation(len(neg))]
+    meta = train_fasttext(pos, neg, out_dir, params, seed=seed, data_info=data_info)
+    hold = hold[~np.isnan(values[hold])]
+    p = FastTextModel(str(Path(out_dir) / "model.bin"), POS).p_positive([normalize(docs[i].text) for i in hold])
+    meta[agreement_key] = spearman(p, values[hold])
+    meta["held_out_docs"] = int(len(hold))
+    io.write_json(meta, Path(out_dir) / "model.json")
+    return meta
+
+
 def _count_sources(docs: list[Doc]) -> dict[str, int]:
     from collections import Counter
 
