@@ -8,7 +8,7 @@ exact copy when c % 4 == 1 (exact dedup work) and otherwise has one word replace
 seeded position (a near duplicate: fuzzy dedup work). It then runs `curate run --stage S` once per
 stage (ingest, filter, dedup, score, cluster) with embedded Ray on --cpus CPUs, each as its own
 process group, and samples the process tree every 0.2 s from /proc: the driver's RSS (the `curate`
-process) and the largest RSS of any Ray worker process (one running a task). docs/s = documents
+process) and the largest RSS of any Ray worker process (title `ray::<task>`, or default_worker.py). docs/s = documents
 into the stage / wall seconds of the whole `curate run` (start-up included). It prints one row per
 (size, stage), the RSS ratio largest/smallest size per stage, and writes --json.
 
@@ -116,7 +116,7 @@ class Sampler(threading.Thread):
                 todo.extend(kids.get(p, []))
             if self.root in ps:
                 self.driver = max(self.driver, ps[self.root][1])
-            workers = [ps[p][1] for p in seen if p in ps and "default_worker.py" in ps[p][2]]
+            workers = [ps[p][1] for p in seen if p in ps and (ps[p][2].startswith("ray::") or "default_worker.py" in ps[p][2])]
             if workers:
                 self.task = max(self.task, max(workers))
             self.stop.wait(0.2)
