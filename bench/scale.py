@@ -22,6 +22,7 @@ import io as _io
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -159,6 +160,7 @@ def main() -> None:
     for n in a.sizes:
         corpus, out = a.out / f"corpus-{n}", a.out / f"run-{n}"
         build_corpus(n, a.words, corpus)
+        shutil.rmtree(out, ignore_errors=True)  # a finished run would be skipped, not measured
         cfg = config(corpus, out, a.cpus, a.out / f"config-{n}.yaml")
         prev = n
         for st in a.stages:
