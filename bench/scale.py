@@ -5,7 +5,8 @@
 For each size it builds a synthetic corpus from the bundled sample (data/sample): document i is
 sample document i mod n0, its text cut to the first --words words; copy c > 0 of a document is an
 exact copy when c % 4 == 1 (exact dedup work) and otherwise has one word replaced by a marker at a
-seeded position (a near duplicate: fuzzy dedup work). It then runs `curate run --stage S` once per
+seeded position (a near duplicate: fuzzy dedup work). With --unique every copy has every 3rd word
+replaced instead (no 5-gram shared with its original), so the later stages see ~all documents. It then runs `curate run --stage S` once per
 stage (ingest, filter, dedup, score, cluster) with embedded Ray on --cpus CPUs, each as its own
 process group, and samples the process tree every 0.2 s from /proc: the driver's RSS (the `curate`
 process) and the largest RSS of any Ray worker process (title `ray::<task>`, or default_worker.py). docs/s = documents
@@ -48,7 +49,7 @@ def sample_docs(words: int) -> list[dict]:
     return docs
 
 
-def build_corpus(n: int, words: int, dest: Path, per_shard: int = 5000) -> None:
+def build_corpus(n: int, words: int, dest: Path, per_shard: int = 5000, unique: bool = False) -> None:
     if (dest / "_done").exists():
         return
     dest.mkdir(parents=True, exist_ok=True)
@@ -59,7 +60,12 @@ def build_corpus(n: int, words: int, dest: Path, per_shard: int = 5000) -> None:
         for i in range(s, min(n, s + per_shard)):
             d, c = base[i % len(base)], i // len(base)
             text = d["text"]
-            if c > 0 and c % 4 != 1:
+            if c > 0 and unique:  # every 3rd word replaced: no shared 5-gram, the copy survives dedup
+                w = text.split(" ")
+                for j in range(rng.randrange(3), len(w), 3):
+                    w[j] = f"c{c}w{j}"
+                text = " ".join(w)
+            elif c > 0 and c % 4 != 1:
                 w = text.split(" ")
                 w[rng.randrange(len(w))] = f"copy{c}"
                 text = " ".join(w)
@@ -149,6 +155,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 400_000])
     ap.add_argument("--words", type=int, default=64, help="words kept per document (the box has 2 shared cores)")
+    ap.add_argument("--unique", action="store_true", help="copies with every 3rd word replaced (they survive dedup: score/cluster see ~all documents)")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--stages", nargs="+", default=STAGES)
     ap.add_argument("--out", type=Path, default=Path("/tmp/curate-scale"))
@@ -158,10 +165,11 @@ def main() -> None:
     rows = []
     print(f"{'docs':>8} {'stage':<8} {'docs_in':>8} {'wall_s':>7} {'docs/s':>8} {'driver_MB':>9} {'task_MB':>8}", flush=True)
     for n in a.sizes:
-        corpus, out = a.out / f"corpus-{n}", a.out / f"run-{n}"
-        build_corpus(n, a.words, corpus)
+        tag = f"{n}-unique" if a.unique else f"{n}"
+        corpus, out = a.out / f"corpus-{tag}", a.out / f"run-{tag}"
+        build_corpus(n, a.words, corpus, unique=a.unique)
         shutil.rmtree(out, ignore_errors=True)  # a finished run would be skipped, not measured
-        cfg = config(corpus, out, a.cpus, a.out / f"config-{n}.yaml")
+        cfg = config(corpus, out, a.cpus, a.out / f"config-{tag}.yaml")
         prev = n
         for st in a.stages:
             wall, drv, task = run_stage(cfg, st, a.timeout)
