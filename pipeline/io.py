@@ -107,6 +107,24 @@ def write_npy(arr, path: Path) -> None:
     atomic_write(Path(path), write)
 
 
+def concat_npy(files: list[Path], path: Path) -> None:
+    """1-D .npy files concatenated into one .npy (the bytes np.save(np.concatenate(...)) writes),
+    one part in memory at a time: the parts are memory-mapped and copied into a memory-mapped output."""
+    parts = [np.load(f, mmap_mode="r") for f in files]
+    dtype = np.result_type(*parts) if parts else np.dtype(np.float64)
+
+    def write(tmp: Path) -> None:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(sum(len(p) for p in parts),))
+        at = 0
+        for p in parts:
+            out[at:at + len(p)] = p
+            at += len(p)
+        out.flush()
+        del out
+
+    atomic_write(Path(path), write)
+
+
 def write_npz(path: Path, arrays: dict) -> None:
     """An uncompressed .npz of `arrays`, atomically (np.savez to the open temp file: no suffix added)."""
     def write(tmp: Path) -> None:

@@ -60,8 +60,7 @@ def _remix_stream(remix: Path, work: Path, name: str = "remix") -> tuple[str, st
     dest = work / f"{name}-stream.npy"
     meta = work / f"{name}-stream.json"
     if not dest.exists() or not meta.exists() or io.read_json(meta).get("key") != key:
-        arr = np.concatenate([np.load(f, mmap_mode="r") for f in files])
-        io.write_npy(arr, dest)
+        io.concat_npy(files, dest)  # streamed part by part: never the whole remix in memory
         io.write_json({"key": key, "files": [f.name for f in files]}, meta)
     return str(dest), key
 

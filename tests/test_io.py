@@ -1,6 +1,7 @@
 """Shard writer, atomic writes, markers and the names they may take."""
 import os
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -81,3 +82,16 @@ def test_dir_lock_excludes_a_second_run_and_takes_over_stale_locks(tmp_path):
     with lock.dir_lock(tmp_path):
         assert json.loads((tmp_path / io.LOCK).read_text())["host"] == socket.gethostname()
     assert not (tmp_path / io.LOCK).exists()
+
+
+def test_concat_npy_same_bytes_as_concatenate_and_save(tmp_path):
+    rng = np.random.default_rng(3)
+    files = []
+    for i, n in enumerate([5, 0, 70_000, 1]):
+        f = tmp_path / f"part-{i}.npy"
+        np.save(f, rng.integers(0, 60_000, n).astype(np.uint16))
+        files.append(f)
+    io.concat_npy(files, tmp_path / "streamed.npy")
+    io.write_npy(np.concatenate([np.load(f) for f in files]), tmp_path / "whole.npy")
+    assert (tmp_path / "streamed.npy").read_bytes() == (tmp_path / "whole.npy").read_bytes()
+    assert np.load(tmp_path / "streamed.npy", mmap_mode="r").shape == (70_006,)

@@ -105,3 +105,23 @@ def test_normalize():
 def test_training_needs_two_classes(tmp_path):
     with pytest.raises(ValueError, match="at least 2"):
         train.train_fasttext([train.Doc("a", "x", None)], [], tmp_path, FastTextParams())
+
+
+def test_labels_from_column_reads_text_of_the_labelled_rows(tmp_path):
+    """Top/bottom by a column across shards: each label keeps its own row's text and source; nulls are never labelled."""
+    import pyarrow as pa
+
+    from pipeline import io
+
+    for s in range(3):
+        ids = [f"s{s}-{i}" for i in range(40)]
+        vals = [None if i % 10 == 0 else float(s * 40 + i) for i in range(40)]
+        io.write_parquet(pa.table({"id": ids, "text": [f"text of {d}" for d in ids], "source": [f"src{s}"] * 40,
+                                   "q": pa.array(vals, pa.float64())}), tmp_path / f"part-{s:05d}.parquet")
+    pos, neg, info = train.labels_from_column(tmp_path, "q", 0.1, 0.2, seed=0)
+    assert len(pos) == int(108 * 0.1) and len(neg) == int(108 * 0.2)
+    assert all(d.text == f"text of {d.id}" and d.source == f"src{d.id[1]}" for d in pos + neg)
+    assert {d.id for d in pos} == {f"s2-{i}" for i in range(39, 28, -1) if i % 10}  # the 10 largest q
+    assert info["threshold_pos"] == 109.0 and min(float(d.id.split("-")[1]) + 40 * int(d.id[1]) for d in pos) == 109.0
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        train.labels_from_column(tmp_path, "nope", 0.1, 0.1, seed=0)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import io, runner
@@ -120,31 +121,37 @@ def domain_totals(markers: dict[str, dict]) -> dict[str, tuple[int, int]]:
 def build_streams(work: Path, keys: list[str], names: list[str], cap: int, seed: int, dest: Path) -> list[dict]:
     """Per domain: whole documents (EOS included) in a seeded order until `cap` tokens -> <dest>/<i>.npy.
     Returns one entry per name: file, tokens in the stream, documents in it."""
-    docs = {k: pq.read_table(work / f"docs-{k}.parquet") for k in keys}
+    docs = {k: pq.read_table(work / f"docs-{k}.parquet", columns=["domain", "offset", "n_tokens"]) for k in keys}
+    rank = {k: r for r, k in enumerate(sorted(keys))}  # the shard order reads happen in
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for i, name in enumerate(names):
-        refs = []  # (key, offset, length incl. EOS)
+        kk, oo, nn = [], [], []  # per shard: key rank, offset, length incl. EOS (numpy, no per-doc objects)
         for k in keys:
             t = docs[k]
-            mask = np.asarray(t.column("domain").to_pylist(), dtype=object) == name
+            mask = pc.fill_null(pc.equal(t.column("domain"), pa.scalar(name, pa.string())), False).to_numpy(zero_copy_only=False)
             if mask.any():
                 off = t.column("offset").to_numpy()[mask]
-                n = t.column("n_tokens").to_numpy()[mask] + 1
-                refs.extend(zip([k] * len(off), off.tolist(), n.tolist()))
-        order = np.random.default_rng([seed, i]).permutation(len(refs))
-        chosen, total = [], 0
-        for j in order:
-            if total >= cap:
-                break
-            chosen.append(refs[j])
-            total += refs[j][2]
-        chosen.sort()  # read each shard's token file in order
-        mm = {k: np.load(work / f"tokens-{k}.npy", mmap_mode="r") for k in {c[0] for c in chosen}}
-        arr = np.concatenate([mm[k][o:o + n] for k, o, n in chosen]) if chosen else np.zeros(0, np.uint16)
+                kk.append(np.full(len(off), rank[k], np.int64))
+                oo.append(off.astype(np.int64))
+                nn.append(t.column("n_tokens").to_numpy()[mask].astype(np.int64) + 1)
+        kr = np.concatenate(kk) if kk else np.zeros(0, np.int64)
+        off = np.concatenate(oo) if oo else np.zeros(0, np.int64)
+        n = np.concatenate(nn) if nn else np.zeros(0, np.int64)
+        order = np.random.default_rng([seed, i]).permutation(len(n))
+        cs = np.cumsum(n[order])
+        # whole documents in `order` while the running total is below cap (the last one may cross it)
+        m = 0 if cap <= 0 else min(int(np.searchsorted(cs, cap, side="left")) + 1, len(order))
+        total = int(cs[m - 1]) if m else 0
+        sel = order[:m]
+        sel = sel[np.lexsort((off[sel], kr[sel]))]  # read each shard's token file in order
+        by_rank = sorted(keys)
+        mm = {r: np.load(work / f"tokens-{by_rank[r]}.npy", mmap_mode="r") for r in np.unique(kr[sel]).tolist()}
+        arr = (np.concatenate([mm[r][o:o + c] for r, o, c in zip(kr[sel].tolist(), off[sel].tolist(), n[sel].tolist())])
+               if m else np.zeros(0, np.uint16))
         f = dest / f"{i:04d}.npy"
         io.write_npy(np.ascontiguousarray(arr), f)
-        out.append({"name": name, "file": f.name, "tokens": int(total), "docs": len(chosen)})
+        out.append({"name": name, "file": f.name, "tokens": int(total), "docs": int(m)})
     return out
 
 

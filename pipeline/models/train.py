@@ -224,24 +224,36 @@ def _count_sources(docs: list[Doc]) -> dict[str, int]:
 
 def labels_from_column(path: str | Path, column: str, top: float, bottom: float, seed: int) -> tuple[list[Doc], list[Doc], dict]:
     """Top `top` fraction of a dataset dir by `column` -> positives, bottom `bottom` -> negatives."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ids, texts, srcs, vals = [], [], [], []
-    for f in io.shard_files(Path(path)):
-        t = pq.read_table(f)
-        if column not in t.column_names:
-            raise ValueError(f"{f}: no column {column!r} to take labels from (columns: {t.column_names})")
+    files = io.shard_files(Path(path))
+    ids, vals, where = [], [], []  # pass 1: ids and the column only (no text): O(N) small values
+    for fi, f in enumerate(files):
+        names = pq.ParquetFile(f).schema_arrow.names
+        if column not in names:
+            raise ValueError(f"{f}: no column {column!r} to take labels from (columns: {names})")
+        t = pq.read_table(f, columns=["id", column])
         ids += t.column("id").to_pylist()
-        texts += t.column("text").to_pylist()
-        srcs += t.column("source").to_pylist() if "source" in t.column_names else [None] * t.num_rows
-        vals += t.column(column).to_pylist()
-    v = np.array([np.nan if x is None else float(x) for x in vals])
+        vals.append(t.column(column).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
+        where.append(np.stack([np.full(t.num_rows, fi, np.int64), np.arange(t.num_rows, dtype=np.int64)], 1))
+    v = np.concatenate(vals) if vals else np.zeros(0)
+    loc = np.concatenate(where) if where else np.zeros((0, 2), np.int64)
     ok = np.flatnonzero(~np.isnan(v))
     order = ok[np.lexsort((np.array([_rank(seed, ids[i]) for i in ok], dtype=np.uint64), -v[ok]))]  # best first
     n_top, n_bot = int(len(order) * top), int(len(order) * bottom)
-    docs = [Doc(ids[i], texts[i], srcs[i]) for i in range(len(ids))]
-    pos = [docs[i] for i in order[:n_top]]
-    neg = [docs[i] for i in order[len(order) - n_bot:]] if n_bot else []
+    pick = np.concatenate([order[:n_top], order[len(order) - n_bot:] if n_bot else order[:0]])
+    texts: dict[int, tuple[str, str | None]] = {}  # pass 2: text and source of the labelled rows only
+    for fi, f in enumerate(files):
+        mine = pick[loc[pick, 0] == fi] if len(pick) else pick
+        if not len(mine):
+            continue
+        cols = ["text"] + (["source"] if "source" in pq.ParquetFile(f).schema_arrow.names else [])
+        t = pq.read_table(f, columns=cols).take(pa.array(loc[mine, 1]))
+        src = t.column("source").to_pylist() if "source" in cols else [None] * t.num_rows
+        texts.update(zip(mine.tolist(), zip(t.column("text").to_pylist(), src)))
+    pos = [Doc(ids[i], *texts[i]) for i in order[:n_top].tolist()]
+    neg = [Doc(ids[i], *texts[i]) for i in order[len(order) - n_bot:].tolist()] if n_bot else []
     pos.sort(key=lambda d: _rank(seed, d.id))
     neg.sort(key=lambda d: _rank(seed, d.id))
     info = {"labels": "from_column", "column": column, "path": str(path), "top": top, "bottom": bottom,
