@@ -167,6 +167,25 @@ def test_one_phase_is_train_proxy(mixed):
     assert c["losses"] != a["losses"] and [p["steps"] for p in c["phases"]] == [a["steps"] // 2, a["steps"] - a["steps"] // 2]
 
 
+@pytest.mark.parametrize("extra", [{"average_last": 4}, {"data_order": "sequential"}, {"average_last": 3, "data_order": "sequential"}])
+def test_one_phase_is_train_proxy_with_averaging_and_sequential_order(mixed, extra):
+    """average_last and data_order sequential work in phases too: one phase is still train_proxy."""
+    from dataclasses import replace
+
+    from pipeline.models import proxy_lm
+
+    root = mixed[0]
+    streams = [np.load(p) for p in sorted((root / "run" / "mix" / "domains").glob("*.npy"))[:3]]
+    evals = {"t": np.load(root / "run" / "mix" / "targets" / "gsm8k.search.npy")}
+    spec = proxy_lm.ProxySpec(vocab_size=mixed[2]["proxy"]["vocab_size"], n_layer=1, n_head=2, d_model=32, ctx=32,
+                              batch_size=8, tokens=4_000, lr=0.01, threads=1)
+    a = proxy_lm.train_proxy(streams, [0.5, 0.3, 0.2], evals, replace(spec, **extra), seed=3)
+    b = proxy_lm.train_phased(streams, [1.0], [[0.5, 0.3, 0.2]], evals, replace(spec, **extra), seed=3)
+    plain = proxy_lm.train_phased(streams, [1.0], [[0.5, 0.3, 0.2]], evals, spec, seed=3)
+    assert a["losses"] == b["losses"] and a.get("averaged_steps") == b.get("averaged_steps")
+    assert b["losses"] != plain["losses"]  # the option changed what was trained or evaluated
+
+
 @pytest.mark.parametrize("phases, words", [([{"fraction": 1.0, "weights": {"code": 1.0, "klingon": 1.0}}], "unknown domain(s) ['klingon']"),
                                            ([{"fraction": 0.5, "weights": {"code": 1.0}}], "sum to 0.5"),
                                            ([{"fraction": 1.0, "weights": {"code": -1.0}}], "finite numbers >= 0")])

@@ -32,7 +32,6 @@ composition in any number), seeded warm-up (proxy_lm.train_proxy is bitwise repr
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,15 +42,6 @@ from pipeline.models import proxy_lm as P
 CPU = torch.device("cpu")
 
 
-@contextmanager
-def threads(n: int = 1):
-    """torch on `n` threads inside (reductions then sum in a fixed order on any machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def doc_windows(ids: np.ndarray, lengths: np.ndarray, doc_tokens: int, ctx: int) -> list[np.ndarray | None]:
@@ -86,7 +76,7 @@ class Influence:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.weights = torch.full((len(self.targets),), 1.0 / len(self.targets))
         if self.weighting == "balanced":  # fixed at the saved state, so the probe's target loss is the same function
-            with threads(1):
+            with P.threads(1):
                 norms = torch.stack([torch.linalg.vector_norm(self._flat_grad(P.window_loss(self.model, torch.from_numpy(w), CPU)))
                                      for w in self.targets.values()])
             self.weights = (1.0 / norms) / (1.0 / norms).sum()
@@ -158,7 +148,7 @@ def influences(infl: Influence, windows: list[np.ndarray | None], method: str, p
 
     if method not in ("gradient", "probe"):
         raise ValueError(f"influence method must be gradient or probe, not {method!r}")
-    with threads(1):
+    with P.threads(1):
         t0 = time.perf_counter()
         one = (lambda w: infl.first_order(w)) if method == "gradient" else (lambda w: infl.probe(w, probe_lr))
         vals = np.array([one(w) for w in windows], dtype=np.float64)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
@@ -353,6 +354,44 @@ def _train_steps(model: nn.Module, opt: torch.optim.Optimizer, streams: Sequence
             after(first + j, model)
 
 
+@contextmanager
+def threads(n: int | None):
+    """torch on `n` threads inside, the caller's count restored after (None: leave it as it is).
+    One thread makes every reduction sum in a fixed order, so results are the same on any machine."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class _Averager:
+    """The running sum of the checkpoints taken at `snap` steps (average_last); `load_mean` puts
+    their mean into the model. With no snap steps it does nothing."""
+
+    def __init__(self, snap: set[int]):
+        self.snap, self.sum, self.n = snap, {}, 0
+
+    def __call__(self, step: int, m: nn.Module) -> None:
+        if step not in self.snap:
+            return
+        with torch.no_grad():
+            for k, v in m.state_dict().items():
+                cur = v.detach().float()
+                self.sum[k] = cur.clone() if k not in self.sum else self.sum[k] + cur
+        self.n += 1
+
+    def load_mean(self, model: nn.Module) -> None:
+        if self.n:
+            model.load_state_dict({k: v / self.n for k, v in self.sum.items()})
+
+
+def _snap_steps(steps: int, spec: "ProxySpec") -> set[int]:
+    return set(averaged_steps(steps, spec.average_last)) if spec.average_last > 1 else set()
+
+
 def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: dict[str, np.ndarray],
                 spec: ProxySpec, seed: int, init_state: str | None = None, save_state: str | None = None,
                 on_step=None) -> dict:
@@ -370,12 +409,9 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
         stream_idx, offsets = sequential_plan([len(s) for s in streams], weights, steps * spec.batch_size, spec.ctx)
     else:
         stream_idx, offsets = sample_plan([len(s) for s in streams], weights, steps * spec.batch_size, spec.ctx, rng)
-    snap = set(averaged_steps(steps, spec.average_last)) if spec.average_last > 1 else set()
+    snap = _snap_steps(steps, spec)
     windows = {name: eval_windows(arr, spec) for name, arr in evals.items()}  # fail before training
-    old_threads = torch.get_num_threads()
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    try:
+    with threads(spec.threads):
         torch.manual_seed(seed)
         model = TinyGPT(spec).to(device)
         if init_state is not None:
@@ -384,22 +420,15 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
         model.train()
         _sync(device)
         t0 = time.perf_counter()
-        avg: dict = {}  # running sum of the averaged checkpoints (average_last) and their count
+        avg = _Averager(snap)
 
         def after(step: int, m: nn.Module) -> None:
-            if step in snap:
-                with torch.no_grad():
-                    for k, v in m.state_dict().items():
-                        cur = v.detach().float()
-                        avg[k] = cur.clone() if k not in avg else avg[k] + cur
-                avg["__n__"] = avg.get("__n__", 0) + 1
+            avg(step, m)
             if on_step is not None:
                 on_step(step, m)
 
         _train_steps(model, opt, streams, stream_idx, offsets, 0, steps, spec, device, after)
-        if avg:  # evaluate the mean of the checkpoints
-            n_avg = avg.pop("__n__")
-            model.load_state_dict({k: v / n_avg for k, v in avg.items()})
+        avg.load_mean(model)  # evaluate the mean of the checkpoints (average_last)
         _sync(device)
         seconds = time.perf_counter() - t0
         losses = {name: evaluate(model, win, device) for name, win in windows.items()}
@@ -408,8 +437,6 @@ def train_proxy(streams: Sequence[np.ndarray], weights: Sequence[float], evals: 
             tmp = f"{save_state}.tmp-{os.getpid()}"
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
             os.replace(tmp, save_state)
-    finally:
-        torch.set_num_threads(old_threads)
     tokens = steps * spec.batch_size * spec.ctx
     extra = {"averaged_steps": sorted(snap)} if snap else {}
     return {**extra,
@@ -430,15 +457,10 @@ def initial_losses(evals: dict[str, np.ndarray], spec: ProxySpec, seed: int) -> 
     starts from): the reference a skills graph measures loss drops against."""
     device = _device(spec.device)
     windows = {name: eval_windows(arr, spec) for name, arr in evals.items()}
-    old_threads = torch.get_num_threads()
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    try:
+    with threads(spec.threads):
         torch.manual_seed(seed)
         model = TinyGPT(spec).to(device)
         return {name: evaluate(model, win, device) for name, win in windows.items()}
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def train_phased(streams: Sequence[np.ndarray], fractions: Sequence[float], weights: Sequence[Sequence[float]],
@@ -448,7 +470,9 @@ def train_phased(streams: Sequence[np.ndarray], fractions: Sequence[float], weig
     learning-rate schedule and one optimizer over the whole run. The `evals` losses are measured at
     the end of the run, and with `update` at the end of every phase (else None there). With
     `update`, phase p+1's weights are update(p, weights_p, losses_p) (an online schedule such as
-    Skill-it's) and only weights[0] is read. With one phase this is
+    Skill-it's) and only weights[0] is read. `data_order` sequential reads each phase's windows in
+    stream order; `average_last` k evaluates the mean of the run's last k checkpoints at the end
+    (the per-phase losses `update` sees are of the current weights). With one phase this is
     `train_proxy` (same windows, same steps, same bytes). Returns train_proxy's keys plus "phases":
     [{"weights", "steps", "losses"}] in order."""
     fr = np.asarray(fractions, dtype=np.float64)
@@ -456,9 +480,6 @@ def train_phased(streams: Sequence[np.ndarray], fractions: Sequence[float], weig
         raise ValueError(f"phase fractions must be positive, got {list(fractions)}")
     if update is None and len(weights) != len(fr):
         raise ValueError(f"{len(fr)} phases but {len(weights)} weight vectors")
-    if spec.data_order != "random" or spec.average_last > 1:
-        raise ValueError("train_phased draws random windows per phase and evaluates the final weights: "
-                         "use data_order random and average_last 0 (sequential order and averaging are train_proxy's)")
     device = _device(spec.device)
     steps = math.ceil(spec.tokens / (spec.batch_size * spec.ctx))
     per = _largest_remainder(fr / fr.sum(), steps)
@@ -466,11 +487,9 @@ def train_phased(streams: Sequence[np.ndarray], fractions: Sequence[float], weig
     lengths = [len(s) for s in streams]
     _check_mixture(lengths, weights[0], spec.ctx)
     windows = {name: eval_windows(arr, spec) for name, arr in evals.items()}  # fail before training
-    old_threads = torch.get_num_threads()
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
+    avg = _Averager(_snap_steps(steps, spec))
     record, seconds, eval_seconds = [], 0.0, 0.0
-    try:
+    with threads(spec.threads):
         torch.manual_seed(seed)
         model = TinyGPT(spec).to(device)
         opt = _optimizer(model, spec, device)
@@ -478,23 +497,27 @@ def train_phased(streams: Sequence[np.ndarray], fractions: Sequence[float], weig
         for p, n in enumerate(per.tolist()):
             if p > 0:
                 w = list(update(p - 1, w, record[-1]["losses"]) if update is not None else weights[p])
-            stream_idx, offsets = sample_plan(lengths, w, n * spec.batch_size, spec.ctx, rng)
+            if spec.data_order == "sequential":
+                stream_idx, offsets = sequential_plan(lengths, w, n * spec.batch_size, spec.ctx)
+            else:
+                stream_idx, offsets = sample_plan(lengths, w, n * spec.batch_size, spec.ctx, rng)
             model.train()
             _sync(device)
             t0 = time.perf_counter()
-            _train_steps(model, opt, streams, stream_idx, offsets, first, steps, spec, device)
+            _train_steps(model, opt, streams, stream_idx, offsets, first, steps, spec, device, avg)
+            last = p == len(per) - 1
+            if last:
+                avg.load_mean(model)  # the run's result is the mean of its last checkpoints (average_last)
             _sync(device)
             t1 = time.perf_counter()
-            last = p == len(per) - 1
             losses = {name: evaluate(model, win, device) for name, win in windows.items()} if last or update is not None else None
             seconds, eval_seconds = seconds + t1 - t0, eval_seconds + time.perf_counter() - t1
             record.append({"weights": [float(x) for x in _check_mixture(lengths, w, spec.ctx)], "steps": int(n), "losses": losses})
             first += n
-    finally:
-        torch.set_num_threads(old_threads)
     tokens = steps * spec.batch_size * spec.ctx
     losses = record[-1]["losses"]
-    return {
+    extra = {"averaged_steps": sorted(avg.snap)} if avg.snap else {}
+    return {**extra,
         "loss": float(np.mean(list(losses.values()))) if losses else float("nan"),
         "losses": losses, "phases": record, "tokens": tokens, "steps": steps, "seconds": seconds,
         "eval_seconds": eval_seconds, "tokens_per_s": tokens / seconds if seconds > 0 else float("inf"),
