@@ -57,6 +57,23 @@ def output_hashes(run_dir: Path) -> dict[str, str]:
     return {str(p.relative_to(run_dir)): sha256_file(p) for p in sorted(Path(run_dir).rglob("*.parquet"))}
 
 
+def run_config(cfg_path: Path, only=None, force: bool = False):
+    """Load a config, run its planned stages (or `only` those) in-process, assert every stage ended ok."""
+    from pipeline import config, driver
+
+    cfg = config.load(cfg_path)
+    results = driver.run(cfg, driver.plan(cfg, only), show_progress=False, force=force)
+    assert all(r.ok for r in results), [r.failed for r in results]
+    return cfg
+
+
+def read_table(dataset_dir: Path, sub: str = ""):
+    """Every Parquet shard of a dataset dir (or its `_rejected/`, `_quarantine/` with sub) as one DataFrame."""
+    import duckdb
+
+    return duckdb.sql(f"select * from read_parquet('{dataset_dir}/{sub}*.parquet', union_by_name=true)").fetchdf()
+
+
 def all_ids(dataset_dir: Path) -> list[str]:
     import pyarrow.parquet as pq
 

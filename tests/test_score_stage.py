@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from filters import ErrorBudget, ModelError
-from pipeline import config, driver, io, runner
+from pipeline import config, io, runner
 from pipeline.models.train import preselect_labels
-from tests.conftest import ROOT, all_ids, clean_env, curate_bin, output_hashes, small_config
+from tests.conftest import ROOT, all_ids, clean_env, curate_bin, output_hashes, read_table, run_config, small_config
 
 SCORE = """
 score:
@@ -34,23 +33,12 @@ score:
 """
 
 
-def _run(cfg_path, only=None, force=False):
-    cfg = config.load(cfg_path)
-    results = driver.run(cfg, driver.plan(cfg, only), show_progress=False, force=force)
-    assert all(r.ok for r in results), [r.failed for r in results]
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory, ray_session):
     tmp = tmp_path_factory.mktemp("score")
     cfg_path = small_config(tmp, extra=SCORE)
-    cfg = _run(cfg_path)
+    cfg = run_config(cfg_path)
     return cfg_path, cfg.run.output
-
-
-def _table(d, sub=""):
-    return duckdb.sql(f"select * from read_parquet('{d}/{sub}*.parquet', union_by_name=true)").fetchdf()
 
 
 def test_accounting_and_ids(scored):
@@ -77,7 +65,7 @@ def test_accounting_and_ids(scored):
 
 def test_columns(scored):
     _, run = scored
-    kept = _table(run / "score")
+    kept = read_table(run / "score")
     for c in ("fasttext_score", "perplexity", "lm_tokens", "ppl_bucket", "quality", "contaminated", "contam_ngrams", "lang", "n_tokens"):
         assert c in kept.columns, c
     assert kept["fasttext_score"].between(0, 1).all() and kept["quality"].between(0, 1).all()
@@ -92,7 +80,7 @@ def test_columns(scored):
 def test_reasons_match_thresholds_and_benchmarks(scored):
     _, run = scored
     rep = io.read_json(run / "score" / "_score.json")
-    rej, kept = _table(run / "score", "_rejected/"), _table(run / "score")
+    rej, kept = read_table(run / "score", "_rejected/"), read_table(run / "score")
     stats = io.read_json(run / "score" / io.STATS)
     assert sum(stats["reasons"].values()) == len(rej)
     # decontamination: exactly the HumanEval solutions the sample contains
@@ -129,15 +117,15 @@ def test_resume_and_rethreshold_without_rescoring(scored):
     models = {p: p.stat().st_mtime_ns for p in (run / "score" / "_models").rglob("*") if p.is_file()}
     mtime = marker.stat().st_mtime_ns
     before = output_hashes(run / "score")
-    _run(cfg_path)
+    run_config(cfg_path)
     assert marker.stat().st_mtime_ns == mtime and output_hashes(run / "score") == before
     # a new threshold: refused without --force; with --force only the select pass runs again
     text = cfg_path.read_text().replace("min_quantile: 0.1", "min_quantile: 0.2")
     changed = cfg_path.with_name("changed.yaml")
     changed.write_text(text)
     with pytest.raises(runner.StageConflict, match="--force"):
-        _run(changed, only=["score"])
-    _run(changed, only=["score"], force=True)
+        run_config(changed, only=["score"])
+    run_config(changed, only=["score"], force=True)
     assert {p: p.stat().st_mtime_ns for p in scores} == scores  # not re-scored
     assert {p: p.stat().st_mtime_ns for p in models} == models  # not re-trained
     stats = io.read_json(run / "score" / io.STATS)
@@ -145,7 +133,7 @@ def test_resume_and_rethreshold_without_rescoring(scored):
     assert abs(stats["reasons"]["score:fasttext_score_below_q0.2"] - 0.2 * n) < 0.03 * n
     assert "score:fasttext_score_below_q0.1" not in stats["reasons"]
     # and back: the original output again, still without re-scoring
-    _run(cfg_path, only=["score"], force=True)
+    run_config(cfg_path, only=["score"], force=True)
     assert output_hashes(run / "score") == before
     assert {p: p.stat().st_mtime_ns for p in scores} == scores
 
@@ -171,7 +159,7 @@ def test_train_fasttext_from_a_score_column(scored, tmp_path):
                        capture_output=True, text=True, timeout=300, env=clean_env())
     assert r.returncode == 0, r.stderr
     meta = io.read_json(tmp_path / "m" / "model.json")
-    kept = _table(run / "score")
+    kept = read_table(run / "score")
     n = len(kept)
     assert meta["data"]["labels"] == "from_column" and meta["data"]["per_class"] == int(n * 0.2)
     assert meta["data"]["threshold_pos"] >= kept["quality"].quantile(0.79) and meta["data"]["threshold_neg"] <= kept["quality"].quantile(0.51)

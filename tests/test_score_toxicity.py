@@ -9,7 +9,6 @@ import json
 import random
 import subprocess
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +20,7 @@ from pipeline.config import ConfigError
 from pipeline.errors import ModelError
 from pipeline.models import train
 from scorers.toxicity import FILES, ToxicityScorer, bundled_dir
-from tests.conftest import SAMPLE_SMALL, clean_env, curate_bin, output_hashes, small_config
+from tests.conftest import SAMPLE_SMALL, clean_env, curate_bin, output_hashes, read_table, run_config, small_config
 
 # Short offensive comments, the kind of text the classifier was trained on (planted, not bundled).
 OFFENSIVE = ["You are a stupid fucking idiot and everyone hates you.",
@@ -94,28 +93,17 @@ def _with_planted(tmp, cfg_path, clean):
     return cfg_path
 
 
-def _run(cfg_path, only=None, force=False):
-    cfg = config.load(cfg_path)
-    results = driver.run(cfg, driver.plan(cfg, only), show_progress=False, force=force)
-    assert all(r.ok for r in results), [r.failed for r in results]
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory, ray_session, clean):
     tmp = tmp_path_factory.mktemp("tox")
     cfg_path = _with_planted(tmp, small_config(tmp, extra=SCORE), clean)
-    cfg = _run(cfg_path)
+    cfg = run_config(cfg_path)
     return cfg_path, cfg.run.output
-
-
-def _table(d, sub=""):
-    return duckdb.sql(f"select * from read_parquet('{d}/{sub}*.parquet', union_by_name=true)").fetchdf()
 
 
 def test_column_threshold_reason_and_accounting(scored):
     _, run = scored
-    kept, rej = _table(run / "score"), _table(run / "score", "_rejected/")
+    kept, rej = read_table(run / "score"), read_table(run / "score", "_rejected/")
     assert str(pq.read_schema(io.shard_files(run / "score")[0]).field("toxicity").type) == "float"
     assert (kept["toxicity"] <= 0.5).all() and kept["toxicity"].notna().all()
     assert set(rej["reason"]) == {"toxicity"} and (rej["toxicity"] > 0.5).all()
@@ -145,11 +133,11 @@ def test_same_bytes_twice_and_rethreshold_without_rescoring(scored, tmp_path):
     scores = {p: p.stat().st_mtime_ns for p in (run / "score" / "_scores").glob("part-*.parquet")}
     changed = cfg_path.with_name("changed.yaml")
     changed.write_text(cfg_path.read_text().replace("threshold: 0.5", "threshold: 0.9"))
-    _run(changed, only=["score"], force=True)
+    run_config(changed, only=["score"], force=True)
     assert {p: p.stat().st_mtime_ns for p in scores} == scores  # the threshold never re-scores
-    rej = _table(run / "score", "_rejected/")
-    assert len(rej) and (rej["toxicity"] > 0.9).all() and (_table(run / "score")["toxicity"] <= 0.9).all()
-    _run(cfg_path, only=["score"], force=True)
+    rej = read_table(run / "score", "_rejected/")
+    assert len(rej) and (rej["toxicity"] > 0.9).all() and (read_table(run / "score")["toxicity"] <= 0.9).all()
+    run_config(cfg_path, only=["score"], force=True)
     assert output_hashes(run / "score") == before
 
 
