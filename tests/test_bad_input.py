@@ -179,3 +179,17 @@ def test_duplicate_id_repair_is_idempotent(tmp_path):
     ingest_stage.finalize(out, markers)
     assert {p.name: io.sha256_file(p) for p in out.rglob("*.parquet")} == before
     assert kept.count("y") == 1 and len(q) == 1
+
+
+def test_duplicate_ids_across_files_under_a_tiny_memory_cap(tmp_path, monkeypatch):
+    """The cross-file id check runs in the driver with a DuckDB memory cap (it spills instead of
+    growing with the corpus): with a cap below the id table (300k ids of 210 bytes), the same rows are found."""
+    from stages import ingest as ingest_stage
+
+    monkeypatch.setattr(ingest_stage, "DUPID_MEMORY", "32MB")
+    a = [{"id": f"id-{i:07d}-" + "x" * 200, "text": "a"} for i in range(300_000)]
+    b = [{"id": f"id-{i:07d}-" + "x" * 200, "text": "b"} for i in range(298_000, 302_000)]
+    tot, q, kept = ingest(tmp_path, {"a.jsonl": jsonl(a), "b.jsonl": jsonl(b)})
+    assert len(q) == 2_000 and all("b.jsonl" in r["error"] and "first seen in" in r["error"] for r in q)
+    assert len(kept) == len(set(kept)) == len(GOOD) + 302_000
+    assert not (tmp_path / "out" / "ingest" / ".tmp-dupid").exists()
