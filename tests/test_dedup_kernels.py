@@ -178,3 +178,25 @@ def test_legacy_kernel_equals_datasketch_formula_on_extreme_permutations():
         phv = (hv.astype(np.uint64)[:, None] * a[None, :] + b[None, :]) % p & np.uint64(0xFFFFFFFF)
     want = np.stack([phv[s:e].min(axis=0) for s, e in zip(offsets[:-1], offsets[1:])])
     assert np.array_equal(sig.astype(np.uint64), want)
+
+
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+def test_every_block_tail_equals_datasketch(scheme):
+    """Documents of 0-19 shingles (the kernels' 8- and 4-shingle blocks, their padded tails, empty
+    rows), extreme shingle hashes included, against `datasketch.MinHash` fed the same hashes."""
+    from datasketch import MinHash
+
+    rng = np.random.default_rng(19)
+    lengths = list(range(20))
+    hv = rng.integers(0, 1 << 32, sum(lengths), dtype=np.uint64).astype(np.uint32)
+    hv[:6] = [0, 1, (1 << 32) - 1, (1 << 31), 2, (1 << 32) - 2]
+    offsets = np.cumsum([0] + lengths)
+    a, b = minhash.permutations(40, 3, scheme)
+    sig = minhash.signatures_from_hashes(hv, offsets, a, b, scheme)
+    for d, (s, e) in enumerate(zip(offsets[:-1], offsets[1:])):
+        if s == e:
+            assert (sig[d] == np.uint32(0xFFFFFFFF)).all()
+            continue
+        m = MinHash(num_perm=40, seed=3, scheme=scheme, hashfunc=int)
+        m.update_batch(hv[s:e].tolist())
+        assert np.array_equal(m.digest().astype(np.uint64), sig[d].astype(np.uint64)), (scheme, d)
