@@ -182,12 +182,12 @@ def test_legacy_kernel_equals_datasketch_formula_on_extreme_permutations():
 
 @pytest.mark.parametrize("scheme", ["affine32", "legacy"])
 def test_every_block_tail_equals_datasketch(scheme):
-    """Documents of 0-19 shingles (the kernels' 8- and 4-shingle blocks, their padded tails, empty
+    """Documents of 0-25 shingles (the kernels' 12- and 4-shingle blocks, their padded tails, empty
     rows), extreme shingle hashes included, against `datasketch.MinHash` fed the same hashes."""
     from datasketch import MinHash
 
     rng = np.random.default_rng(19)
-    lengths = list(range(20))
+    lengths = list(range(26))
     hv = rng.integers(0, 1 << 32, sum(lengths), dtype=np.uint64).astype(np.uint32)
     hv[:6] = [0, 1, (1 << 32) - 1, (1 << 31), 2, (1 << 32) - 2]
     offsets = np.cumsum([0] + lengths)

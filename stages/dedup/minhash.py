@@ -7,9 +7,9 @@ taken in wrapping uint64 arithmetic as datasketch does. The signature is the per
 
 The batch kernels are compiled with numba (`jit.njit`, integer arithmetic only, so the same bits on
 every CPU): every shingle of the batch is hashed in one call (`hashing.xxh32_ranges`), then each
-document's row of minima is updated 8 shingles at a time by a vectorized loop over the
-permutations. Cost: num_perm multiply-add-min per shingle, the same work as any exact MinHash
-(rensa's kernel included), with no Python per token.
+document's row of minima is updated 12 shingles at a time by a vectorized loop over the
+permutations. Cost: num_perm multiply-add-min per shingle, the work of any exact MinHash, with no
+Python per token (bench/README_dedup.md: about 90% of the vector multiply-add-min bound).
 """
 from __future__ import annotations
 
@@ -53,12 +53,12 @@ def _affine32_kernel(hv, offsets, a, b, sig):
     """sig[d, p] = min over the shingles i of document d of a[p] * fmix32(hv[i]) + b[p] (mod 2^32);
     every row is set here (0xFFFFFFFF for a document without shingles).
 
-    Shingles go 8 at a time through the loop over permutations: the row of minima is loaded and
-    stored once per 8 shingles, and the loop over p (contiguous a, b, row) is vectorized by LLVM,
-    so the cost is one vector multiply, add and min per 8-16 (shingle, permutation) pairs. The
-    fmix32 of the 8 shingles is taken on the way in (scalar, beside the vector work; no array of
-    mixed hashes is written), and a last block of fewer than 8 repeats the document's last shingle,
-    which cannot change a minimum (together 1.07x over a separate fmix pass and tail loop)."""
+    Shingles go 12 at a time through the loop over permutations: the row of minima is loaded and
+    stored once per 12 shingles, and the loop over p (contiguous a, b, row) is vectorized by LLVM,
+    so the cost is one vector multiply, add and min per 16 (shingle, permutation) pairs (8 or 16
+    shingles per block: 3-4% slower). The fmix32 of the block's shingles is taken on the way in
+    (scalar, beside the vector work; no array of mixed hashes is written), and a last block of
+    fewer than 12 repeats the document's last shingle, which cannot change a minimum."""
     num_perm = len(a)
     for d in range(len(offsets) - 1):
         row = sig[d]
@@ -71,14 +71,18 @@ def _affine32_kernel(hv, offsets, a, b, sig):
             h2, h3 = _fmix32(hv[min(i + 2, last)]), _fmix32(hv[min(i + 3, last)])
             h4, h5 = _fmix32(hv[min(i + 4, last)]), _fmix32(hv[min(i + 5, last)])
             h6, h7 = _fmix32(hv[min(i + 6, last)]), _fmix32(hv[min(i + 7, last)])
+            h8, h9 = _fmix32(hv[min(i + 8, last)]), _fmix32(hv[min(i + 9, last)])
+            h10, h11 = _fmix32(hv[min(i + 10, last)]), _fmix32(hv[min(i + 11, last)])
             for p in range(num_perm):
                 ap, bp = a[p], b[p]
                 m01 = min(np.uint32(ap * h0 + bp), np.uint32(ap * h1 + bp))
                 m23 = min(np.uint32(ap * h2 + bp), np.uint32(ap * h3 + bp))
                 m45 = min(np.uint32(ap * h4 + bp), np.uint32(ap * h5 + bp))
                 m67 = min(np.uint32(ap * h6 + bp), np.uint32(ap * h7 + bp))
-                row[p] = min(row[p], min(min(m01, m23), min(m45, m67)))
-            i += 8
+                m89 = min(np.uint32(ap * h8 + bp), np.uint32(ap * h9 + bp))
+                m1011 = min(np.uint32(ap * h10 + bp), np.uint32(ap * h11 + bp))
+                row[p] = min(row[p], min(min(min(m01, m23), min(m45, m67)), min(m89, m1011)))
+            i += 12
 
 
 @vectorize(["uint64(uint64)"], cache=True)
