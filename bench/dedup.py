@@ -13,7 +13,9 @@ sig: the same 5-gram shingles of the same normalized text for everyone (our `tex
 reference), num_perm=112, seed 1. Ours goes text -> signature in batches of 1000 through the
 compiled (numba) kernels; "ours kernel" and "rensa kernel" are given the same flat shingle hashes
 (ours applies datasketch's permutations, rensa its own R-MinHash). The timed methods run once per
-repeat, interleaved; best-of and median are printed with the ratios ours / rensa. datasketch
+repeat, interleaved, in CPU time of the process (time.process_time: the shared VM's other processes
+are not counted); best-of and median are printed with the ratios ours / rensa. bench/dedup_kernel.py
+compares the two kernels alone in more detail (21 alternations, documents of 35-2,000 shingles). datasketch
 uses its fastest batch API (`MinHash.bulk`) with its default sha1 hash and with xxh32; rensa its
 fastest (`digest_matrix_from_token_sets`), both fed Python-built shingles, which is what a user of
 either has to do; "rensa kernel" feeds rensa our vectorized shingle hashes to isolate its Rust
@@ -24,7 +26,8 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "RAYON_NUM_THREADS"):
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "RAYON_NUM_THREADS",
+             "NUMBA_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse
@@ -86,6 +89,14 @@ def timed(fn, *args):
     return time.perf_counter() - t0, out
 
 
+def cpu_timed(fn, *args):
+    """CPU seconds of this process (all its threads): on the shared VM, time the core spends on
+    other people's processes is not counted, which wall time on a pinned core would include."""
+    t0 = time.process_time()
+    out = fn(*args)
+    return time.process_time() - t0, out
+
+
 # ---------------------------------------------------------------------------- signature throughput
 
 
@@ -95,7 +106,8 @@ def _stats(xs: list[float]) -> str:
 
 def bench_sig(n: int, repeats: int) -> dict:
     """Every timed method once per repeat, in turn (interleaved, so a busy neighbour slows all of
-    them alike); best-of and median docs/s over the repeats, and the ratios taken per repeat."""
+    them alike), in CPU time of this process (`cpu_timed`); best-of and median docs/s over the
+    repeats, and the ratios taken per repeat."""
     docs = load_sample()
     texts = [d["text"] for d in docs[:n]]
     words = sum(len(t.split()) for t in texts)
@@ -124,22 +136,22 @@ def bench_sig(n: int, repeats: int) -> dict:
     # where our time goes (one pass over the batches)
     parts = {"normalize (text.compact)": 0.0, "shingle ranges": 0.0, "xxh32 of shingles": 0.0, "permutations + min": 0.0}
     for b in batches:
-        t, c = timed(text.compact, b, mh.norm)
+        t, c = cpu_timed(text.compact, b, mh.norm)
         parts["normalize (text.compact)"] += t
-        t, sh = timed(text.shingle, c, mh.ngram, mh.unit)
+        t, sh = cpu_timed(text.shingle, c, mh.ngram, mh.unit)
         parts["shingle ranges"] += t
-        t, hv = timed(hashing.xxh32_ranges, sh.buf, sh.start, sh.end)
+        t, hv = cpu_timed(hashing.xxh32_ranges, sh.buf, sh.start, sh.end)
         parts["xxh32 of shingles"] += t
-        t, _ = timed(minhash.signatures_from_hashes, hv, sh.offsets, mh.a, mh.b, mh.scheme)
+        t, _ = cpu_timed(minhash.signatures_from_hashes, hv, sh.offsets, mh.a, mh.b, mh.scheme)
         parts["permutations + min"] += t
     total = sum(parts.values())
     print("  ours, where the time goes: " + ", ".join(f"{k} {v / total:.0%}" for k, v in parts.items()))
 
     sig = ours()
-    t, shingle_lists = timed(lambda: [text.shingles(x) for x in texts])
+    t, shingle_lists = cpu_timed(lambda: [text.shingles(x) for x in texts])
     from datasketch import MinHash
 
-    t, ms = timed(lambda: MinHash.bulk(shingle_lists, num_perm=NUM_PERM, seed=SEED, hashfunc=hashing.python_hashfunc("xxh32")))
+    t, ms = cpu_timed(lambda: MinHash.bulk(shingle_lists, num_perm=NUM_PERM, seed=SEED, hashfunc=hashing.python_hashfunc("xxh32")))
     ref = np.array([m.digest() for m in ms])
     assert np.array_equal(ref, sig), "our signatures differ from datasketch's"
     assert np.array_equal(ours_kernel(), sig)
@@ -154,26 +166,27 @@ def bench_sig(n: int, repeats: int) -> dict:
     strs = [[x.decode("utf-8", "surrogatepass") for x in sh] for sh in shingle_lists]
     if rensa is not None:
         rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat64[:1000], np.array([0, 1000], dtype=np.uint64), NUM_PERM, SEED)
+        rensa.RMinHash.digest_matrix_from_token_sets(strs[:50], NUM_PERM, SEED)  # its lazy set-up, not timed
     for r in range(repeats):
         res = {}
-        t, _ = timed(ours)
+        t, _ = cpu_timed(ours)
         res["ours: text -> signature (numba)"] = len(texts) / t
-        t, _ = timed(lambda: [ours_kernel() for _ in range(KERNEL_CALLS)])
+        t, _ = cpu_timed(lambda: [ours_kernel() for _ in range(KERNEL_CALLS)])
         res["ours kernel only (our shingle hashes)"] = KERNEL_CALLS * len(texts) / t
-        t_sh, shingle_lists = timed(lambda: [text.shingles(x) for x in texts])
+        t_sh, shingle_lists = cpu_timed(lambda: [text.shingles(x) for x in texts])
         res["python shingling alone"] = len(texts) / t_sh
         if rensa is not None:
-            t, _ = timed(lambda: [rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat64, offsets64, NUM_PERM, SEED)
+            t, _ = cpu_timed(lambda: [rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat64, offsets64, NUM_PERM, SEED)
                                   for _ in range(KERNEL_CALLS)])
             res["rensa kernel only (fed our shingle hashes)"] = KERNEL_CALLS * len(texts) / t
-            t, _ = timed(lambda: rensa.RMinHash.digest_matrix_from_token_sets(strs, NUM_PERM, SEED))
+            t, _ = cpu_timed(lambda: rensa.RMinHash.digest_matrix_from_token_sets(strs, NUM_PERM, SEED))
             res["rensa RMinHash (python shingles + token sets)"] = len(texts) / (t + t_sh)
             ratios["kernel: ours / rensa"].append(res["ours kernel only (our shingle hashes)"] / res["rensa kernel only (fed our shingle hashes)"])
             ratios["text -> signature: ours / rensa"].append(res["ours: text -> signature (numba)"] / res["rensa RMinHash (python shingles + token sets)"])
         if r == 0:  # the slow peers once: they are 10-1000x off
-            t, _ = timed(lambda: MinHash.bulk(shingle_lists, num_perm=NUM_PERM, seed=SEED))
+            t, _ = cpu_timed(lambda: MinHash.bulk(shingle_lists, num_perm=NUM_PERM, seed=SEED))
             res["datasketch bulk, sha1 (default)"] = len(texts) / (t + t_sh)
-            t, _ = timed(lambda: MinHash.bulk(shingle_lists, num_perm=NUM_PERM, seed=SEED, hashfunc=hashing.python_hashfunc("xxh32")))
+            t, _ = cpu_timed(lambda: MinHash.bulk(shingle_lists, num_perm=NUM_PERM, seed=SEED, hashfunc=hashing.python_hashfunc("xxh32")))
             res["datasketch bulk, xxh32"] = len(texts) / (t + t_sh)
             try:
                 from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
@@ -182,7 +195,7 @@ def bench_sig(n: int, repeats: int) -> dict:
                 step = MinhashDedupSignature(output_folder=tempfile.mkdtemp(), config=MinhashConfig())
                 step.get_signature(step.get_shingles(texts[0]))  # load spaCy before timing
                 m = min(len(texts), 1000)
-                t, _ = timed(lambda: [step.get_signature(x) for x in (step.get_shingles(y) for y in texts[:m]) if x.size])
+                t, _ = cpu_timed(lambda: [step.get_signature(x) for x in (step.get_shingles(y) for y in texts[:m]) if x.size])
                 res["datatrove signature step"] = m / t
             except ImportError:
                 print("datatrove not installed (pip install -e '.[bench]'): skipped")

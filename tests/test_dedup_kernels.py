@@ -133,7 +133,7 @@ def test_band_keys_follow_their_definition(bands, rows):
     """The compiled band keys are the documented mix, in plain Python integers: they are stored in
     `_index/` files that later runs (--against) compare with, so they must never change."""
     rng = np.random.default_rng(bands)
-    sig = rng.integers(0, 1 << 32, (40, bands * rows + 3), dtype=np.uint64).astype(np.uint32)
+    sig = rng.integers(0, 1 << 32, (137, bands * rows + 3), dtype=np.uint64).astype(np.uint32)  # 2 blocks of 64 + 9
     keys = minhash.band_keys(sig, bands, rows)
     for d in range(len(sig)):
         for band in range(bands):
@@ -145,3 +145,58 @@ def test_band_keys_follow_their_definition(bands, rows):
         minhash.band_keys(sig, bands, rows + 4)
     x = rng.integers(0, 1 << 63, 50, dtype=np.uint64)
     assert [int(v) for v in hashing.fmix64(x)] == [_fmix64_py(int(v)) for v in x]
+
+
+def test_mersenne_reduction_equals_modulo_on_edge_values():
+    """`minhash.mod_mersenne` (mask, shift, add, one conditional subtract) is x % (2^61 - 1) for every
+    uint64 x: the edges of each branch, wrapped products of the largest a, h and b datasketch can
+    draw, and random values, against Python integers."""
+    p, m64 = (1 << 61) - 1, (1 << 64) - 1
+    a_max, h_max, b_max = p - 1, (1 << 32) - 1, p - 1  # randint(1, p) / xxh32 / randint(0, p)
+    edges = [0, 1, p - 1, p, p + 1, 2 * p - 1, 2 * p, 2 * p + 1, 1 << 61, (1 << 61) + 6, (1 << 62) - 1, 1 << 62,
+             1 << 63, 7 * p - 1, 7 * p, 7 * p + 7, m64 - 8, m64 - 1, m64,
+             (a_max * h_max) & m64, (a_max * h_max + b_max) & m64, (a_max * (h_max - 1) + b_max) & m64]
+    rng = np.random.default_rng(61)
+    xs = edges + [int(v) for v in rng.integers(0, 1 << 64, 20_000, dtype=np.uint64, endpoint=False)]
+    got = minhash.mod_mersenne(np.array(xs, dtype=np.uint64))
+    assert [int(v) for v in got] == [x % p for x in xs]
+
+
+def test_legacy_kernel_equals_datasketch_formula_on_extreme_permutations():
+    """The legacy kernel against datasketch's own numpy expression, `(a * hv + b) % p & 0xFFFFFFFF` on
+    uint64 arrays (the product wraps mod 2^64), for the extreme a, b and shingle hashes, and for
+    documents of 1-9 shingles (the 4-shingle blocks and their padded tail)."""
+    p = np.uint64((1 << 61) - 1)
+    a = np.array([1, 2, 3, (1 << 32) - 1, 1 << 32, (1 << 61) - 2, (1 << 60) + 12345, 0x1F00_0000_0000_0001], dtype=np.uint64)
+    b = np.array([0, (1 << 61) - 2, 1, (1 << 61) - 2, 0, (1 << 61) - 2, 7, 1 << 40], dtype=np.uint64)
+    rng = np.random.default_rng(7)
+    hv = np.concatenate([np.array([0, 1, 2, (1 << 32) - 1, (1 << 32) - 2, 1 << 31], dtype=np.uint32),
+                         rng.integers(0, 1 << 32, 39, dtype=np.uint64).astype(np.uint32)])
+    offsets = np.cumsum([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    sig = minhash.signatures_from_hashes(hv, offsets, a, b, "legacy")
+    with np.errstate(over="ignore"):
+        phv = (hv.astype(np.uint64)[:, None] * a[None, :] + b[None, :]) % p & np.uint64(0xFFFFFFFF)
+    want = np.stack([phv[s:e].min(axis=0) for s, e in zip(offsets[:-1], offsets[1:])])
+    assert np.array_equal(sig.astype(np.uint64), want)
+
+
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+def test_every_block_tail_equals_datasketch(scheme):
+    """Documents of 0-25 shingles (the kernels' 12- and 4-shingle blocks, their padded tails, empty
+    rows), extreme shingle hashes included, against `datasketch.MinHash` fed the same hashes."""
+    from datasketch import MinHash
+
+    rng = np.random.default_rng(19)
+    lengths = list(range(26))
+    hv = rng.integers(0, 1 << 32, sum(lengths), dtype=np.uint64).astype(np.uint32)
+    hv[:6] = [0, 1, (1 << 32) - 1, (1 << 31), 2, (1 << 32) - 2]
+    offsets = np.cumsum([0] + lengths)
+    a, b = minhash.permutations(40, 3, scheme)
+    sig = minhash.signatures_from_hashes(hv, offsets, a, b, scheme)
+    for d, (s, e) in enumerate(zip(offsets[:-1], offsets[1:])):
+        if s == e:
+            assert (sig[d] == np.uint32(0xFFFFFFFF)).all()
+            continue
+        m = MinHash(num_perm=40, seed=3, scheme=scheme, hashfunc=int)
+        m.update_batch(hv[s:e].tolist())
+        assert np.array_equal(m.digest().astype(np.uint64), sig[d].astype(np.uint64)), (scheme, d)

