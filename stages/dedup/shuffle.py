@@ -5,7 +5,7 @@ partition only. Files are written atomically; what a reducer reads comes from th
 completion markers (`parts`), never from listing a directory, so stale files are never read.
 
 A reducer's sources are given as index files (`write_index`: one small Parquet per pass output,
-(file, partition, row groups) sorted by partition), not as lists: every task's arguments are O(1)
+(file, partition, row groups) sorted by partition; pipeline.io.write_part_index), not as lists: every task's arguments are O(1)
 in the number of shards and partitions, and a reducer reads only its partition's index rows.
 """
 from __future__ import annotations
@@ -19,9 +19,8 @@ import pyarrow.parquet as pq
 from pipeline import io
 
 MAX_GROUP_ROWS = 1 << 20
-INDEX_ROWS = 1 << 14  # rows per row group of an index file: a reducer reads a few of them
-SOURCES_SCHEMA = pa.schema([("part", pa.int64()), ("seq", pa.int64()), ("file", pa.string()), ("first", pa.int64()),
-                          ("end", pa.int64()), ("src", pa.int64())])
+SOURCES_SCHEMA = pa.schema([("part", pa.int64()), ("file", pa.string()), ("first", pa.int64()), ("end", pa.int64()),
+                            ("src", pa.int64())])
 
 
 def write(path: Path, table: pa.Table, part: np.ndarray, n_parts: int) -> dict:
@@ -58,29 +57,26 @@ def write(path: Path, table: pa.Table, part: np.ndarray, n_parts: int) -> dict:
 
 
 def write_index(path: Path, srcs: list[tuple]) -> str:
-    """An index file of shuffle sources: `srcs` items (file, parts) or (src, file, parts) ->
-    rows (part, seq, file, first, end, src) sorted by partition, then the given order. Returns its path."""
+    """An index file of shuffle sources (io.write_part_index): `srcs` items (file, parts) or
+    (src, file, parts) -> rows (part, file, first, end, src), by partition, then the given order."""
     cols: dict[str, list] = {f.name: [] for f in SOURCES_SCHEMA}
-    for seq, item in enumerate(srcs):
+    for item in srcs:
         src, (f, parts) = (item[0], item[1:]) if len(item) == 3 else (-1, item)
         for p, (a, b) in parts.items():
-            for c, v in zip(SOURCES_SCHEMA.names, (int(p), seq, str(f), int(a), int(b), int(src))):
+            for c, v in zip(SOURCES_SCHEMA.names, (int(p), str(f), int(a), int(b), int(src))):
                 cols[c].append(v)
-    t = pa.table(cols, schema=SOURCES_SCHEMA)
-    t = t.take(np.lexsort((np.asarray(cols["seq"], np.int64), np.asarray(cols["part"], np.int64)))) if t.num_rows else t
-    io.atomic_write(Path(path), lambda tmp: pq.write_table(t, tmp, row_group_size=INDEX_ROWS, **io.PARQUET_OPTS))
-    return str(path)
+    return io.write_part_index(pa.table(cols, schema=SOURCES_SCHEMA), Path(path))
 
 
 def sources(srcs: list, p: int) -> list[tuple]:
-    """Partition p's sources: index files (str, see write_index) read for p's rows only (row-group
-    statistics skip the rest), and (file, parts) / (src, file, parts) items as given, in order."""
+    """Partition p's sources: index files (str, see write_index) read for p's rows only, and
+    (file, parts) / (src, file, parts) items as given, in order."""
     out: list[tuple] = []
     for s in srcs:
         if not isinstance(s, str):
             out.append(tuple(s))
             continue
-        t = pq.read_table(s, filters=[("part", "=", int(p))]).to_pydict()
+        t = io.read_part_index(s, p).to_pydict()
         for f, a, b, src in zip(t["file"], t["first"], t["end"], t["src"]):
             out.append((f, {str(p): [a, b]}) if src < 0 else (src, f, {str(p): [a, b]}))
     return out
