@@ -380,3 +380,34 @@ def test_plan_does_not_depend_on_how_the_corpus_is_cut_into_shards(tmp_path, bud
         samples, _ = RPLAN.plan(census, W3, budget, 4.0, 3, 1000)
         got.append(samples["shard"].astype(np.int64) * rows + samples["row"])
     assert len(got[0]) > 1000 and np.array_equal(got[0], got[1])
+
+
+def test_task_arguments_do_not_grow_with_the_number_of_shards(tmp_path):
+    """Scatter tasks get the phases' spans (not every output shard's start), write tasks an index
+    file and their part (not every input shard's scatter file): the largest task argument is the
+    same size for 3 and 12 input shards (and 4x the output shards); same samples either way."""
+    import pickle
+
+    sizes, ids = {}, {}
+    for n in (3, 12):
+        inp = make_input(tmp_path / f"in{n}", n_per=120, shards=n)
+        wp = write_weights(tmp_path / f"w{n}.json", [0.5, 0.2, 0.3], 20_000)
+        seen: list[int] = []
+
+        def phase(name, out, tasks, **kw):
+            seen.extend(len(pickle.dumps(t.kwargs)) for t in tasks)
+            return runner.run_stage(name, out, tasks, use_ray=False, show_progress=False, max_retries=0, **kw)
+
+        cfg = config.parse({"run": {"output": str(tmp_path / f"run{n}"), "seed": 0, "shard": {"target_rows": 120 // n}},
+                            "remix": {"weights": str(wp)}})
+        out = tmp_path / f"out{n}"
+        assert R.run(cfg, inp, out, phase).ok
+        sizes[n] = max(seen)
+        ids[n] = sorted(read_out(out).column("id").to_pylist())
+        info = io.read_json(out / R.REMIX_JSON)
+        pos = np.arange(info["samples"])
+        spans = [[p["samples"][0], p["samples"][1], p["shards"][0]] for p in info["phases"]]
+        starts = np.cumsum([0] + [pq.ParquetFile(p).metadata.num_rows for p in io.shard_files(out)])[:-1]
+        assert np.array_equal(RP.output_shard(pos, spans, info["target_rows"]), np.searchsorted(starts, pos, side="right") - 1)
+    assert ids[3] == ids[12]
+    assert sizes[12] < 1.2 * sizes[3], sizes  # the lists: 3x larger
