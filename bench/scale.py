@@ -244,6 +244,8 @@ def main() -> None:
             except (OSError, ValueError):
                 tot = {}
             din, bin_ = int(tot.get("rows_in") or prev), int(tot.get("bytes_in") or prev_bytes or 0)
+            if st in ("mix", "remix"):  # they read every document the stage before kept (remix's rows_in = its samples)
+                din, bin_ = prev, int(prev_bytes or 0)
             r = {"docs": n, "stage": st, "docs_in": din, "bytes_in": bin_, "wall_s": round(wall, 1), "docs_per_s": round(din / wall, 1),
                  "driver_rss_mb": round(drv / 2**20), "task_rss_mb": round(task / 2**20)}
             if st == "dedup":
