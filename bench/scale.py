@@ -175,14 +175,14 @@ def project(rows: list[dict], n: int, docs: float, nodes: list[int], cores: int,
         into = docs * (at["dedup"]["docs_in"] / n if "dedup" in at else 1.0)  # documents into dedup at `docs`
         parts = max(1, int(-(-into // target_rows)))  # the filter output's shards: one partition each
         per_part_1b = into / parts
-        if len(set(x)) > 1:
+        if max(x) >= 1.5 * min(x):  # a fit needs documents per partition that differ; memory never shrinks with them
             xm, ym = sum(x) / len(x), sum(y) / len(y)
-            slope = sum((a - xm) * (b - ym) for a, b in zip(x, y)) / sum((a - xm) ** 2 for a in x)
-            mb = ym + slope * (per_part_1b - xm)
+            slope = max(0.0, sum((a - xm) * (b - ym) for a, b in zip(x, y)) / sum((a - xm) ** 2 for a in x))
+            mb, how = max(y) + slope * max(0.0, per_part_1b - x[y.index(max(y))]), "linear fit (slope >= 0) from the largest measured task"
         else:
-            slope, mb = 0.0, sum(y) / len(y)
-        out["dedup_partition"] = {"docs_per_partition": round(per_part_1b), "partitions": parts,
-                                  "task_rss_mb": round(mb), "fit_mb_per_1k_docs": round(1000 * slope, 3),
+            slope, mb, how = None, max(y), "largest measured task (the sizes' documents per partition are too close to fit: run sizes that differ more per partition)"
+        out["dedup_partition"] = {"docs_per_partition": round(per_part_1b), "partitions": parts, "task_rss_mb": round(mb), "how": how,
+                                  "fit_mb_per_1k_docs": None if slope is None else round(1000 * slope, 3),
                                   "measured": [{"docs_per_partition": round(a), "task_rss_mb": b} for a, b in pts]}
     return out
 
@@ -227,10 +227,15 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, nargs="+", default=[10, 100], help="--project: node counts")
     ap.add_argument("--cores", type=int, default=16, help="--project: cores per node")
     ap.add_argument("--write-rates", type=Path, default=None, help="write the largest size's per-core rates (bench/scale_rates.json)")
+    ap.add_argument("--rows", type=Path, default=None, help="no runs: take the rows of an earlier --json (re-project, re-write rates)")
     a = ap.parse_args()
     rows = []
+    if a.rows:
+        rows = json.loads(a.rows.read_text())
+        rows = rows["rows"] if isinstance(rows, dict) else rows
+        a.sizes = sorted({r["docs"] for r in rows})
     print(f"{'docs':>8} {'stage':<8} {'docs_in':>8} {'wall_s':>7} {'docs/s':>8} {'driver_MB':>9} {'task_MB':>8}", flush=True)
-    for n in a.sizes:
+    for n in a.sizes if not a.rows else []:
         tag = f"{n}-unique" if a.unique else f"{n}"
         corpus, out = a.out / f"corpus-{tag}", a.out / f"run-{tag}"
         build_corpus(n, a.words, corpus, unique=a.unique)
@@ -259,7 +264,7 @@ def main() -> None:
     lo, hi = min(a.sizes), max(a.sizes)
     if lo != hi:
         print(f"\nRSS ratio {hi}/{lo} (goal <= 1.3)")
-        for st in a.stages:
+        for st in [st for st in a.stages if any(r["stage"] == st for r in rows)]:
             r0 = next(r for r in rows if r["docs"] == lo and r["stage"] == st)
             r1 = next(r for r in rows if r["docs"] == hi and r["stage"] == st)
             print(f"  {st:<8} driver {r1['driver_rss_mb'] / max(r0['driver_rss_mb'], 1):.2f}x"
@@ -277,7 +282,7 @@ def main() -> None:
         if "dedup_partition" in pj:
             dp = pj["dedup_partition"]
             print(f"  dedup: {dp['partitions']:,} partitions of ~{dp['docs_per_partition']:,} documents; largest task ~{dp['task_rss_mb']:,} MB "
-                  f"(fit over {[(m['docs_per_partition'], m['task_rss_mb']) for m in dp['measured']]})")
+                  f"({dp['how']}; measured (docs/partition, MB): {[(m['docs_per_partition'], m['task_rss_mb']) for m in dp['measured']]})")
     if a.write_rates:
         doc["rates"] = rates(rows, hi, a.cpus, a.sizes, a.words)
         a.write_rates.write_text(json.dumps(doc["rates"], indent=1) + "\n")
