@@ -119,7 +119,7 @@ def main() -> None:
     B = build_module()
     real = B.real_docs()
     tmp = Path(tempfile.mkdtemp())
-    sample = train.sample_docs(train.iter_docs(ROOT / "data" / "sample", source_field="domain"), None, seed=0)
+    sample = train.sample_docs(train.iter_docs(ROOT / "data" / "sample", source_field="domain"), 100_000, seed=0)
     t0 = time.process_time()
     train.train_lm(sample[:2000], tmp / "old", order=3, arpa=kenlm_available())  # = sample_docs(..., 2000, seed 0)
     res: dict = {"old_train_s": time.process_time() - t0}

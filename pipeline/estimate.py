@@ -1,8 +1,10 @@
 """`curate run --dry-run`: what would run, on how much data, and roughly how long and how much memory.
 
 Docs are counted by reading the first input file (bounded), then scaled by bytes. Time uses
-per-core throughputs measured on the bundled corpus (2-core x86 VM, see README "Benchmarks");
-memory is per task (one shard in memory, ~3x its bytes while converting) times parallel tasks.
+per-core throughputs measured on the bundled corpus (2-core x86 VM, see README "Benchmarks"), or,
+where bench/scale.py wrote them (`--write-rates bench/scale_rates.json`), its measured per-core text
+bytes/s of the stages whose cost is bytes (ingest, filter, dedup, score, remix); memory is per task
+(one shard in memory, ~3x its bytes while converting) times parallel tasks.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from pipeline.readers import input_files
 # Per-core throughput in text bytes per second, measured by `make run` on the bundled corpus
 # (task_seconds in each stage's _stats.json); a rough guide, not a promise.
 BYTES_PER_SEC_PER_CORE = {"ingest": 4.6e6, "filter": 1.1e6, "dedup": 1.4e6, "score": 3e5, "remix": 5e6}
+RATES_FILE = Path(__file__).resolve().parents[1] / "bench" / "scale_rates.json"  # bench/scale.py --write-rates
+BYTE_STAGES = ("ingest", "filter", "dedup", "score", "remix")  # cluster, mix, evaluate: model work, estimated below
 PROXY_TOKENS_PER_SEC_PER_CORE = 6_000  # default proxy spec, one thread (bench/README_proxy.md)
 EMBED_DOCS_PER_SEC_PER_CORE_AT_32 = 110  # MiniLM bf16 on CPU (bench/README_cluster.md)
 
@@ -41,6 +45,20 @@ def _model_seconds(cfg: Config, stage: str, docs: int | None, text_bytes: int | 
 SAMPLE_LIMIT = 20_000
 
 
+def byte_rates(path: Path = RATES_FILE) -> tuple[dict[str, float], str]:
+    """Per-core text bytes/s per stage and where they come from: bench/scale.py's measured rates
+    (`path`) for the byte-driven stages it measured, the built-in ones for the rest."""
+    rates, src = dict(BYTES_PER_SEC_PER_CORE), "built-in rates"
+    if Path(path).exists():
+        m = io.read_json(path)
+        got = {k: float(v) for k, v in (m.get("bytes_per_sec_per_core") or {}).items() if k in BYTE_STAGES and v and v > 0}
+        if got:
+            rates.update(got)
+            src = f"rates of {Path(path).name} ({m.get('measured', '?')}, {m.get('size', '?'):,} docs)" if isinstance(m.get("size"), int) \
+                else f"rates of {Path(path).name}"
+    return rates, src
+
+
 def _count_first(cfg: Config, files: list[tuple]) -> tuple[int, int] | None:
     """(records, text bytes) of the first input file, if it has at most SAMPLE_LIMIT records."""
     from pipeline.readers import Bad, read_records
@@ -57,9 +75,10 @@ def _count_first(cfg: Config, files: list[tuple]) -> tuple[int, int] | None:
     return n, nbytes
 
 
-def plan_table(cfg: Config, plans: list[StagePlan]) -> Table:
+def plan_table(cfg: Config, plans: list[StagePlan], rates_file: Path = RATES_FILE) -> Table:
     cpus = cfg.run.ray.num_cpus or os.cpu_count() or 1
-    t = Table(title=f"curate plan: {cfg.run.name} → {cfg.run.output} ({cpus} CPUs)")
+    rates, src_rates = byte_rates(rates_file)
+    t = Table(title=f"curate plan: {cfg.run.name} → {cfg.run.output} ({cpus} CPUs; {src_rates})")
     for c in ("stage", "input", "output", "shards", "docs", "text bytes", "est. time", "est. memory"):
         t.add_column(c)
     docs = text_bytes = shards = None
@@ -86,7 +105,7 @@ def plan_table(cfg: Config, plans: list[StagePlan]) -> Table:
                 tot = man.get("totals", {})
                 docs, text_bytes, shards = tot.get("kept", docs), tot.get("bytes_kept", text_bytes), len(existing)
             src = str(p.inp) if p.inp else "previous stage"
-        rate = BYTES_PER_SEC_PER_CORE.get(p.stage)
+        rate = rates.get(p.stage)
         secs = text_bytes / (rate * min(cpus, shards or 1)) if (text_bytes and rate) else None
         if secs is None:
             secs = _model_seconds(cfg, p.stage, docs, text_bytes, cpus)

@@ -125,6 +125,36 @@ def concat_npy(files: list[Path], path: Path) -> None:
     atomic_write(Path(path), write)
 
 
+PART_INDEX_ROWS = 1 << 14  # rows per row group of a part index: a reader of one part decodes a few of them
+
+
+def write_part_index(table: pa.Table, path: Path) -> str:
+    """A task index (which files / row groups each reducer reads): `table` with an int64 `part`
+    column, written sorted by part (stable) in small row groups, so `read_part_index` of one part
+    reads only its rows (row-group statistics). Tasks then get this path and their part, O(1)
+    arguments, instead of lists that grow with the number of shards. A `file` column is stored
+    relative to the index's directory (the index is the same bytes wherever the run dir is).
+    Returns the path."""
+    if "file" in table.column_names:
+        rel = [os.path.relpath(f, Path(path).parent) for f in table.column("file").to_pylist()]
+        table = table.set_column(table.column_names.index("file"), "file", pa.array(rel, pa.string()))
+    if table.num_rows:
+        table = table.take(np.argsort(table.column("part").to_numpy(), kind="stable"))
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, row_group_size=PART_INDEX_ROWS, **PARQUET_OPTS))
+    return str(path)
+
+
+def read_part_index(path: str | Path, part: int) -> pa.Table:
+    """The rows of one part of a `write_part_index` file, in the order they were given (`file`
+    resolved against the index's directory)."""
+    t = pq.read_table(path, filters=[("part", "=", int(part))])
+    if "file" in t.column_names:
+        base = Path(path).parent
+        t = t.set_column(t.column_names.index("file"), "file",
+                         pa.array([os.path.normpath(base / f) for f in t.column("file").to_pylist()], pa.string()))
+    return t
+
+
 def write_npz(path: Path, arrays: dict) -> None:
     """An uncompressed .npz of `arrays`, atomically (np.savez to the open temp file: no suffix added)."""
     def write(tmp: Path) -> None:

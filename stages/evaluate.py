@@ -43,11 +43,11 @@ def _single_stream(phase, name: str, src: Path, work: Path, tok: Path, cap: int,
     if not shards:
         raise ConfigError(f"evaluate: {src} has no part-*.parquet shards; run the stage that writes it first")
     fp, tok_sha = io.dataset_fingerprint(src), io.sha256_file(tok)
-    r = ts.tokenize_pass(phase, f"evaluate:{name}", shards, work / name, tok, tok_sha, None, batch_size, fp)
+    r = ts.tokenize_pass(phase, f"evaluate:{name}", shards, work / name, tok, tok_sha, None, batch_size, fp, cap, seed)
     if not r.ok:
         return r
     dest = work / f"{name}-stream"
-    [built] = ts.cached_streams(work / name, [p.stem for p in shards], [""], cap, seed, dest, key=ts.digest(fp, tok_sha, cap, seed))
+    [built] = ts.cached_streams(work / name, [p.stem for p in shards], [""], cap, seed, dest, key=ts.digest(fp, tok_sha, cap, seed, "hash-order"))
     return str(dest / built["file"]), fp
 
 

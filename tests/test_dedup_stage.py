@@ -350,3 +350,48 @@ def test_semantic_dedup_cpu(small, tmp_path):
     assert len(found) >= 0.8 * len(copies), (found, copies)
     exact_copies = [c for c in copies if near[c]["kind"] != "near_dup"]
     assert all(c in reasons or near[c]["of"][0] in reasons for c in exact_copies)  # identical text: always
+
+
+def _split_corpus(d: Path, n_shards: int) -> Path:
+    """The same 480 documents (every 4th an exact copy of another, every 6th a near copy) cut into n shards."""
+    import numpy as np
+
+    r = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(400)]
+    base = [" ".join(r.choice(words, 60).tolist()) for _ in range(360)]
+    texts = base + [base[i] for i in range(0, 360, 4)] + [base[i] + " extra" for i in range(1, 360, 6)][:30]
+    ids = [f"doc{i:04d}" for i in range(len(texts))]
+    d.mkdir(parents=True)
+    per = -(-len(texts) // n_shards)
+    for s in range(n_shards):
+        sl = slice(s * per, (s + 1) * per)
+        pq.write_table(pa.table({"id": ids[sl], "text": texts[sl], "source": ["x"] * len(ids[sl])}), d / f"part-{s:05d}.parquet")
+    return d
+
+
+def test_task_arguments_do_not_grow_with_the_number_of_shards(tmp_path):
+    """Reducers read their sources from per-pass index files: the largest task argument is the same
+    size with 4 and 16 shards (= 4 and 16 partitions), where lists of every shard's files grew 4x;
+    and the kept documents are the same."""
+    import pickle
+    from functools import partial
+
+    from pipeline import runner
+    from stages.dedup import stage as dedup_stage
+
+    sizes, kept = {}, {}
+    for n in (4, 16):
+        inp = _split_corpus(tmp_path / f"in{n}", n)
+        seen: list[int] = []
+
+        def phase(name, out, tasks, **kw):
+            seen.extend(len(pickle.dumps(t.kwargs)) for t in tasks)
+            return runner.run_stage(name, out, tasks, use_ray=False, show_progress=False, max_retries=0, **kw)
+
+        cfg = config.parse({"run": {"output": str(tmp_path / f"run{n}")}, "dedup": {"method": ["exact", "fuzzy"]}})
+        res = dedup_stage.run(cfg, inp, tmp_path / f"out{n}", partial(phase))
+        assert res.ok, res.failed
+        sizes[n] = max(seen)
+        kept[n] = sorted(i for p in io.shard_files(tmp_path / f"out{n}") for i in pq.read_table(p, columns=["id"]).column("id").to_pylist())
+    assert kept[4] == kept[16] and len(kept[4]) < 480
+    assert sizes[16] < 1.2 * sizes[4], sizes

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -105,12 +107,16 @@ def test_remix_writes_the_phases(mixed, tmp_path):
     assert res.ok
     info = json.loads((out / "_remix.json").read_text())
     assert len(info["phases"]) == 3
+    t = pa.concat_tables([pq.read_table(p, columns=["domain", "n_tokens"]) for p in sorted(out.glob("part-*.parquet"))])
+    longest = {d: max(n for dd, n in zip(t.column("domain").to_pylist(), t.column("n_tokens").to_pylist()) if dd == d)
+               for d in sk["domains"] if d in set(t.column("domain").to_pylist())}
     for ph, want in zip(info["phases"], sk["schedule"]):
         assert ph["weights"] == pytest.approx(want["weights"], abs=1e-7)
-        got = np.array([ph["domain_tokens"][d] for d in sk["domains"]], float)
-        share = got / got.sum()
-        # realised shares per phase track the phase's weights (whole documents: within a few points)
-        assert np.abs(share - np.array([want["weights"][d] for d in sk["domains"]])).max() < 0.06
+        # realised tokens per phase track the phase's weights up to whole documents: a phase boundary
+        # falls on the nearest document boundary of each domain's list, so within two of its longest
+        # samples (here 3-17 samples a domain: shares alone vary by 3-14 points from seed to seed)
+        for d in sk["domains"]:
+            assert abs(ph["domain_tokens"][d] - want["weights"][d] * ph["tokens"]) <= 2 * longest.get(d, 0) + 0.02 * ph["tokens"], (ph["index"], d)
     code = [ph["domain_tokens"]["code"] / ph["tokens"] for ph in info["phases"]]
     wcode = [p["weights"]["code"] for p in sk["schedule"]]
     assert np.sign(code[-1] - code[0]) == np.sign(wcode[-1] - wcode[0])

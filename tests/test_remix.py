@@ -333,3 +333,81 @@ def test_select_keeps_more_than_keep_when_the_epoch_cap_needs_it(tmp_path, inp):
     d0 = io.read_json(out / R.REMIX_JSON)["domains"][0]
     assert d0["docs_available"] > 0.5 * d0["docs_in_domain"] and d0["epochs"] <= 2.0 + 1e-9
     assert d0["tokens_available"] * 2 >= d0["target_tokens"]
+
+
+def _census(d: Path, n: int, rows_per_shard: int, seed: int = 0) -> list[tuple[str, int]]:
+    """Census files as the census pass writes them (domain, n_tokens, score), one corpus cut into shards."""
+    r = np.random.default_rng(seed)
+    dom, tok, sc = r.integers(0, 3, n), r.integers(5, 200, n), r.random(n)
+    d.mkdir(parents=True, exist_ok=True)
+    out = []
+    for s, lo in enumerate(range(0, n, rows_per_shard)):
+        sl = slice(lo, lo + rows_per_shard)
+        f = d / f"census-{s:05d}.parquet"
+        pq.write_table(pa.table({"domain": pa.array([str(x) for x in dom[sl]]), "n_tokens": pa.array(tok[sl], pa.int64()),
+                                 "score": pa.array(sc[sl])}), f)
+        out.append((str(f), len(dom[sl])))
+    return out
+
+
+W3 = {"domains": [{"name": "0", "weight": 0.5}, {"name": "1", "weight": 0.3}, {"name": "2", "weight": 0.2}]}
+
+
+@pytest.mark.parametrize("select", [None, {"column": "q", "keep": 0.01}])
+def test_plan_memory_does_not_grow_with_the_corpus(tmp_path, select):
+    """The plan holds one census shard and the samples, not ~30 bytes per input document: a corpus 8x
+    larger under the same budget peaks at about the same traced memory (the all-in-memory plan: ~8x)."""
+    import tracemalloc
+
+    peaks = []
+    for n in (16_000, 128_000):
+        census = _census(tmp_path / str(n), n, 2000)
+        tracemalloc.start()
+        samples, info = RPLAN.plan(census, W3, 150_000, 4.0, 1, 1000, select=select)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert info["docs_in"] == n and info["max_abs_share_error"] < 1e-3
+    assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+@pytest.mark.parametrize("budget", [300_000, 3_000_000])  # partial passes (hash windows) / whole passes
+def test_plan_does_not_depend_on_how_the_corpus_is_cut_into_shards(tmp_path, budget):
+    """The same documents cut into 3 or 17 census shards give the same samples (as global rows), in the
+    same order: the bounded pools keep what the whole-corpus cut keeps."""
+    got = []
+    for rows in (10_000, 1_800):
+        census = _census(tmp_path / str(rows), 30_000, rows)
+        samples, _ = RPLAN.plan(census, W3, budget, 4.0, 3, 1000)
+        got.append(samples["shard"].astype(np.int64) * rows + samples["row"])
+    assert len(got[0]) > 1000 and np.array_equal(got[0], got[1])
+
+
+def test_task_arguments_do_not_grow_with_the_number_of_shards(tmp_path):
+    """Scatter tasks get the phases' spans (not every output shard's start), write tasks an index
+    file and their part (not every input shard's scatter file): the largest task argument is the
+    same size for 3 and 12 input shards (and 4x the output shards); same samples either way."""
+    import pickle
+
+    sizes, ids = {}, {}
+    for n in (3, 12):
+        inp = make_input(tmp_path / f"in{n}", n_per=120, shards=n)
+        wp = write_weights(tmp_path / f"w{n}.json", [0.5, 0.2, 0.3], 20_000)
+        seen: list[int] = []
+
+        def phase(name, out, tasks, **kw):
+            seen.extend(len(pickle.dumps(t.kwargs)) for t in tasks)
+            return runner.run_stage(name, out, tasks, use_ray=False, show_progress=False, max_retries=0, **kw)
+
+        cfg = config.parse({"run": {"output": str(tmp_path / f"run{n}"), "seed": 0, "shard": {"target_rows": 120 // n}},
+                            "remix": {"weights": str(wp)}})
+        out = tmp_path / f"out{n}"
+        assert R.run(cfg, inp, out, phase).ok
+        sizes[n] = max(seen)
+        ids[n] = sorted(read_out(out).column("id").to_pylist())
+        info = io.read_json(out / R.REMIX_JSON)
+        pos = np.arange(info["samples"])
+        spans = [[p["samples"][0], p["samples"][1], p["shards"][0]] for p in info["phases"]]
+        starts = np.cumsum([0] + [pq.ParquetFile(p).metadata.num_rows for p in io.shard_files(out)])[:-1]
+        assert np.array_equal(RP.output_shard(pos, spans, info["target_rows"]), np.searchsorted(starts, pos, side="right") - 1)
+    assert ids[3] == ids[12]
+    assert sizes[12] < 1.2 * sizes[3], sizes  # the lists: 3x larger

@@ -109,8 +109,11 @@ def test_mds_streams_load_with_the_mixture_proportions(phased, tmp_path):
         want = rep["phases"][ph["index"]]["domain_samples"]
         assert n == sum(want.values())
         for name, s in ph["streams"].items():
-            assert abs(got[name] / n - s["proportion"]) <= 0.01
-            assert tokens[name] == want[name] + rep["phases"][ph["index"]]["domain_tokens"][name]
+            # Mosaic truncates proportion x epoch size and hands the shortfall to random streams: a
+            # stream may get one sample more or less than the plan (by the counts' float rounding)
+            assert abs(got[name] - s["proportion"] * n) <= 1 + 1e-6 and abs(got[name] - want[name]) <= 1
+            if got[name] == want[name]:
+                assert tokens[name] == want[name] + rep["phases"][ph["index"]]["domain_tokens"][name]
 
 
 def test_load_dataset_and_ray_data_read_only_kept_rows(phased, ray_session):

@@ -125,3 +125,48 @@ def test_labels_from_column_reads_text_of_the_labelled_rows(tmp_path):
     assert info["threshold_pos"] == 109.0 and min(float(d.id.split("-")[1]) + 40 * int(d.id[1]) for d in pos) == 109.0
     with pytest.raises(ValueError, match="no column 'nope'"):
         train.labels_from_column(tmp_path, "nope", 0.1, 0.1, seed=0)
+
+
+def _synthetic_docs(n: int, order_seed: int | None = None):
+    ids = range(n)  # streamed: only a shuffled order is a list
+    if order_seed is not None:
+        ids = list(ids)
+        random.Random(order_seed).shuffle(ids)
+    for i in ids:
+        yield train.Doc(f"doc-{i}", "lorem ipsum " * 20 + str(i), None)
+
+
+def test_sample_docs_is_a_bounded_reservoir_independent_of_order():
+    """The sample holds skip + n documents, not the corpus: 10x more documents streamed peak at about
+    the same traced memory; the same documents in another order give the same sample; n must be finite."""
+    import tracemalloc
+
+    peaks = []
+    for n in (5_000, 50_000):
+        tracemalloc.start()
+        got = train.sample_docs(_synthetic_docs(n), 200, seed=3, skip=50)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert len(got) == 200
+    assert peaks[1] < 1.5 * peaks[0], peaks
+    a = [d.id for d in train.sample_docs(_synthetic_docs(5_000), 300, seed=3)]
+    b = [d.id for d in train.sample_docs(_synthetic_docs(5_000, order_seed=1), 300, seed=3)]
+    assert a == b and len(set(a)) == 300
+    rest = [d.id for d in train.sample_docs(_synthetic_docs(5_000), 300, seed=3, skip=300)]
+    assert not set(rest) & set(a)
+    with pytest.raises(ValueError, match="finite"):
+        train.sample_docs(_synthetic_docs(10), None, seed=3)
+
+
+def test_every_training_sample_size_has_a_finite_default():
+    """max_docs / sample_docs / lm_docs / pool_docs default to a count, never 'all documents'."""
+    from pipeline import config as C
+
+    for model, keys in ((C.LabelSource, ["max_docs"]), (C.PreSelectConfig, ["lm_docs", "pool_docs"]),
+                        (C.MatesConfig, ["sample_docs", "warmup_docs"]), (C.BetrConfig, ["sample_docs"])):
+        for k in keys:
+            v = model.model_fields[k].default
+            assert isinstance(v, int) and 0 < v < 10_000_000, (model.__name__, k, v)
+    from pipeline.config.rephrase import RephraseConfig
+
+    assert isinstance(RephraseConfig.model_fields["max_docs"].default, int)

@@ -27,7 +27,7 @@ def train_fasttext(output: Path = typer.Option(..., "--output", "-o", help="dire
                    positive_source: Optional[list[str]] = typer.Option(None, "--positive-source", help="only these sources count as positive (repeatable)"),
                    negative_source: Optional[list[str]] = typer.Option(None, "--negative-source", help="only these sources count as negative (repeatable)"),
                    source_field: str = typer.Option("source", help="field holding the source in raw JSONL (e.g. domain)"),
-                   max_docs: Optional[int] = typer.Option(None, help="at most this many documents per --positive/--negative input (deterministic sample)"),
+                   max_docs: int = typer.Option(100_000, min=1, help="at most this many documents per --positive/--negative input (deterministic sample; held in memory)"),
                    from_column: Optional[str] = typer.Option(None, "--from-column", help="labels from the top/bottom quantiles of this score column of --input"),
                    preselect: bool = typer.Option(False, "--preselect", help="PreSelect labels from --input: documents whose n-gram LM losses rank the LMs like the targets do"),
                    target: Optional[list[Path]] = typer.Option(None, "--target", help="PreSelect target set (JSONL/Parquet with a text field; repeatable; default: data/benchmarks)"),
@@ -93,7 +93,7 @@ def train_lm(input: Path = typer.Option(..., "--input", "-i", help="reference do
              source: Optional[list[str]] = typer.Option(None, "--source", help="only these sources (repeatable)"),
              source_field: str = typer.Option("source", help="field holding the source in raw JSONL (e.g. domain)"),
              text_field: str = typer.Option("text", help="text field in raw JSONL/Parquet"),
-             max_docs: Optional[int] = typer.Option(None, help="deterministic sample of at most this many documents"),
+             max_docs: int = typer.Option(100_000, min=1, help="deterministic sample of at most this many documents (held in memory)"),
              min_count: int = typer.Option(1, help="rarer words become <unk> (KenLM's lmplz keeps all: 1)"),
              arpa: bool = typer.Option(True, "--arpa/--no-arpa", help="also write the ARPA file (for kenlm)"),
              seed: int = typer.Option(0)):

@@ -27,7 +27,7 @@ class RephraseConfig(Model):
     max_new_tokens: int = Field(256, ge=1, le=4096, description="tokens generated per document (greedy)")
     max_input_chars: int = Field(2000, ge=16, description="characters of each document put in the prompt")
     docs_per_forward: int = Field(16, ge=1, description="documents per generate call (left-padded batch)")
-    max_docs: int | None = Field(None, ge=1, description="rewrite at most this many documents per shard (the first selected)")
+    max_docs: int = Field(1_000_000, ge=1, description="rewrite at most this many documents per shard (the first selected); finite so a task's memory is bounded whatever the shard size")
     keep_originals: bool = Field(True, description="keep the originals next to the rewrites; false = originals go to _rejected/ (reason rephrase:replaced)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per task; null = torch's default")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto = cuda when present")

@@ -12,6 +12,7 @@ from pipeline.config.base import ConfigError, Model, absolute, local_model
 
 BUNDLED_BENCHMARKS = Path(__file__).resolve().parents[2] / "data" / "benchmarks"
 BUNDLED_REFERENCE_LM = Path(__file__).resolve().parents[2] / "data" / "reference_lm" / "en"  # English, see its README
+DEFAULT_MAX_DOCS = 100_000  # training samples (fastText labels, n-gram LMs): held in memory, so always finite
 
 
 class LabelSource(Model):
@@ -19,7 +20,7 @@ class LabelSource(Model):
     sources: list[str] | None = Field(None, description="only documents of these sources")
     text_field: str = Field("text", description="text field of raw JSONL/Parquet files")
     source_field: str = Field("source", description="field holding the source (e.g. `domain` in the raw sample JSONL)")
-    max_docs: int | None = Field(None, ge=1, description="a deterministic sample of at most this many documents (run.seed)")
+    max_docs: int = Field(DEFAULT_MAX_DOCS, ge=1, description="a deterministic sample of at most this many documents (run.seed); memory is O(max_docs), never O(corpus)")
 
 
 class TargetSpec(Model):

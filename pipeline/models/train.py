@@ -80,14 +80,13 @@ def _rank(seed: int, doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}\0{doc_id}".encode(), digest_size=8).digest(), "big")
 
 
-def sample_docs(docs: Iterable[Doc], n: int | None, seed: int, skip: int = 0) -> list[Doc]:
+def sample_docs(docs: Iterable[Doc], n: int, seed: int, skip: int = 0) -> list[Doc]:
     """A deterministic sample: the documents with the smallest keyed hash of their id, ranks
-    [skip, skip + n) in that order (so two calls with different `skip` never overlap). Memory is
-    O(skip + n)."""
-    if n is None:
-        out = list(docs)
-        out.sort(key=lambda d: _rank(seed, d.id))
-        return out[skip:]
+    [skip, skip + n) in that order (so two calls with different `skip` never overlap), whatever the
+    order the documents come in. A bounded reservoir (a heap of skip + n): memory is O(skip + n),
+    never O(corpus), so `n` must be finite (every max_docs/sample_docs/lm_docs/pool_docs has a finite default)."""
+    if n is None or n < 0:
+        raise ValueError(f"sample_docs: n must be a finite count (got {n!r}); the sample is held in memory")
     heap: list[tuple[int, str, int, Doc]] = []  # max-heap via negated rank; seq breaks ties of repeated ids
     cap = skip + n
     for seq, d in enumerate(docs):

@@ -130,10 +130,11 @@ def sig_task(path: str, out: str, key: str, shard: int, n_parts: int, batch_size
 
 
 def buckets_task(out: str, key: str, p: int, band_srcs: list, old_srcs: list, n_homes: int, params: dict) -> dict:
-    """Candidate pairs of one band partition. `old_srcs`: (src, path, parts) of --against indexes."""
+    """Candidate pairs of one band partition. `old_srcs`: index files (shuffle.write_index) of the
+    --against indexes' (src, path, parts)."""
     t = shuffle.read(band_srcs, p, schema=BAND_SCHEMA)
     band, band_key, ekey, uid = (np_column(t, c) for c in ("band", "key", "ekey", "uid"))
-    olds = [_with_src(shuffle.read([(path, parts)], p, schema=INDEX_SCHEMA), src) for src, path, parts in old_srcs]
+    olds = [_with_src(shuffle.read([(path, parts)], p, schema=INDEX_SCHEMA), src) for src, path, parts in shuffle.sources(old_srcs, p)]
     old = pa.concat_tables(olds) if olds else INDEX_SCHEMA.append(pa.field("src", pa.int32())).empty_table()
     if old.num_rows:
         band = np.concatenate([band, np_column(old, "band")])

@@ -3,6 +3,10 @@ destination partitions 0..P-1 (in order); a reduce task for partition p reads ro
 every map file. T map tasks therefore leave T files (not T x P), and a reducer's memory is its
 partition only. Files are written atomically; what a reducer reads comes from the mappers'
 completion markers (`parts`), never from listing a directory, so stale files are never read.
+
+A reducer's sources are given as index files (`write_index`: one small Parquet per pass output,
+(file, partition, row groups) sorted by partition; pipeline.io.write_part_index), not as lists: every task's arguments are O(1)
+in the number of shards and partitions, and a reducer reads only its partition's index rows.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import pyarrow.parquet as pq
 from pipeline import io
 
 MAX_GROUP_ROWS = 1 << 20
+SOURCES_SCHEMA = pa.schema([("part", pa.int64()), ("file", pa.string()), ("first", pa.int64()), ("end", pa.int64()),
+                            ("src", pa.int64())])
 
 
 def write(path: Path, table: pa.Table, part: np.ndarray, n_parts: int) -> dict:
@@ -50,11 +56,39 @@ def write(path: Path, table: pa.Table, part: np.ndarray, n_parts: int) -> dict:
             "sha256": io.sha256_file(path), "parts": parts}
 
 
-def read(srcs: list[tuple[str, dict]], p: int, columns: list[str] | None = None,
+def write_index(path: Path, srcs: list[tuple]) -> str:
+    """An index file of shuffle sources (io.write_part_index): `srcs` items (file, parts) or
+    (src, file, parts) -> rows (part, file, first, end, src), by partition, then the given order."""
+    cols: dict[str, list] = {f.name: [] for f in SOURCES_SCHEMA}
+    for item in srcs:
+        src, (f, parts) = (item[0], item[1:]) if len(item) == 3 else (-1, item)
+        for p, (a, b) in parts.items():
+            for c, v in zip(SOURCES_SCHEMA.names, (int(p), str(f), int(a), int(b), int(src))):
+                cols[c].append(v)
+    return io.write_part_index(pa.table(cols, schema=SOURCES_SCHEMA), Path(path))
+
+
+def sources(srcs: list, p: int) -> list[tuple]:
+    """Partition p's sources: index files (str, see write_index) read for p's rows only, and
+    (file, parts) / (src, file, parts) items as given, in order."""
+    out: list[tuple] = []
+    for s in srcs:
+        if not isinstance(s, str):
+            out.append(tuple(s))
+            continue
+        t = io.read_part_index(s, p).to_pydict()
+        for f, a, b, src in zip(t["file"], t["first"], t["end"], t["src"]):
+            out.append((f, {str(p): [a, b]}) if src < 0 else (src, f, {str(p): [a, b]}))
+    return out
+
+
+def read(srcs: list, p: int, columns: list[str] | None = None,
          schema: pa.Schema | None = None) -> pa.Table:
-    """All rows of partition `p` from the given shuffle files (in the order given). A partition whose
-    row count differs from what its writer recorded (`curate.rows.<p>` in the file's schema metadata) raises:
-    an intermediate file changed under a running stage is never read as if it were complete."""
+    """All rows of partition `p` from the given shuffle files (in the order given; index files are
+    expanded, see sources). A partition whose row count differs from what its writer recorded
+    (`curate.rows.<p>` in the file's schema metadata) raises: an intermediate file changed under a
+    running stage is never read as if it were complete."""
+    srcs = sources(srcs, p)
     tables = []
     for path, parts in srcs:
         rg = parts.get(str(p))

@@ -27,7 +27,7 @@ import numpy as np
 from pipeline import io, lock, runner
 from pipeline.config import Config, ConfigError
 from pipeline.registry import Stage
-from stages.dedup import passes, passes_groups, passes_semantic
+from stages.dedup import passes, passes_groups, passes_semantic, shuffle
 
 STAGE = "dedup"
 WORK, INDEX = "_work", "_index"
@@ -38,15 +38,19 @@ class _PassFailed(Exception):
         self.result = result
 
 
-def _srcs(directory: Path, markers: dict, prefix: str) -> list[tuple[str, dict]]:
-    return [(str(directory / f["name"]), f["parts"]) for m in markers.values() for f in m.get("kept_files", [])
+def _srcs(directory: Path, markers: dict, prefix: str) -> list[str]:
+    """The pass's shuffle files of `prefix`, as one index file in its dir (shuffle.write_index): a
+    one-item list, so sources of several passes add up to a few paths, never O(files)."""
+    srcs = [(str(directory / f["name"]), f["parts"]) for m in markers.values() for f in m.get("kept_files", [])
             if f["name"].startswith(prefix) and "parts" in f]
+    return [shuffle.write_index(directory / f"_index-{prefix.rstrip('-')}.parquet", srcs)]
 
 
-def _for_part(srcs: list[tuple[str, dict]], p: int) -> list[tuple[str, dict]]:
-    """Only what partition p reads (keeps each task's arguments O(files), not O(files x parts))."""
+def _for_part(srcs: list, p: int) -> list:
+    """What partition p reads: index files as they are (the task reads p's rows), (path, parts)
+    items cut to p. Each task's arguments stay O(1) in the number of files and partitions."""
     k = str(p)
-    return [(path, {k: parts[k]}) for path, parts in srcs if k in parts]
+    return [s if isinstance(s, str) else (s[0], {k: s[1][k]}) for s in srcs if isinstance(s, str) or k in s[1]]
 
 
 # ---------------------------------------------------------------------------- --against indexes
@@ -209,8 +213,9 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
         sig_path = lambda h: str(work / "sig" / f"sig-{stems[h]}.parquet")  # noqa: E731
         band_srcs = _srcs(work / "sig", signature_markers, "bands-")
         old_srcs = [(j, str(against / INDEX / f["name"]), f["parts"]) for j, (against, meta) in enumerate(closure) for f in meta["files"]]
+        old_index = [shuffle.write_index(work / "_index-against.parquet", old_srcs)] if old_srcs else []
         bucket_markers = per_part("buckets", passes.buckets_task, n_parts, band_srcs=lambda p: _for_part(band_srcs, p),
-                                  old_srcs=lambda p: [(j, path, {str(p): parts[str(p)]}) for j, path, parts in old_srcs if str(p) in parts],
+                                  old_srcs=old_index,
                                   n_homes=n, params=params)
         edge_srcs = _srcs(work / "buckets", bucket_markers, "edges-")
         oldmatch_srcs = _srcs(work / "buckets", bucket_markers, "oldmatch-")

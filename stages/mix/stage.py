@@ -4,9 +4,11 @@ Passes (each resumable; a killed run re-trains no finished proxy):
 
   1. tokenizer  (driver)    train a byte-level BPE on a seeded sample of the input (or load
                             run.tokenizer.path) -> <out>/tokenizer.json
-  2. tokenize   (per shard) BPE ids per document -> <out>/_work/tokens; per-domain docs/tokens
+  2. tokenize   (per shard) token counts of every document -> <out>/_work/tokens-count (per-domain
+                            docs/tokens); then BPE ids of only the documents the streams can take
+                            (seeded id-hash threshold per domain) -> <out>/_work/tokens: O(sample)
   3. streams    (driver)    per-domain token streams for the proxies -> <out>/domains/<i>.npy
-                            (whole documents in a seeded order, at most STREAM_CAP x proxy.train_tokens each);
+                            (whole documents in seeded id-hash order, at most STREAM_CAP x proxy.train_tokens each);
                             target sets split by example-id hash into search / eval parts ->
                             <out>/targets/ (evaluate uses the eval parts, the search never sees them)
   4. search     (rounds)    baselines need no proxy; RegMix and CLIMB call an evaluator that trains
@@ -156,10 +158,13 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
     tok = _tokenizer(cfg.run.tokenizer, shards, out, seed, fp)
     tok_sha = io.sha256_file(tok)
 
-    r = ts.tokenize_pass(phase, "mix:tokenize", shards, work / "tokens", tok, tok_sha, c.domain_column, cfg.run.docs_per_batch, fp)
+    max_tokens = max([c.proxy.train_tokens] + (c.cmr_tokens() if c.method == "cmr" else []))  # cmr: its grid's largest run
+    # only what the streams can take is tokenized and kept (sampled in the tasks by id hash): O(sample), not O(corpus)
+    r = ts.tokenize_pass(phase, "mix:tokenize", shards, work / "tokens", tok, tok_sha, c.domain_column, cfg.run.docs_per_batch, fp,
+                         ts.STREAM_CAP * max_tokens, seed)
     if not r.ok:
         return runner.stopped(STAGE, out, header, r)
-    markers = {p.stem: io.read_marker(work / "tokens", p.stem) for p in shards}
+    markers = {p.stem: io.read_marker(ts.count_dir(work / "tokens"), p.stem) for p in shards}
     totals = ts.domain_totals(markers)
     dnames = list(totals)
     docs = np.array([totals[d][0] for d in dnames], dtype=np.int64)
@@ -172,8 +177,7 @@ def _run(cfg: Config, inp: Path, out: Path, phase, shards: list[Path], fp: str, 
         raise ConfigError(f"mix.domain_column: {c.domain_column!r} has {len(dnames)} value(s) in {inp}; a mixture needs at least 2 domains")
 
     sdir = out / "domains"
-    max_tokens = max([c.proxy.train_tokens] + (c.cmr_tokens() if c.method == "cmr" else []))  # cmr: its grid's largest run
-    skey = ts.digest(tok_sha, fp, c.domain_column, max_tokens, seed)
+    skey = ts.digest(tok_sha, fp, c.domain_column, max_tokens, seed, "hash-order")
     built = ts.cached_streams(work / "tokens", [p.stem for p in shards], dnames, ts.STREAM_CAP * max_tokens, seed, sdir,
                               key=skey, domain_column=c.domain_column)
     streams = [str(sdir / d["file"]) for d in built]

@@ -144,8 +144,18 @@ def prefix_chosen(pos: np.ndarray, seed: int, fraction: float) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
 
 
+def output_shard(pos: np.ndarray, spans: list[list[int]], target_rows: int) -> np.ndarray:
+    """The output shard of each sample position: phase [lo, hi) starts at shard `first` and is cut
+    every target_rows samples (as the plan's shard_starts; O(phases) to carry, not O(shards))."""
+    j = np.full(len(pos), -1, np.int64)
+    for lo, hi, first in spans:
+        m = (pos >= lo) & (pos < hi)
+        j[m] = first + (pos[m] - lo) // target_rows
+    return j
+
+
 def scatter_shard(path: str, key: str, work: str, plan_file: str, lo: int, hi: int, domain_column: str,
-                  names: list[str], shard_starts: list[int], prefix: dict | None = None) -> dict:
+                  names: list[str], spans: list[list[int]], target_rows: int, prefix: dict | None = None) -> dict:
     """Read one input shard once; write its sampled rows, in output order, to one file with one row
     group per output shard they go to (the write step reads exactly its row groups). `prefix`:
     {field, fraction, template, seed, spans: [[lo, hi], ...] of the sample positions of phases with prefixes}."""
@@ -178,7 +188,7 @@ def scatter_shard(path: str, key: str, work: str, plan_file: str, lo: int, hi: i
             cols[PREFIX] = pa.array([prefix["template"].format(value=v) if o and v not in (None, "") else None
                                      for o, v in zip(on.tolist(), vals)], pa.string())
         table = pa.table(cols)
-        j = np.searchsorted(np.asarray(shard_starts), pos, side="right") - 1  # output shard of each sample
+        j = output_shard(pos, spans, target_rows)
         cuts = np.flatnonzero(np.diff(j)) + 1
         starts, ends = np.r_[0, cuts], np.r_[cuts, n]
 
@@ -233,11 +243,15 @@ def _token_files(table: pa.Table, out: Path, key: str, tokenizer: str, batch_siz
     return {"token_files": [f"{key}.tokens.npy", f"{key}.index.npy"], "token_ids": int(len(arr)), "token_dtype": str(dtype)}
 
 
-def write_shard(out: str, key: str, parts: list[list], rows: int, names: list[str], tokenizer: str | None,
-                tokenized: bool, batch_size: int, prefix: bool = False) -> dict:
+def write_shard(out: str, key: str, parts: list[list] | str, rows: int, names: list[str], tokenizer: str | None,
+                tokenized: bool, batch_size: int, prefix: bool = False, part: int | None = None) -> dict:
     """Gather the row groups of one output shard from the scatter files, in plan order; write it
-    (and its token files)."""
+    (and its token files). `parts`: [[scatter file, row group], ...], or the scatter pass's index
+    file (io.write_part_index) holding them for every output shard (`part` = this one)."""
     out = Path(out)
+    if isinstance(parts, str):
+        t = io.read_part_index(parts, part).to_pydict()
+        parts = [[f, g] for f, g in zip(t["file"], t["group"])]
     pieces = [pq.ParquetFile(f).read_row_group(g) for f, g in parts]
     schema = OUT_SCHEMA + ([(PREFIX, pa.string())] if prefix else [])
     if pieces:

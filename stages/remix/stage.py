@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import io, lock, runner
@@ -247,7 +248,9 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
                 io.marker_path(out, key).unlink()
         spans = [p["samples"] for p in info["phases"] if p["metadata_prefix"]]
         prefix = {**pre, "seed": seed, "spans": spans} if pre is not None else None
-        parts: list[list] = [[] for _ in keys]
+        parts: list[list] | str = [[] for _ in keys]
+        # each phase's samples [lo, hi) and its first output shard: O(phases) task arguments, not the shard starts
+        spans = [[p["samples"][0], p["samples"][1], p["shards"][0]] for p in info["phases"]]
         if any(io.read_marker(out, key) is None for key in keys):  # else the scatter files are not needed (and deleted)
             sdir = work / "scatter"
             for p in shards:
@@ -256,21 +259,21 @@ def remix(inp: Path, out: Path, weights_path: Path, tokens: int | None = None, *
                     io.marker_path(sdir, p.stem).unlink()
             tasks = [runner.Task(p.stem, passes.scatter_shard, dict(
                 path=str(p), key=p.stem, work=str(sdir), plan_file=str(plan_file), lo=bounds[i], hi=bounds[i + 1],
-                domain_column=col, names=names, shard_starts=starts, prefix=prefix)) for i, p in enumerate(shards)]
+                domain_column=col, names=names, spans=spans, target_rows=info["target_rows"], prefix=prefix)) for i, p in enumerate(shards)]
             r = runner.work_phase(partial(phase, force=False), "remix:scatter", sdir, tasks, ph, fp)
             if not r.ok:
                 return runner.stopped(STAGE, out, header, r)
-            for p in shards:
-                m = io.read_marker(sdir, p.stem)
-                for j, g, _ in m["groups"]:
-                    parts[j].append([str(sdir / m["scatter"]), g])
+            rows = [(j, str(sdir / m["scatter"]), g) for m in (io.read_marker(sdir, p.stem) for p in shards) for j, g, _ in m["groups"]]
+            # which scatter row groups each output shard gathers: one index file, not a list per task
+            parts = io.write_part_index(pa.table({"part": pa.array([r[0] for r in rows], pa.int64()), "file": [r[1] for r in rows],
+                                                  "group": pa.array([r[2] for r in rows], pa.int64())}), sdir / "_index-write.parquet")
     dtype = None
     if tokenized and tok:
         from pipeline.tokens import load_tokenizer
 
         dtype = passes.token_dtype(load_tokenizer(str(tok)))[1].name
     tasks = [runner.Task(key, passes.write_shard, dict(
-        out=str(out), key=key, parts=parts[j], rows=starts[j + 1] - starts[j], names=names,
+        out=str(out), key=key, parts=parts if isinstance(parts, str) else parts[j], part=j, rows=starts[j + 1] - starts[j], names=names,
         tokenizer=str(tok) if tok else None, tokenized=bool(tokenized), batch_size=batch_size, prefix=pre is not None))
         for j, key in enumerate(keys)]
     fin = partial(finalize, info=info, formats=fmts, dtype=dtype, phase=phase, seed=seed)
