@@ -112,17 +112,17 @@ def local_hashes(run: Path, roots: list[str]) -> dict[str, str]:
 
 
 def bucket_hashes(prefix: str, roots: list[str]) -> dict[str, str]:
-    fs = _fs()
-    out = {}
-    for path in sorted(fs.find(prefix)):
-        rel = path[len(prefix):].lstrip("/")
+    fs, out, key = _fs(), {}, prefix.split("://", 1)[1]
+    for path in sorted(fs.find(key)):
+        rel = path[len(key):].lstrip("/")
         if rel.endswith(COMPARED) or rel.rsplit("/", 2)[-2:-1] == ["_done"]:
             out[rel] = _normal(rel, fs.cat_file(path), roots)
     return out
 
 
 def bucket_names(prefix: str) -> set[str]:
-    return {p[len(prefix):].lstrip("/") for p in _fs().find(prefix)}
+    key = prefix.split("://", 1)[1]
+    return {p[len(key):].lstrip("/") for p in _fs().find(key)}
 
 
 @pytest.fixture(scope="module")
