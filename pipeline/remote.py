@@ -40,6 +40,7 @@ from pipeline.lock import Locked
 STAGING_ENV, TTL_ENV = "CURATE_STAGING", "CURATE_LEASE_TTL"
 REMOTE_FILE, PUSHED_FILE = ".curate-remote.json", ".curate-pushed.log"
 LEASE = "_lock.json"
+WRITTEN = "_written"  # key of runner.execute_task's result: every file the task wrote (io.recording_writes)
 SIDE = {io.STATS, io.CARD, "_input_shards.json", "_run_summary.json"}
 _MIRRORS: dict[str, "Mirror"] = {}
 
@@ -140,10 +141,14 @@ class Mirror:
                 self.put(p)
 
     def push_task(self, out: Path, marker: dict) -> None:
-        """A finished task: its files (whole-file puts), then its marker."""
+        """A finished task: its files (whole-file puts; those its marker lists, then any other it
+        wrote, e.g. dedup's `_index/` shard), then its marker."""
         for sub, key in (("", "kept_files"), (io.REJECTED, "rejected_files"), (io.QUARANTINE, "quarantine_files")):
             for f in marker.get(key, []):
                 self.put(Path(out) / sub / io.safe_name(f["name"]))
+        for p in sorted(marker.get(WRITTEN, [])):
+            if Path(p).is_relative_to(self.root) and Path(p).exists():
+                self.put(Path(p))
         self.put(io.marker_path(Path(out), marker["key"]))
 
     def prune(self, under: Path) -> None:

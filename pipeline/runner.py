@@ -59,14 +59,15 @@ def execute_task(out: str, key: str, fn: Callable[..., dict], kwargs: dict, inpu
     """Run one task and write its marker. Safe to call twice: outputs are overwritten in place."""
     faults.maybe_kill_worker(out, key)  # no-op unless CURATE_FAULT is set
     t0 = time.perf_counter()
-    counters = fn(**kwargs)
+    with io.recording_writes() as written:
+        counters = fn(**kwargs)
     counters["seconds"] = round(time.perf_counter() - t0, 3)
     counters["key"] = key
     io.check_accounting(Path(out), key, counters)  # never write a marker for output that lost or invented rows
     if input_fp is not None:
         counters["input_fp"] = input_fp
     io.write_json(counters, io.marker_path(Path(out), key))
-    return counters
+    return {**counters, remote.WRITTEN: [str(p) for p in written]}  # not in the marker: what the task wrote, to put
 
 
 # ---------------------------------------------------------------- Ray plumbing

@@ -165,7 +165,7 @@ def test_sigkill_mid_run_then_resume_from_the_bucket_alone(s3, local_runs, tmp_p
     url = "s3://curate/killed"
     staging = tmp_path / "staging"
     cfg = _config(tmp_path, "two", url, TWO)
-    env = {**s3, "CURATE_STAGING": str(staging)}
+    env = {**s3, "CURATE_STAGING": str(staging), "CURATE_LEASE_TTL": "2"}
     r = curate(cfg, env={**env, "CURATE_FAULT": "kill_worker:dedup/part-00001-0000", "CURATE_FAULT_DIR": str(tmp_path / "f")})
     assert r.returncode == -9, r.stderr[-2000:]  # --no-ray: the curate process itself died
     names = bucket_names(url)
@@ -173,7 +173,8 @@ def test_sigkill_mid_run_then_resume_from_the_bucket_alone(s3, local_runs, tmp_p
     assert any(n.startswith("dedup/_work/") and "/_done/" in n for n in names)  # some of dedup's tasks were in the bucket
     assert "_lock.json" in names  # the dead run's lease: still there, expires
     shutil.rmtree(staging)  # a fresh machine: nothing but the bucket
-    r = curate(cfg, "--resume", env={**env, "CURATE_LEASE_TTL": "1"})
+    time.sleep(2.5)  # the dead run's lease (2 s, never renewed) expires: the resume takes it over
+    r = curate(cfg, "--resume", env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     roots = [str(local_runs["two"]), *_staging_roots(staging)]
     assert bucket_hashes(url, roots) == local_hashes(local_runs["two"], roots)
