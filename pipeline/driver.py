@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pipeline import io, logs, registry, remote, runner
+from pipeline import io, lock, logs, registry, remote, runner
 from pipeline.config import STAGES, Config, ConfigError, inside
 
 
@@ -75,6 +75,8 @@ def _run(cfg: Config, plans: list[StagePlan], force: bool, use_ray: bool, ray_ad
         runner.init_ray(ray_address or cfg.run.ray.address, cfg.run.ray.num_cpus)
     results = []
     for p in plans:
+        if mirror is not None and mirror.lost:
+            raise lock.Locked(mirror.lost)
         spec = registry.stage(p.stage)
         if p.inp is not None and (inside(p.out, p.inp) or inside(p.inp, p.out)):
             raise ConfigError(f"{p.stage}: output {p.out} overlaps its input {p.inp}; choose a separate output dir")

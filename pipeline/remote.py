@@ -86,6 +86,7 @@ def _skip(name: str) -> bool:
 class Mirror:
     def __init__(self, url: str, root: Path):
         self.url, self.root = url.rstrip("/"), Path(root)
+        self.lost: str | None = None  # set when another run took this run's lease (checked between stages)
         self.fs, self.base = storage.fs_and_path(self.url)
         self.base = self.base.rstrip("/")
         self._pushed = self._load_record()
@@ -233,11 +234,14 @@ class Mirror:
             if not self._create(path, body()):
                 raise Locked(f"{self.url}: another run took over its stale lease ({LEASE}) at the same time; wait for it to finish")
         stop = threading.Event()
+        self.lost = None
 
         def renew() -> None:
             while not stop.wait(ttl / 3):
                 cur = self._read_lease(path)
                 if cur is None or cur.get("owner") != me["owner"]:
+                    self.lost = (f"{self.url}: this run lost its lease ({LEASE}) to pid {(cur or {}).get('pid', '?')} on "
+                                 f"{(cur or {}).get('host', '?')}; stopped: re-run with --resume once that run has finished")
                     logs.event("lease_lost", level="error", url=self.url, holder=cur)
                     return
                 self.fs.pipe_file(path, body())

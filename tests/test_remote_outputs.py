@@ -85,9 +85,9 @@ def _config(tmp: Path, name: str, output: str, extra: dict) -> Path:
     return p
 
 
-def curate(cfg: Path, *args, env: dict, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([curate_bin(), "run", str(cfg), "-q", "--no-ray", *args], capture_output=True, text=True,
-                          timeout=timeout, env=clean_env(**env), start_new_session=True)
+def curate(cfg: Path, *args, env: dict, ray: bool = False, timeout: int = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([curate_bin(), "run", str(cfg), "-q", *([] if ray else ["--no-ray"]), *args], capture_output=True,
+                          text=True, timeout=timeout, env=clean_env(**env), start_new_session=True)
 
 
 def _normal(rel: str, data: bytes, roots: list[str]) -> str:
@@ -147,7 +147,7 @@ def test_every_output_on_s3_gives_the_bytes_of_a_local_run(s3, local_runs, tmp_p
     url = "s3://curate/five"
     staging = tmp_path / "staging"
     cfg = _config(tmp_path, "five", url, FIVE)
-    r = curate(cfg, env={**s3, "CURATE_STAGING": str(staging)})
+    r = curate(cfg, env={**s3, "CURATE_STAGING": str(staging)}, ray=True)  # Ray workers write staging, the driver puts
     assert r.returncode == 0, r.stderr[-2000:]
     roots = [str(local_runs["five"]), *_staging_roots(staging)]
     want = local_hashes(local_runs["five"], roots)
@@ -263,3 +263,19 @@ def test_pull_trusts_markers_only_and_push_puts_data_before_markers(s3, tmp_path
     assert puts == [["st", "part-d.parquet"], ["_done", "d.json"], ["st", io.MANIFEST]]
     m.prune(root / "st")  # the orphan and the bad marker's file go
     assert not fs.exists(f"{url}/st/part-b.parquet") and fs.exists(f"{url}/st/part-a.parquet")
+
+
+def test_config_maps_an_output_url_to_its_staging_dir(tmp_path, monkeypatch):
+    from pipeline import remote
+    from pipeline.config import ConfigError, parse
+
+    monkeypatch.setenv("CURATE_STAGING", str(tmp_path / "staging"))
+    cfg = parse({"run": {"output": "s3://curate/runs/a"}}, "c.yaml")
+    root = cfg.run.output
+    assert root.parent == tmp_path / "staging" and root.name.startswith("curate-runs-a-")
+    assert remote.mirror_for(root / "filter" / "_done").url == "s3://curate/runs/a"
+    assert parse({"run": {"output": "s3://curate/runs/b"}}, "c.yaml").run.output != root  # one staging dir per URL
+    assert remote.mirror_for(tmp_path) is None  # a local dir: no mirror
+    with pytest.raises(ConfigError) as e:
+        parse({"run": {"output": "nosuchfs://x/y"}}, "c.yaml")
+    assert str(e.value).startswith("c.yaml: run.output: nosuchfs://x/y") and "\n" not in str(e.value)
