@@ -250,6 +250,7 @@ def test_pull_trusts_markers_only_and_push_puts_data_before_markers(s3, tmp_path
     fs.pipe_file(f"{url}/st/_done/a.json", json.dumps({"key": "a", "kept_files": [{"name": "part-a.parquet", "bytes": 10}]}).encode())
     fs.pipe_file(f"{url}/st/_done/c.json", json.dumps({"key": "c", "kept_files": [{"name": "part-c.parquet", "bytes": 9}]}).encode())
     fs.pipe_file(f"{url}/st/weights.json", b"{}")
+    fs.pipe_file(f"{url}2/st/other.json", b"{}")  # another output URL sharing the prefix: not this one's
     monkeypatch.setenv("CURATE_STAGING", str(tmp_path / "staging"))
     root = remote.staging_for(url)
     (root / "st").mkdir()
