@@ -23,6 +23,7 @@ storage all Ray nodes mount at the same path (see README, "Outputs on object sto
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -81,6 +82,28 @@ def _rank(rel: str) -> int:
 
 def _skip(name: str) -> bool:
     return name in (REMOTE_FILE, PUSHED_FILE, io.LOCK, LEASE) or io.TMP_TAG in name
+
+
+def _same(p: Path, info: dict) -> bool:
+    """A local file holds the object's bytes: same size and MD5 (S3's ETag of a single-part put,
+    GCS's md5Hash); an object without a plain MD5 counts as different (downloaded again)."""
+    try:
+        if p.stat().st_size != int(info["size"]):
+            return False
+    except OSError:
+        return False
+    etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+    if re.fullmatch(r"[0-9a-f]{32}", etag):
+        want = etag
+    elif info.get("md5Hash"):
+        want = base64.b64decode(info["md5Hash"]).hex()
+    else:
+        return False
+    h = hashlib.md5(usedforsecurity=False)
+    with open(p, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest() == want
 
 
 class Mirror:
@@ -177,10 +200,12 @@ class Mirror:
         remote = {r: i for r, i in remote.items() if r and not _skip(r.rsplit("/", 1)[-1])}
         markers = {r for r in remote if _rank(r) == 1 and r.endswith(".json")}
         listed, dropped = set(), set()
+        blobs = self.fs.cat([self.rpath(r) for r in sorted(markers)], on_error="return") if markers else {}
+        blobs = {self._relof(k): v for k, v in blobs.items()}
         for r in sorted(markers):
             d = r.rsplit("/", 2)[0] if r.count("/") >= 2 else ""
             try:
-                m = json.loads(self.fs.cat_file(self.rpath(r)))
+                m = json.loads(blobs[r])
                 files = [(f"{d}/{sub}/{f['name']}".replace("//", "/").lstrip("/"), f.get("bytes"))
                          for sub, key in (("", "kept_files"), (io.REJECTED, "rejected_files"), (io.QUARANTINE, "quarantine_files"))
                          for f in m.get(key, [])]
@@ -199,14 +224,16 @@ class Mirror:
                 p.unlink()
         (self.root / PUSHED_FILE).unlink(missing_ok=True)
         self._pushed = {}
+        get = sorted(r for r in trusted if not _same(self.root / r, remote[r]))
+        tmps = [self.root / f"{r}{io.TMP_TAG}{os.getpid()}" for r in get]
+        for t in tmps:
+            t.parent.mkdir(parents=True, exist_ok=True)
+        if get:
+            self.fs.get([self.rpath(r) for r in get], [str(t) for t in tmps])  # concurrent downloads
+        for r, t in zip(get, tmps):
+            os.replace(t, self.root / r)
         for r in sorted(trusted):
-            p = self.root / r
-            if not (p.exists() and p.stat().st_size == int(remote[r]["size"])):
-                p.parent.mkdir(parents=True, exist_ok=True)
-                tmp = p.with_name(f"{p.name}{io.TMP_TAG}{os.getpid()}")
-                self.fs.get_file(self.rpath(r), str(tmp))
-                os.replace(tmp, p)
-            self._note(r, self._stat(p))
+            self._note(r, self._stat(self.root / r))
         logs.event("remote_pull", url=self.url, staging=str(self.root), files=len(trusted),
                    skipped=len(remote) - len(trusted))
 

@@ -255,10 +255,13 @@ def test_pull_trusts_markers_only_and_push_puts_data_before_markers(s3, tmp_path
     root = remote.staging_for(url)
     (root / "st").mkdir()
     (root / "st" / "stale.parquet").write_bytes(b"old")  # not in the bucket: removed
+    (root / "st" / "weights.json").write_bytes(b"[]")  # same size, other bytes than the bucket's: replaced
+    (root / "st" / "part-a.parquet").write_bytes(b"x" * 10)  # already the bucket's bytes: kept
     m = remote.Mirror(url, root)
     m.pull()
     got = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.name.startswith(".curate")}
     assert got == {"st/part-a.parquet", "st/_done/a.json", "st/weights.json"}
+    assert (root / "st" / "weights.json").read_bytes() == b"{}" and (root / "st" / "part-a.parquet").read_bytes() == b"x" * 10
     # push order: a fresh pass writes data, a marker and a manifest; sync puts them in that order
     puts = []
     monkeypatch.setattr(m.fs, "put_file", lambda lp, rp, **kw: puts.append(rp.rsplit("/", 2)[-2:]))
