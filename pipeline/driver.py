@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pipeline import io, logs, registry, runner
+from pipeline import io, lock, logs, registry, remote, runner
 from pipeline.config import STAGES, Config, ConfigError, inside
 
 
@@ -58,10 +58,25 @@ def plan(cfg: Config, only: list[str] | None = None, inp: Path | None = None, ou
 
 def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bool = True,
         ray_address: str | None = None, show_progress: bool = True) -> list[runner.StageResult]:
+    mirror = remote.mirror_for(cfg.run.output)  # run.output is a URL: run in its staging dir (pipeline/remote.py)
+    if mirror is None:
+        return _run(cfg, plans, force, use_ray, ray_address, show_progress, None)
+    with mirror.lease():
+        mirror.pull()
+        try:
+            return _run(cfg, plans, force, use_ray, ray_address, show_progress, mirror)
+        finally:
+            mirror.sync()
+
+
+def _run(cfg: Config, plans: list[StagePlan], force: bool, use_ray: bool, ray_address: str | None, show_progress: bool,
+         mirror: remote.Mirror | None) -> list[runner.StageResult]:
     if use_ray:
         runner.init_ray(ray_address or cfg.run.ray.address, cfg.run.ray.num_cpus)
     results = []
     for p in plans:
+        if mirror is not None and mirror.lost:
+            raise lock.Locked(mirror.lost)
         spec = registry.stage(p.stage)
         if p.inp is not None and (inside(p.out, p.inp) or inside(p.inp, p.out)):
             raise ConfigError(f"{p.stage}: output {p.out} overlaps its input {p.inp}; choose a separate output dir")
@@ -83,4 +98,7 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
             break  # later stages would read an incomplete input
         if spec.recompute_on_growth and p.inp is not None:  # what _input_grew compares with next time
             io.write_json(io.shard_fingerprints(p.inp), Path(p.out) / INPUT_SHARDS)
+        if mirror is not None and remote.mirror_for(p.out) is mirror:
+            mirror.prune(p.out)  # what the stage removed from its dir (a --force rerun's old passes)
+            mirror.sync(p.out)
     return results

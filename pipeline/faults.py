@@ -21,6 +21,11 @@ what the driver's environment held when Ray started (embedded Ray copies it to i
         With `+`, that write and every later one fail (the disk stays full); without it only the
         <n>-th does (a transient failure, which a task retry survives).
 
+    CURATE_FAULT=kill_put:<glob>
+        Inside `remote.Mirror` (outputs on an object store), while a file whose path relative to the
+        output URL matches <glob> is being put, once per path: the put is opened, half of the file's
+        bytes are written to it, and the process SIGKILLs itself before the put completes.
+
     Several faults: separate them with `;`, e.g. `kill_worker:filter/*;enospc:3`.
 
     CURATE_FAULT_DIR: where the once-flags and the write counter live (default:
@@ -46,8 +51,8 @@ def _specs() -> list[tuple[str, str]]:
     out = []
     for part in raw.split(";"):
         kind, _, arg = part.strip().partition(":")
-        if kind not in ("kill_worker", "enospc"):
-            raise ValueError(f"{ENV}: unknown fault {kind!r} in {raw!r}; use kill_worker:<glob> or enospc:<n>[+][:<glob>]")
+        if kind not in ("kill_worker", "enospc", "kill_put"):
+            raise ValueError(f"{ENV}: unknown fault {kind!r} in {raw!r}; use kill_worker:<glob>, kill_put:<glob> or enospc:<n>[+][:<glob>]")
         out.append((kind, arg))
     return out
 
@@ -76,6 +81,19 @@ def maybe_kill_worker(out: str, key: str) -> None:
         if kind != "kill_worker" or not (fnmatch.fnmatchcase(key, glob) or fnmatch.fnmatchcase(f"{stage}/{key}", glob)):
             continue
         if _once(f"kill_worker-{stage}-{key}".replace("/", "_")):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_kill_put(rel: str, fs, rpath: str, local: Path) -> None:
+    """Hook of `remote.Mirror`: die in the middle of putting `local` to `rpath`, once per path."""
+    if ENV not in os.environ:
+        return
+    for kind, glob in _specs():
+        if kind == "kill_put" and fnmatch.fnmatchcase(rel, glob) and _once(f"kill_put-{rel}".replace("/", "_")):
+            data = Path(local).read_bytes()
+            fh = fs.open(rpath, "wb")
+            fh.write(data[: len(data) // 2])
+            fh.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
 

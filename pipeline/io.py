@@ -11,6 +11,7 @@ Layout of a dataset directory (one per stage):
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -74,6 +75,21 @@ def disk_full(e: BaseException, path: Path) -> DiskFull | None:
     return None
 
 
+_WRITTEN: list[Path] | None = None  # what atomic_write completed while a task records (runner.execute_task)
+
+
+@contextlib.contextmanager
+def recording_writes():
+    """Collect the paths `atomic_write` completes in this process while the block runs (a task's
+    files, also those its marker does not list, for outputs on object stores: pipeline/remote.py)."""
+    global _WRITTEN
+    prev, _WRITTEN = _WRITTEN, []
+    try:
+        yield _WRITTEN
+    finally:
+        _WRITTEN = prev
+
+
 def atomic_write(path: Path, write) -> None:
     """Write via `write(tmp_path)` to a temp name in the same dir, fsync, rename over `path`.
     On any failure the temp file is removed and `path` is untouched (a full disk raises DiskFull)."""
@@ -92,6 +108,8 @@ def atomic_write(path: Path, write) -> None:
             raise full from e
         raise
     _fsync_dir(path.parent)
+    if _WRITTEN is not None:
+        _WRITTEN.append(path)
 
 
 def write_parquet(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:

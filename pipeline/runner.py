@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline import faults, io, lock, logs
+from pipeline import faults, io, lock, logs, remote
 from pipeline.manifest import build_manifest, build_stats
 from pipeline.version import __version__
 
@@ -59,14 +59,15 @@ def execute_task(out: str, key: str, fn: Callable[..., dict], kwargs: dict, inpu
     """Run one task and write its marker. Safe to call twice: outputs are overwritten in place."""
     faults.maybe_kill_worker(out, key)  # no-op unless CURATE_FAULT is set
     t0 = time.perf_counter()
-    counters = fn(**kwargs)
+    with io.recording_writes() as written:
+        counters = fn(**kwargs)
     counters["seconds"] = round(time.perf_counter() - t0, 3)
     counters["key"] = key
     io.check_accounting(Path(out), key, counters)  # never write a marker for output that lost or invented rows
     if input_fp is not None:
         counters["input_fp"] = input_fp
     io.write_json(counters, io.marker_path(Path(out), key))
-    return counters
+    return {**counters, remote.WRITTEN: [str(p) for p in written]}  # not in the marker: what the task wrote, to put
 
 
 # ---------------------------------------------------------------- Ray plumbing
@@ -287,10 +288,17 @@ def _run_stage(
         io.write_json({**header, "status": "running"}, out / io.MANIFEST)
     except io.DiskFull as e:  # nothing ran: report it like a failed task (exit 1, re-run resumes)
         return _driver_failed(stage, out, header, [], e, t0)
+    mirror = remote.mirror_for(out)  # an output URL's staging dir: keep the bucket in step
+    if mirror is not None:
+        if force:
+            mirror.prune(out)
+        mirror.sync()
 
     pending = [t for t in tasks if io.read_marker(out, t.key) is None]
     logs.event("stage_start", stage=stage, out=str(out), tasks=len(tasks), done=len(tasks) - len(pending), pending=len(pending))
     bar = _progress(stage, total=len(tasks), initial=len(tasks) - len(pending), enabled=show_progress and not logs.json_mode())
+    if mirror is not None:
+        bar = _pushing(bar, mirror, out)
     try:
         if use_ray:
             failed = _run_with_ray(out, pending, max_retries, cpus_per_task, bar) if pending else []
@@ -319,6 +327,10 @@ def _run_stage(
         io.write_json(build_stats(markers.values(), seconds), out / io.STATS)
     except io.DiskFull as e:  # the markers on disk stay valid: a re-run redoes only this step
         return _driver_failed(stage, out, header, failed, e, t0)
+    if mirror is not None:
+        if not missing:
+            mirror.prune(out)  # orphans, as _remove_orphans did here
+        mirror.sync()
     totals = manifest["totals"]
     logs.event("stage_end", level="info" if not missing else "error", stage=stage, status=manifest["status"], tasks=len(tasks),
                done=len(tasks) - len(missing), failed=len(failed), seconds=round(seconds, 3),
@@ -355,6 +367,16 @@ def _remove_orphans(out: Path, markers) -> None:
         for p in (out / d).glob("part-*.parquet"):
             if (d, p.name) not in keep:
                 p.unlink()
+
+
+def _pushing(update, mirror: remote.Mirror, out: Path):
+    """The progress callback, putting each finished task's files and then its marker to the bucket."""
+    def push(marker: dict | None, **kw) -> None:
+        if marker and not kw.get("close"):
+            mirror.push_task(out, marker)
+        update(marker, **kw)
+
+    return push
 
 
 def _progress(stage: str, total: int, initial: int, enabled: bool):

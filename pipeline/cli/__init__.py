@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from pipeline import driver, io, lock, runner, stats
+from pipeline import driver, io, lock, remote, runner, stats
 from pipeline.config import ConfigError, load, parse
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -84,6 +84,13 @@ def execute(cfg, plans, resume: bool, ray_address: str | None, no_ray: bool, qui
                         "totals": r.manifest.get("totals", {}), "failed": r.failed} for r in results],
             "not_run": [p.stage for p in plans[len(results):]],
         })
+        mirror = remote.mirror_for(summary)
+        if mirror is not None and summary.exists():  # run.output is a URL: the summary goes to the bucket too
+            try:
+                mirror.put(summary)
+            except OSError as e:
+                err.print(f"[yellow]warning:[/yellow] could not put {summary.name} to {mirror.url}: {str(e).splitlines()[0]}",
+                          highlight=False, soft_wrap=True)
     logs.event("run_end", status="ok" if code == 0 else "failed", exit_code=code, stages=[r.stage for r in results],
                seconds=round(time.time() - started, 3))
     if code:

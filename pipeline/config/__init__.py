@@ -104,6 +104,17 @@ def parse(data: Any, path: str = "<config>", base_dir: Path | None = None) -> Co
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections (run, ingest, filter ...)")
     refuse_renamed(data, path)
+    out = data.get("run", {}).get("output") if isinstance(data.get("run"), dict) else None
+    from pipeline import storage
+
+    if storage.is_url(out):  # an object store: stages run in a local staging mirror of it (pipeline/remote.py)
+        from pipeline import remote
+
+        try:
+            storage.fs_and_path(out)
+        except storage.StorageError as e:
+            raise ConfigError(f"{path}: run.output: {e}") from None
+        data = {**data, "run": {**data["run"], "output": str(remote.staging_for(out))}}
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
@@ -111,8 +122,6 @@ def parse(data: Any, path: str = "<config>", base_dir: Path | None = None) -> Co
     base = base_dir or Path.cwd()
     cfg.run.output = absolute(cfg.run.output, base)
     if cfg.ingest:
-        from pipeline import storage
-
         for i, inp in enumerate(cfg.ingest.inputs):
             if storage.is_url(inp.path):  # object store / fsspec: existence checked remotely, never overlaps a local run dir
                 try:

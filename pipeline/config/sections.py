@@ -34,7 +34,7 @@ class TokenizerConfig(Model):
 
 class RunConfig(Model):
     name: str = Field("curate", description="run name (shown in plans and summaries)")
-    output: Path = Field(..., description="run directory; each stage writes <output>/<stage>")
+    output: Path = Field(..., description="run directory, or an s3://, gs:// ... URL (see Outputs on object stores); each stage writes <output>/<stage>")
     seed: int = Field(0, description="seed for every random choice; same input+config+seed -> byte-identical output")
     docs_per_batch: int = Field(2_000, ge=1, description="documents per in-memory batch of a task")
     max_error_fraction: float = Field(0.01, ge=0, le=1, description="filter and score stages: documents a filter/scorer raises on are quarantined up to this share of a shard; above it (or when it raises on every document of a batch) the task fails naming it (exit 1)")
