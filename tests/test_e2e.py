@@ -96,13 +96,14 @@ def test_resume_skips_finished_shards_and_refuses_changed_config(baseline, tmp_p
     assert r.returncode == 0, r.stderr
 
 
-def test_outputs_readable_by_datasets_and_duckdb(baseline):
+def test_outputs_readable_by_datasets_and_duckdb(baseline, tmp_path):
     import datasets
     import duckdb
 
     run_dir, _ = baseline
+    cache = str(tmp_path / "hf-cache")  # not ~/.cache: an earlier run's cache of a same-named dir must not answer
     files = sorted(str(p) for p in (run_dir / "filter").glob("part-*.parquet"))
-    ds = datasets.load_dataset("parquet", data_files=files, split="train")
+    ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=cache)
     man = io.read_json(run_dir / "filter" / io.MANIFEST)
     assert len(ds) == man["totals"]["kept"]
     assert {"id", "text", "source", "meta", "n_tokens", "lang"} <= set(ds.column_names)
@@ -113,7 +114,7 @@ def test_outputs_readable_by_datasets_and_duckdb(baseline):
     # the dir itself: the dataset card makes HF read the kept shards only, not _rejected/ or _quarantine/
     for stage in ("ingest", "filter"):
         kept = io.read_json(run_dir / stage / io.MANIFEST)["totals"]["kept"]
-        assert datasets.load_dataset(str(run_dir / stage), split="train").num_rows == kept
+        assert datasets.load_dataset(str(run_dir / stage), split="train", cache_dir=cache).num_rows == kept
     assert man["totals"]["rejected"] > 0
 
 

@@ -34,7 +34,7 @@ def _write_ds(d: Path, docs) -> None:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ig")
-    docs = train.sample_docs(train.iter_docs(SAMPLE, source_field="domain"), None, seed=0)
+    docs = train.sample_docs(train.iter_docs(SAMPLE, source_field="domain"), 10**6, seed=0)
     docs = [d for d in docs if len(d.text) < 20_000][:SHARDS * DOCS_PER_SHARD]
     docs[5] = train.Doc(docs[5].id, "", docs[5].source)  # the empty document
     tok = bpe.train_bpe([d.text for d in docs], 600, tmp / "tok.json")

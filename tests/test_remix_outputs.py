@@ -116,14 +116,16 @@ def test_mds_streams_load_with_the_mixture_proportions(phased, tmp_path):
                 assert tokens[name] == want[name] + rep["phases"][ph["index"]]["domain_tokens"][name]
 
 
-def test_load_dataset_and_ray_data_read_only_kept_rows(phased, ray_session):
+def test_load_dataset_and_ray_data_read_only_kept_rows(phased, ray_session, tmp_path):
     import datasets
+
+    cache = str(tmp_path / "hf-cache")  # not ~/.cache: an earlier run's cache of a same-named dir must not answer
 
     t, _, _ = stream(phased)
     assert (phased / "_census").is_dir() and (phased / "_work").is_dir() and (phased / "megatron").is_dir()
-    ds = datasets.load_dataset(str(phased), split="train")
+    ds = datasets.load_dataset(str(phased), split="train", cache_dir=cache)
     assert ds.num_rows == t.num_rows and sorted(ds["id"]) == sorted(t.column("id").to_pylist())
-    ph1 = datasets.load_dataset(str(phased), "phase-1", split="train")
+    ph1 = datasets.load_dataset(str(phased), "phase-1", split="train", cache_dir=cache)
     lo, hi = io.read_json(phased / R.REMIX_JSON)["phases"][1]["samples"]
     assert ph1["id"] == t.column("id").to_pylist()[lo:hi]
     rd = ray_session.data.read_parquet(str(phased))

@@ -18,7 +18,7 @@ SAMPLE = ROOT / "data" / "sample_small"
 
 @pytest.fixture(scope="module")
 def docs():
-    return train.sample_docs(train.iter_docs(SAMPLE, source_field="domain"), None, seed=0)
+    return train.sample_docs(train.iter_docs(SAMPLE, source_field="domain"), 10**6, seed=0)
 
 
 def _sents(docs, n):
