@@ -9,7 +9,8 @@
 
 and scored on the held-out `eval` part of every target set (the mixture search only saw the
 `search` part). `evaluate.proxy` overrides the proxy's lr_schedule / average_last / data_order for
-every arm (sequential data order reads a remix in its written order: a curriculum is seen in order);
+every arm (sequential data order reads a remix in its written order: a curriculum is seen in order),
+and its lr / sequences_per_step / ctx / eval_tokens (unset: the mix stage's);
 `evaluate.compare` adds paired intervals between named arms. Writes <out>/evaluate.json and prints
 the table; each (arm, seed) run is a runner task, so a killed evaluation resumes.
 """
