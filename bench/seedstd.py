@@ -52,6 +52,11 @@ SETTINGS = {
     "lr4e-3_avg8": {"lr": 4e-3, "average_last": 8},
     "const_avg8": {"lr_schedule": "constant", "average_last": 8},
     "eval50k": {"eval_tokens": 50_000},
+    # windows evenly spaced over each stream (the stream itself is a run.seed-shuffled sample of
+    # whole documents): no window sampling, a seed varies the initialization only
+    "seq": {"data_order": "sequential"},
+    "seq_avg8": {"data_order": "sequential", "average_last": 8},
+    "seq_lr4e-3": {"data_order": "sequential", "lr": 4e-3},
 }
 
 
