@@ -1,6 +1,6 @@
 """Seed spread of `curate evaluate` on the default corpus, per proxy setting (issue 14: seed std < 0.3 % of the loss).
 
-    python bench/seedstd.py [--out runs/bench_seedstd] [--tokens 300000] [--seeds 5] [--settings base,avg8,...]
+    python bench/seedstd.py [--out runs/bench_seedstd] [--tokens 300000] [--seeds 3] [--settings base,avg8,...]
 
 Setup, through the CLI (cached in --out, resumed on a second call): `curate ingest` of data/sample with
 configs/default.yaml's ingest section (the raw arm's input, exactly as the default run ingests it),
@@ -94,7 +94,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_seedstd")
     ap.add_argument("--tokens", type=int, default=300_000, help="training tokens per proxy run (the default run's evaluate.train_tokens)")
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from {', '.join(SETTINGS)}")
     a = ap.parse_args()
     out = a.out.resolve()
