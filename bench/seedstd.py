@@ -57,6 +57,7 @@ SETTINGS = {
     "seq": {"data_order": "sequential"},
     "seq_avg8": {"data_order": "sequential", "average_last": 8},
     "seq_lr4e-3": {"data_order": "sequential", "lr": 4e-3},
+    "seq_lr8e-3": {"data_order": "sequential", "lr": 8e-3},
 }
 
 
