@@ -224,6 +224,7 @@ class EvaluateProxy(Model):
     lr: float | None = Field(None, gt=0, description="peak learning rate of every arm; null = the mix stage's proxy.lr")
     sequences_per_step: int | None = Field(None, ge=1, description="sequences per optimizer step; null = the mix stage's")
     ctx: int | None = Field(None, ge=8, description="context length; null = the mix stage's")
+    d_model: int | None = Field(None, ge=8, description="width (a multiple of the mix stage's n_head); null = the mix stage's")
     eval_tokens: int | None = Field(None, ge=128, description="at most this many tokens of each target eval set are scored; null = the mix stage's")
 
     def spec_overrides(self) -> dict:
