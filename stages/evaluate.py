@@ -9,7 +9,8 @@
 
 and scored on the held-out `eval` part of every target set (the mixture search only saw the
 `search` part). `evaluate.proxy` overrides the proxy's lr_schedule / average_last / data_order for
-every arm (sequential data order reads a remix in its written order: a curriculum is seen in order);
+every arm (sequential data order reads a remix in its written order: a curriculum is seen in order),
+and its lr / sequences_per_step / ctx / eval_tokens (unset: the mix stage's);
 `evaluate.compare` adds paired intervals between named arms. Writes <out>/evaluate.json and prints
 the table; each (arm, seed) run is a runner task, so a killed evaluation resumes.
 """
@@ -115,7 +116,7 @@ def run(cfg: Config, inp: Path | None, out: Path, phase, force: bool = False) ->
                 w = weights["baselines"][arm] if arm in BASELINES else {d["name"]: d["weight"] for d in weights["domains"]}
                 streams[arm] = (dstreams, [float(w.get(n, 0.0)) for n in dnames])
         evals = {n: str(mixd / "targets" / v["eval"]["file"]) for n, v in weights["target_splits"].items()}
-        spec = {**weights["proxy"], "tokens": c.train_tokens, **(c.proxy.model_dump() if c.proxy else {})}
+        spec = {**weights["proxy"], "tokens": c.train_tokens, **(c.proxy.spec_overrides() if c.proxy else {})}
         # arms with the same data and weights (e.g. unimax = uniform when no epoch cap binds) share one run
         same: dict[str, str] = {}
         run_of = {arm: same.setdefault(ts.digest(st, [round(x, 12) for x in w]), arm) for arm, (st, w) in streams.items()}

@@ -221,6 +221,19 @@ class EvaluateProxy(Model):
     lr_schedule: str = Field("cosine", pattern="^(cosine|moderate|constant)$", description="cosine: warmup, cosine to 0.1*lr (the mix stage's); moderate: cosine to 0.5*lr; constant: lr after warmup")
     average_last: int = Field(0, ge=0, le=64, description="evaluate the mean of the last k checkpoints (k spaced evenly over the last 20 % of steps, the last at the final step); 0 or 1 = the final weights")
     data_order: str = Field("random", pattern="^(random|sequential)$", description="random: windows drawn at random (the mix stage's); sequential: windows in stream order, evenly spaced over the whole stream (a curriculum remix is seen in its order)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate of every arm; null = the mix stage's proxy.lr")
+    sequences_per_step: int | None = Field(None, ge=1, description="sequences per optimizer step; null = the mix stage's")
+    ctx: int | None = Field(None, ge=8, description="context length; null = the mix stage's")
+    d_model: int | None = Field(None, ge=8, description="width (a multiple of the mix stage's n_head); null = the mix stage's")
+    eval_tokens: int | None = Field(None, ge=128, description="at most this many tokens of each target eval set are scored; null = the mix stage's")
+
+    def spec_overrides(self) -> dict:
+        """The ProxySpec fields this sets (spec names: sequences_per_step is batch_size); unset (null) fields are left out,
+        so configs without them keep their proxy spec and hashes."""
+        d = {k: v for k, v in self.model_dump().items() if v is not None}
+        if "sequences_per_step" in d:
+            d["batch_size"] = d.pop("sequences_per_step")
+        return d
 
 
 class EvaluateConfig(Model):
@@ -232,5 +245,5 @@ class EvaluateConfig(Model):
     mix: Path | None = Field(None, description="mix output dir (weights, tokenizer, domain streams, target splits); null = <run.output>/mix")
     remix: Path | None = Field(None, description="remix output dir; null = <run.output>/remix")
     remixes: dict[str, Path] = Field({}, description="more remix arms by name, each a remix output dir, e.g. {curriculum: run/remix-cur, shuffled: run/remix}; list the names in arms")
-    proxy: EvaluateProxy | None = Field(None, description="proxy trainer overrides for every arm: {lr_schedule, average_last, data_order}; null = the mix stage's proxy as is")
+    proxy: EvaluateProxy | None = Field(None, description="proxy trainer overrides for every arm: {lr_schedule, average_last, data_order, lr, sequences_per_step, ctx, eval_tokens}; null = the mix stage's proxy as is")
     compare: list[list[str]] = Field([], description="pairs [arm, reference]: the paired relative loss difference over seeds with its 95 % interval (e.g. [[curriculum, shuffled]])")
