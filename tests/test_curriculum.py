@@ -285,7 +285,7 @@ def test_evaluate_compares_a_curriculum_with_the_shuffle(tmp_path):
     import yaml
 
     from tests.conftest import clean_env, curate_bin
-    from tests.test_mix_stage import make_corpus, mix_config
+    from tests.test_mix_stage import make_corpus, mix_config, run_mix
 
     inp, tgt = make_corpus(tmp_path)
     rng = np.random.default_rng(0)
@@ -295,8 +295,7 @@ def test_evaluate_compares_a_curriculum_with_the_shuffle(tmp_path):
         pq.write_table(t.append_column("quality", pa.array(q, pa.float64())), p)
     cfg = mix_config(tmp_path, "proportional", tgt)
     mixd = tmp_path / "mix"
-    r = subprocess.run([curate_bin(), "mix", "--input", str(inp), "--output", str(mixd), "--config", str(cfg), "--no-ray", "-q"],
-                       capture_output=True, text=True, timeout=600, env=clean_env())
+    r = run_mix(cfg, inp, mixd, "--no-ray")
     assert r.returncode == 0, r.stderr
     base = yaml.safe_load(cfg.read_text())
     remixes = {}

@@ -11,7 +11,7 @@ import yaml
 from pipeline import config, io
 from pipeline.config.mix import EvaluateProxy
 from tests.conftest import clean_env, curate_bin
-from tests.test_mix_stage import make_corpus, mix_config
+from tests.test_mix_stage import make_corpus, mix_config, run_mix
 
 
 def test_spec_overrides_map_names_and_leave_unset_fields_out():
@@ -36,8 +36,7 @@ def test_evaluate_trains_with_the_overrides(tmp_path):
     inp, tgt = make_corpus(tmp_path, docs_per_domain=60)
     cfg = mix_config(tmp_path, "proportional", tgt)
     mixd = tmp_path / "mix"
-    r = subprocess.run([curate_bin(), "mix", "--input", str(inp), "--output", str(mixd), "--config", str(cfg), "--no-ray", "-q"],
-                       capture_output=True, text=True, timeout=600, env=clean_env())
+    r = run_mix(cfg, inp, mixd, "--no-ray")
     assert r.returncode == 0, r.stderr
     base = yaml.safe_load(cfg.read_text())
     over = {"lr": 0.02, "sequences_per_step": 2, "ctx": 16, "d_model": 16, "eval_tokens": 1000}

@@ -82,7 +82,7 @@ def corpus(tmp_path_factory):
     return make_corpus(root)
 
 
-def _run_mix(cfg_path: Path, inp: Path, out: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_mix(cfg_path: Path, inp: Path, out: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([curate_bin(), "mix", "--input", str(inp), "--output", str(out), "--config", str(cfg_path), "-q", *extra],
                           capture_output=True, text=True, timeout=timeout, env=clean_env())
 
@@ -93,7 +93,7 @@ def test_search_finds_the_target_domain(tmp_path, corpus, method):
     inp, tgt = corpus
     cfg = mix_config(tmp_path, method, tgt)
     out = tmp_path / "mix"
-    r = _run_mix(cfg, inp, out, "--no-ray")
+    r = run_mix(cfg, inp, out, "--no-ray")
     assert r.returncode == 0, r.stderr
     w = json.loads((out / "weights.json").read_text())
     weights = {d["name"]: d["weight"] for d in w["domains"]}
@@ -127,7 +127,7 @@ def test_baseline_method_trains_only_the_verification_runs(tmp_path, corpus):
     inp, tgt = corpus
     cfg = mix_config(tmp_path, "unimax", tgt)
     out = tmp_path / "mix"
-    r = _run_mix(cfg, inp, out, "--no-ray", "--max-epochs", "2", "--budget", "60000")
+    r = run_mix(cfg, inp, out, "--no-ray", "--max-epochs", "2", "--budget", "60000")
     assert r.returncode == 0, r.stderr
     w = json.loads((out / "weights.json").read_text())
     assert w["method"] == "unimax" and w["max_epochs"] == 2
@@ -143,7 +143,7 @@ def test_evaluate_reports_seed_intervals(tmp_path, corpus):
     inp, tgt = corpus
     cfg = mix_config(tmp_path, "climb", tgt)
     out = tmp_path / "mix"
-    assert _run_mix(cfg, inp, out, "--no-ray").returncode == 0
+    assert run_mix(cfg, inp, out, "--no-ray").returncode == 0
     ev = tmp_path / "ev"
     r = subprocess.run([curate_bin(), "evaluate", "--mix", str(out), "--raw", str(inp), "--output", str(ev), "--config", str(cfg),
                         "--tokens", "12000", "--seeds", "3", "--arms", "raw,uniform,proportional,mix", "--no-ray", "-q"],
@@ -192,13 +192,13 @@ def test_search_resumes_after_sigkill_without_retraining(tmp_path, corpus):
     assert not (out / "weights.json").exists(), "killed too late: the search had finished"
     before = {f: f.read_bytes() for f in rounds.rglob("_done/*.json")}
     assert len(before) >= 2
-    r = _run_mix(cfg, inp, out)
+    r = run_mix(cfg, inp, out)
     assert r.returncode == 0, r.stderr
     for f, content in before.items():  # a finished proxy run is never trained (or written) again
         assert f.read_bytes() == content, f
     # and the result equals an uninterrupted run
     ref = tmp_path / "ref"
-    r = _run_mix(mix_config(tmp_path, "climb", tgt, out="ref", rounds=[6, 6]), inp, ref, "--no-ray")
+    r = run_mix(mix_config(tmp_path, "climb", tgt, out="ref", rounds=[6, 6]), inp, ref, "--no-ray")
     assert r.returncode == 0, r.stderr
     a, b = json.loads((out / "weights.json").read_text()), json.loads((ref / "weights.json").read_text())
     assert [d["weight"] for d in a["domains"]] == pytest.approx([d["weight"] for d in b["domains"]], abs=1e-9)

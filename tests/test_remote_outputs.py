@@ -165,14 +165,20 @@ def test_every_output_on_s3_gives_the_bytes_of_a_local_run(s3, local_run, tmp_pa
     assert json.loads(_fs().cat_file(f"{url}/cluster/_manifest.json"))["status"] == "complete"
 
 
+def _killed_run(s3: dict, tmp_path, url: str, fault: str, ttl: int):
+    """A run of TWO into `url` that the CURATE_FAULT `fault` SIGKILLs; -> (config, env without the fault, staging dir)."""
+    staging = tmp_path / "staging"
+    cfg = _config(tmp_path, "two", url, TWO)
+    env = {**s3, "CURATE_STAGING": str(staging), "CURATE_LEASE_TTL": str(ttl)}
+    r = curate(cfg, env={**env, "CURATE_FAULT": fault, "CURATE_FAULT_DIR": str(tmp_path / "f")})
+    assert r.returncode == -9, r.stderr[-2000:]
+    return cfg, env, staging
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_from_the_bucket_alone(s3, local_run, tmp_path):
     url = "s3://curate/killed"
-    staging = tmp_path / "staging"
-    cfg = _config(tmp_path, "two", url, TWO)
-    env = {**s3, "CURATE_STAGING": str(staging), "CURATE_LEASE_TTL": "2"}
-    r = curate(cfg, env={**env, "CURATE_FAULT": "kill_worker:dedup/part-00001-0000", "CURATE_FAULT_DIR": str(tmp_path / "f")})
-    assert r.returncode == -9, r.stderr[-2000:]  # --no-ray: the curate process itself died
+    cfg, env, staging = _killed_run(s3, tmp_path, url, "kill_worker:dedup/part-00001-0000", ttl=2)  # --no-ray: curate itself died
     names = bucket_names(url)
     assert json.loads(_fs().cat_file(f"{url}/filter/_manifest.json"))["status"] == "complete"
     assert any(n.startswith("dedup/_work/") and "/_done/" in n for n in names)  # some of dedup's tasks were in the bucket
@@ -188,12 +194,8 @@ def test_sigkill_mid_run_then_resume_from_the_bucket_alone(s3, local_run, tmp_pa
 @pytest.mark.slow
 def test_kill_during_a_put_leaves_no_marker_and_the_task_reruns(s3, local_run, tmp_path):
     url = "s3://curate/put-killed"
-    staging = tmp_path / "staging"
-    cfg = _config(tmp_path, "two", url, TWO)
-    env = {**s3, "CURATE_STAGING": str(staging), "CURATE_LEASE_TTL": "1"}
     shard = "filter/part-00001-0000.parquet"
-    r = curate(cfg, env={**env, "CURATE_FAULT": f"kill_put:{shard}", "CURATE_FAULT_DIR": str(tmp_path / "f")})
-    assert r.returncode == -9, r.stderr[-2000:]
+    cfg, env, staging = _killed_run(s3, tmp_path, url, f"kill_put:{shard}", ttl=1)
     names = bucket_names(url)
     assert shard not in names and "filter/_done/part-00001-0000.json" not in names  # no half object, no marker
     assert "ingest/_manifest.json" in names
