@@ -80,6 +80,11 @@ def _rank(rel: str) -> int:
     return 1 if len(parts) > 1 and parts[-2] == io.DONE else 0
 
 
+def _marker_dir(rel: str) -> str:
+    """The dataset dir of a marker `<dir>/_done/<key>.json` ('' at the top)."""
+    return rel.rsplit("/", 2)[0] if rel.count("/") >= 2 else ""
+
+
 def _skip(name: str) -> bool:
     return name in (REMOTE_FILE, PUSHED_FILE, io.LOCK, LEASE) or io.TMP_TAG in name
 
@@ -203,7 +208,7 @@ class Mirror:
         blobs = self.fs.cat([self.rpath(r) for r in sorted(markers)], on_error="return") if markers else {}
         blobs = {self._relof(k): v for k, v in blobs.items()}
         for r in sorted(markers):
-            d = r.rsplit("/", 2)[0] if r.count("/") >= 2 else ""
+            d = _marker_dir(r)
             try:
                 m = json.loads(blobs[r])
                 files = [(f"{d}/{sub}/{f['name']}".replace("//", "/").lstrip("/"), f.get("bytes"))
@@ -215,7 +220,7 @@ class Mirror:
                 dropped.add(r)  # its task runs again
             else:
                 listed.update(f for f, _ in files)
-        marker_dirs = {r.rsplit("/", 2)[0] if r.count("/") >= 2 else "" for r in markers}
+        marker_dirs = {_marker_dir(r) for r in markers}
         data_dirs = {f"{d}/{s}".strip("/") for d in marker_dirs for s in ("", io.REJECTED, io.QUARANTINE)}
         trusted = {r for r in remote if r not in dropped
                    and not (r.endswith(".parquet") and (r.rsplit("/", 1)[0] if "/" in r else "") in data_dirs and r not in listed)}

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from pipeline import io, runner
 from pipeline.manifest import COUNTERS
+from pipeline.models.train import id_rank
 
 ZERO = {c: 0 for c in COUNTERS}  # proxy tasks and token files move no documents: the accounting is trivially 0 = 0
 STREAM_CAP = 20  # a proxy's token stream per domain: at most this many times its training tokens
@@ -64,8 +65,7 @@ def sample_texts(shards: list[Path], n: int, seed: int) -> list[str]:
 def doc_hash(ids: list, seed: int) -> np.ndarray:
     """A seeded 64-bit hash of each document id (blake2b, as train.sample_docs ranks documents): the
     order streams take documents in, the same whatever shard a document is in."""
-    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}\0{'' if i is None else i}".encode(), digest_size=8).digest(), "big")
-                     for i in ids], np.uint64)
+    return np.array([id_rank(seed, "" if i is None else i) for i in ids], np.uint64)
 
 
 def count_shard(path: str, work: str, key: str, tokenizer: str, domain_column: str | None, batch_size: int, seed: int) -> dict:

@@ -76,7 +76,8 @@ def iter_docs(path: str | Path, text_field: str = "text", source_field: str = "s
                 yield Doc(rec.id if rec.id is not None else f"{Path(f).name}:{rec.pos}", rec.text, s)
 
 
-def _rank(seed: int, doc_id: str) -> int:
+def id_rank(seed: int, doc_id: str) -> int:
+    """A seeded 64-bit hash of a document id: the order deterministic samples take documents in."""
     return int.from_bytes(hashlib.blake2b(f"{seed}\0{doc_id}".encode(), digest_size=8).digest(), "big")
 
 
@@ -90,7 +91,7 @@ def sample_docs(docs: Iterable[Doc], n: int, seed: int, skip: int = 0) -> list[D
     heap: list[tuple[int, str, int, Doc]] = []  # max-heap via negated rank; seq breaks ties of repeated ids
     cap = skip + n
     for seq, d in enumerate(docs):
-        r = _rank(seed, d.id)
+        r = id_rank(seed, d.id)
         if len(heap) < cap:
             heapq.heappush(heap, (-r, d.id, -seq, d))
         elif -heap[0][0] > r:
@@ -239,7 +240,7 @@ def labels_from_column(path: str | Path, column: str, top: float, bottom: float,
     v = np.concatenate(vals) if vals else np.zeros(0)
     loc = np.concatenate(where) if where else np.zeros((0, 2), np.int64)
     ok = np.flatnonzero(~np.isnan(v))
-    order = ok[np.lexsort((np.array([_rank(seed, ids[i]) for i in ok], dtype=np.uint64), -v[ok]))]  # best first
+    order = ok[np.lexsort((np.array([id_rank(seed, ids[i]) for i in ok], dtype=np.uint64), -v[ok]))]  # best first
     n_top, n_bot = int(len(order) * top), int(len(order) * bottom)
     pick = np.concatenate([order[:n_top], order[len(order) - n_bot:] if n_bot else order[:0]])
     texts: dict[int, tuple[str, str | None]] = {}  # pass 2: text and source of the labelled rows only
@@ -253,8 +254,8 @@ def labels_from_column(path: str | Path, column: str, top: float, bottom: float,
         texts.update(zip(mine.tolist(), zip(t.column("text").to_pylist(), src)))
     pos = [Doc(ids[i], *texts[i]) for i in order[:n_top].tolist()]
     neg = [Doc(ids[i], *texts[i]) for i in order[len(order) - n_bot:].tolist()] if n_bot else []
-    pos.sort(key=lambda d: _rank(seed, d.id))
-    neg.sort(key=lambda d: _rank(seed, d.id))
+    pos.sort(key=lambda d: id_rank(seed, d.id))
+    neg.sort(key=lambda d: id_rank(seed, d.id))
     info = {"labels": "from_column", "column": column, "path": str(path), "top": top, "bottom": bottom,
             "threshold_pos": float(v[order[n_top - 1]]) if n_top else None,
             "threshold_neg": float(v[order[len(order) - n_bot]]) if n_bot else None}
@@ -316,8 +317,8 @@ def preselect_labels(docs_path: str | Path, targets: dict[str, list[tuple[str, s
     n_top, n_bot = int(len(order) * top), int(len(order) * bottom)
     pos = [pool[i] for i in order[:n_top]]
     neg = [pool[i] for i in order[len(order) - n_bot:]] if n_bot else []
-    pos.sort(key=lambda d: _rank(seed, d.id))
-    neg.sort(key=lambda d: _rank(seed, d.id))
+    pos.sort(key=lambda d: id_rank(seed, d.id))
+    neg.sort(key=lambda d: id_rank(seed, d.id))
     info.update(labels="preselect", top=top, bottom=bottom, positive_sources=_count_sources(pos), negative_sources=_count_sources(neg))
     return pos, neg, info
 
@@ -341,7 +342,7 @@ def fasttext_from_config(tcfg, out_dir: str | Path, default_input: str | Path | 
             docs = []
             for s in srcs:
                 docs += sample_docs(iter_docs(src_path(s.path), s.text_field, s.source_field, sources=s.sources), s.max_docs, seed)
-            docs.sort(key=lambda d: _rank(seed, d.id))
+            docs.sort(key=lambda d: id_rank(seed, d.id))
             return docs
 
         pos, neg = gather(tcfg.positive), gather(tcfg.negative)
