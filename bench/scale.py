@@ -5,8 +5,10 @@
 For each size it builds a synthetic corpus from the bundled sample (data/sample): document i is
 sample document i mod n0, its text cut to the first --words words; copy c > 0 of a document is an
 exact copy when c % 4 == 1 (exact dedup work) and otherwise has one word replaced by a marker at a
-seeded position (a near duplicate: fuzzy dedup work). With --unique every copy has every 3rd word
-replaced instead (no 5-gram shared with its original), so the later stages see ~all documents. It then runs `curate run --stage S` once per
+seeded position (a near duplicate: fuzzy dedup work), within groups of --cluster copies (default 8)
+whose start has every 3rd word replaced by a token of the group: a duplicate cluster has --cluster
+members at every size, so dedup's pair work grows linearly with the corpus (--cluster 1: all unique,
+the later stages see ~all documents). It then runs `curate run --stage S` once per
 stage (ingest, filter, dedup, score, cluster, mix, remix) with embedded Ray on --cpus CPUs, each as its own
 process group, and samples the process tree every 0.2 s from /proc: the driver's RSS (the `curate`
 process) and the largest RSS of any Ray worker process (title `ray::<task>`, or default_worker.py). docs/s = documents
@@ -63,7 +65,12 @@ def sample_docs(words: int) -> list[dict]:
     return docs
 
 
-def build_corpus(n: int, words: int, dest: Path, per_shard: int = 5000, unique: bool = False) -> None:
+def build_corpus(n: int, words: int, dest: Path, per_shard: int = 5000, cluster: int = 8) -> None:
+    """Document i is sample document i mod n0, copy c = i // n0. Copies come in groups of `cluster`:
+    group g = c // cluster starts from the sample text with every 3rd word replaced by a token of
+    g (g > 0; no 5-gram shared with another group), and member m = c % cluster > 0 of a group is an
+    exact copy of its start when m % 4 == 1, else a near duplicate (one word replaced). So a
+    duplicate cluster has `cluster` members at every corpus size (cluster 1: every document unique)."""
     if (dest / "_done").exists():
         return
     dest.mkdir(parents=True, exist_ok=True)
@@ -73,17 +80,14 @@ def build_corpus(n: int, words: int, dest: Path, per_shard: int = 5000, unique: 
         buf = _io.StringIO()
         for i in range(s, min(n, s + per_shard)):
             d, c = base[i % len(base)], i // len(base)
-            text = d["text"]
-            if c > 0 and unique:  # every 3rd word replaced: no shared 5-gram, the copy survives dedup
-                w = text.split(" ")
-                for j in range(rng.randrange(3), len(w), 3):
-                    w[j] = f"c{c}w{j}"
-                text = " ".join(w)
-            elif c > 0 and c % 4 != 1:
-                w = text.split(" ")
-                w[rng.randrange(len(w))] = f"copy{c}"
-                text = " ".join(w)
-            buf.write(json.dumps({"id": f"{d['id']}-{c}", "text": text, "domain": d["domain"]}) + "\n")
+            g, m = divmod(c, cluster)
+            w = d["text"].split(" ")
+            if g > 0:  # every 3rd word replaced: no 5-gram shared with another group
+                for j in range((i % len(base) + g) % 3, len(w), 3):  # the same for every member of the group
+                    w[j] = f"g{g}w{j}"
+            if m > 0 and m % 4 != 1:
+                w[rng.randrange(len(w))] = f"copy{m}"
+            buf.write(json.dumps({"id": f"{d['id']}-{c}", "text": " ".join(w), "domain": d["domain"]}) + "\n")
         (dest / f"shard-{s // per_shard:05d}.jsonl.zst").write_bytes(zstandard.ZstdCompressor(level=3).compress(buf.getvalue().encode()))
     (dest / "_done").write_text(str(n))
 
@@ -217,7 +221,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 400_000])
     ap.add_argument("--words", type=int, default=64, help="words kept per document (the box has 2 shared cores)")
-    ap.add_argument("--unique", action="store_true", help="copies with every 3rd word replaced (they survive dedup: score/cluster see ~all documents)")
+    ap.add_argument("--cluster", type=int, default=8, help="members of each duplicate cluster, the same at every size (1: all unique)")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--stages", nargs="+", default=STAGES)
     ap.add_argument("--out", type=Path, default=Path("/tmp/curate-scale"))
@@ -236,9 +240,9 @@ def main() -> None:
         a.sizes = sorted({r["docs"] for r in rows})
     print(f"{'docs':>8} {'stage':<8} {'docs_in':>8} {'wall_s':>7} {'docs/s':>8} {'driver_MB':>9} {'task_MB':>8}", flush=True)
     for n in a.sizes if not a.rows else []:
-        tag = f"{n}-unique" if a.unique else f"{n}"
+        tag = f"{n}-c{a.cluster}"
         corpus, out = a.out / f"corpus-{tag}", a.out / f"run-{tag}"
-        build_corpus(n, a.words, corpus, unique=a.unique)
+        build_corpus(n, a.words, corpus, cluster=a.cluster)
         shutil.rmtree(out, ignore_errors=True)  # a finished run would be skipped, not measured
         cfg = config(corpus, out, a.cpus, a.out / f"config-{tag}.yaml")
         prev, prev_bytes = n, None  # a stage without accounting (mix) reads what the stage before kept

@@ -138,6 +138,25 @@ def test_lsh_collapses_identical_texts_and_stars_big_buckets():
     assert lsh.candidate_probability(0.8, 14, 8) == pytest.approx(0.924, abs=1e-3)
 
 
+def test_lsh_all_pairs_of_many_buckets_equal_a_plain_loop():
+    """Buckets of sizes 1..12 in two bands (the vectorized pair step, one per distinct size) give
+    exactly the pairs of itertools.combinations per bucket, plus stars for buckets over the cap."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 13, 60)
+    key = np.repeat(np.arange(len(sizes), dtype=np.uint64), sizes)
+    band = (key % 2).astype(np.int16)
+    u = rng.permutation(len(key)).astype(np.uint64) + np.uint64(7)
+    ekey = np.arange(len(key), dtype=np.uint64)  # every text distinct: nothing collapses
+    got = lsh.bucket_pairs(band, key, ekey, u, collapse_exact=True, all_pairs=True, max_pairs_bucket=9)["fuzzy"]
+    want = set()
+    for k in range(len(sizes)):
+        members = sorted(u[key == k].tolist())
+        want |= set(combinations(members, 2)) if len(members) <= 9 else {(members[0], m) for m in members[1:]}
+    assert set(zip(got[0].tolist(), got[1].tolist())) == want and len(got[0]) == len(want)
+
+
 def _partitioned_cc(a: np.ndarray, b: np.ndarray, parts: int) -> dict[int, int]:
     key, nbr = np.concatenate([a, b]), np.concatenate([b, a])
     for _ in range(60):

@@ -10,8 +10,6 @@ the pair count stays linear).
 """
 from __future__ import annotations
 
-from itertools import combinations
-
 import numpy as np
 
 EXACT_BAND = -1
@@ -43,6 +41,18 @@ def _stars(group_starts: np.ndarray, uid: np.ndarray) -> tuple[np.ndarray, np.nd
     return center[sel], uid[sel]
 
 
+def _all_pairs(starts: np.ndarray, sizes: np.ndarray, uid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (uid[s + i], uid[s + j]), i < j < n, of each bucket (s, n): one vectorized step
+    per distinct bucket size (at most max_pairs_bucket of them), not a Python loop per pair."""
+    pa_, pb_ = [uid[:0]], [uid[:0]]
+    for n in np.unique(sizes).tolist():
+        i, j = np.triu_indices(n, 1)
+        s = starts[sizes == n][:, None]
+        pa_.append(uid[(s + i).ravel()])
+        pb_.append(uid[(s + j).ravel()])
+    return np.concatenate(pa_), np.concatenate(pb_)
+
+
 def bucket_pairs(band: np.ndarray, key: np.ndarray, ekey: np.ndarray, uid: np.ndarray, *, collapse_exact: bool,
                  all_pairs: bool, max_pairs_bucket: int = 64) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """-> {"exact": (a, b), "fuzzy": (a, b)}: pairs with a < b, distinct, sorted."""
@@ -71,16 +81,11 @@ def bucket_pairs(band: np.ndarray, key: np.ndarray, ekey: np.ndarray, uid: np.nd
     else:
         small = multi & (sizes <= max_pairs_bucket)
         big = multi & (sizes > max_pairs_bucket)
-        pa_, pb_ = [], []
-        for s, n in zip(starts[small].tolist(), sizes[small].tolist()):
-            for i, j in combinations(range(s, s + n), 2):
-                pa_.append(u[i])
-                pb_.append(u[j])
+        pa_, pb_ = _all_pairs(starts[small], sizes[small], u)
         sa = sb = u[:0]
         if big.any():
-            members = np.concatenate([u[s:s + n] for s, n in zip(starts[big].tolist(), sizes[big].tolist())])
+            members = u[np.repeat(big, sizes)]  # the rows of the big buckets, bucket after bucket
             sa, sb = _stars(np.concatenate([[0], np.cumsum(sizes[big])[:-1]]), members)
-        a = np.concatenate([np.array(pa_, dtype=np.uint64), sa])
-        b = np.concatenate([np.array(pb_, dtype=np.uint64), sb])
+        a, b = np.concatenate([pa_, sa]), np.concatenate([pb_, sb])
     out["fuzzy"] = unique_pairs(np.minimum(a, b), np.maximum(a, b))
     return out
