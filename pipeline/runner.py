@@ -116,7 +116,7 @@ def _run_with_ray(out: Path, tasks: list[Task], max_retries: int, cpus: float, p
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         for ref in ready:
-            task = refs[ref]
+            task = refs.pop(ref)  # drop the ref: Ray frees the task's result (its marker) once we are done with it
             try:
                 marker = ray.get(ref)
             except Exception as e:  # task exhausted its retries
@@ -309,11 +309,11 @@ def _run_stage(
     seconds = time.perf_counter() - t0
 
     try:
-        markers = {k: io.read_marker(out, k) for k in keys}
+        markers = {k: _slim(io.read_marker(out, k)) for k in keys}
         missing = [k for k, m in markers.items() if m is None]
         if finalize is not None and not missing:
             finalize(out, markers)
-            markers = {k: io.read_marker(out, k) for k in keys}
+            markers = {k: _slim(io.read_marker(out, k)) for k in keys}
             missing = [k for k, m in markers.items() if m is None]
             failed += _recheck(out, markers)  # a global step may rewrite shards: same invariant after it
             missing += [f["key"] for f in failed if f["key"] not in missing]
@@ -336,6 +336,19 @@ def _run_stage(
                done=len(tasks) - len(missing), failed=len(failed), seconds=round(seconds, 3),
                **{c: totals.get(c, 0) for c in ("rows_in", "kept", "rejected", "quarantined")})
     return StageResult(stage, out, manifest, failed, seconds)
+
+
+def _slim(marker: dict | None) -> dict | None:
+    """A marker without its files' `parts` (a shuffle file's row groups per partition: O(partitions)
+    per file, so O(tasks x partitions) for a pass). The stage that wrote them reads them back one
+    marker at a time (stages/dedup); the driver holds every marker of a pass at once, so it keeps
+    only what the manifest, stats and checks use."""
+    if not marker:
+        return marker
+    for fk in ("kept_files", "rejected_files", "quarantine_files"):
+        if any("parts" in f for f in marker.get(fk, [])):
+            marker[fk] = [{k: v for k, v in f.items() if k != "parts"} for f in marker[fk]]
+    return marker
 
 
 def _recheck(out: Path, markers: dict[str, dict | None]) -> list[dict]:

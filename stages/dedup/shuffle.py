@@ -56,16 +56,20 @@ def write(path: Path, table: pa.Table, part: np.ndarray, n_parts: int) -> dict:
             "sha256": io.sha256_file(path), "parts": parts}
 
 
-def write_index(path: Path, srcs: list[tuple]) -> str:
+def index_rows(file: str, parts: dict, src: int = -1) -> pa.Table:
+    """The index rows (part, file, first, end, src) of one shuffle file's `parts` ({p: [first, end]})."""
+    n = len(parts)
+    bounds = np.array(list(parts.values()), dtype=np.int64).reshape(n, 2)
+    return pa.table({"part": np.fromiter((int(p) for p in parts), np.int64, n), "file": pa.array([str(file)] * n, pa.string()),
+                     "first": bounds[:, 0], "end": bounds[:, 1], "src": np.full(n, src, np.int64)}, schema=SOURCES_SCHEMA)
+
+
+def write_index(path: Path, srcs: list) -> str:
     """An index file of shuffle sources (io.write_part_index): `srcs` items (file, parts) or
-    (src, file, parts) -> rows (part, file, first, end, src), by partition, then the given order."""
-    cols: dict[str, list] = {f.name: [] for f in SOURCES_SCHEMA}
-    for item in srcs:
-        src, (f, parts) = (item[0], item[1:]) if len(item) == 3 else (-1, item)
-        for p, (a, b) in parts.items():
-            for c, v in zip(SOURCES_SCHEMA.names, (int(p), str(f), int(a), int(b), int(src))):
-                cols[c].append(v)
-    return io.write_part_index(pa.table(cols, schema=SOURCES_SCHEMA), Path(path))
+    (src, file, parts), or tables of `index_rows` -> rows (part, file, first, end, src), by
+    partition, then the given order."""
+    tables = [s if isinstance(s, pa.Table) else index_rows(*s[1:], src=int(s[0])) if len(s) == 3 else index_rows(*s) for s in srcs]
+    return io.write_part_index(pa.concat_tables(tables) if tables else SOURCES_SCHEMA.empty_table(), Path(path))
 
 
 def sources(srcs: list, p: int) -> list[tuple]:

@@ -38,12 +38,35 @@ class _PassFailed(Exception):
         self.result = result
 
 
-def _srcs(directory: Path, markers: dict, prefix: str) -> list[str]:
-    """The pass's shuffle files of `prefix`, as one index file in its dir (shuffle.write_index): a
-    one-item list, so sources of several passes add up to a few paths, never O(files)."""
-    srcs = [(str(directory / f["name"]), f["parts"]) for m in markers.values() for f in m.get("kept_files", [])
-            if f["name"].startswith(prefix) and "parts" in f]
-    return [shuffle.write_index(directory / f"_index-{prefix.rstrip('-')}.parquet", srcs)]
+def _pass_markers(directory: Path, keys: list[str]) -> dict:
+    """A finished pass's markers, read one at a time: the `parts` of each shuffle file go into one
+    index file per file-name prefix (`_index-<prefix>.parquet`, shuffle.write_index, in task
+    order), and the markers are kept without them, so the driver never holds the pass's
+    O(tasks x partitions) row-group map as Python objects."""
+    for stale in directory.glob("_index-*.parquet"):
+        stale.unlink()
+    tables: dict[str, list] = {}
+    markers = {}
+    for k in keys:
+        m = io.read_marker(directory, k)
+        for f in m.get("kept_files", []):
+            parts = f.pop("parts", None)
+            if parts is not None:
+                tables.setdefault(f["name"].split("-")[0], []).append(shuffle.index_rows(str(directory / f["name"]), parts))
+        markers[k] = m
+    for prefix, ts in tables.items():
+        shuffle.write_index(directory / f"_index-{prefix}.parquet", ts)
+    return markers
+
+
+def _srcs(directory: Path, prefix: str) -> list[str]:
+    """The pass's shuffle files of `prefix` (e.g. "bands"), as its one index file (`_pass_markers`;
+    an empty one when no task wrote such a file): a one-item list, so sources of several passes add
+    up to a few paths, never O(files)."""
+    path = directory / f"_index-{prefix}.parquet"
+    if not path.exists():
+        shuffle.write_index(path, [])
+    return [str(path)]
 
 
 def _for_part(srcs: list, p: int) -> list:
@@ -196,7 +219,7 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
         timings[name] = round(res.seconds, 3)
         if not res.ok:
             raise _PassFailed(res)
-        return {t.key: io.read_marker(work / name, t.key) for t in tasks}
+        return _pass_markers(work / name, [t.key for t in tasks])
 
     def per_home(name: str, fn, **kw) -> dict:
         return run_pass(name, [runner.Task(stems[h], fn, dict(out=str(work / name), key=stems[h], h=h, **{k: (v(h) if callable(v) else v) for k, v in kw.items()}))
@@ -211,29 +234,29 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
             path=str(shards[i]), out=str(work / "sig"), key=stems[i], shard=i, n_parts=n_parts, batch_size=cfg.run.docs_per_batch,
             params=params)) for i in range(n)])
         sig_path = lambda h: str(work / "sig" / f"sig-{stems[h]}.parquet")  # noqa: E731
-        band_srcs = _srcs(work / "sig", signature_markers, "bands-")
+        band_srcs = _srcs(work / "sig", "bands")
         old_srcs = [(j, str(against / INDEX / f["name"]), f["parts"]) for j, (against, meta) in enumerate(closure) for f in meta["files"]]
         old_index = [shuffle.write_index(work / "_index-against.parquet", old_srcs)] if old_srcs else []
         bucket_markers = per_part("buckets", passes.buckets_task, n_parts, band_srcs=lambda p: _for_part(band_srcs, p),
                                   old_srcs=old_index,
                                   n_homes=n, params=params)
-        edge_srcs = _srcs(work / "buckets", bucket_markers, "edges-")
-        oldmatch_srcs = _srcs(work / "buckets", bucket_markers, "oldmatch-")
+        edge_srcs = _srcs(work / "buckets", "edges")
+        oldmatch_srcs = _srcs(work / "buckets", "oldmatch")
         verify_a_markers = verify_b_markers = {}
         if "fuzzy" in d.method and d.fuzzy.verify:
-            pairs, cands = _srcs(work / "buckets", bucket_markers, "pairs-"), _srcs(work / "buckets", bucket_markers, "oldcand-")
+            pairs, cands = _srcs(work / "buckets", "pairs"), _srcs(work / "buckets", "oldcand")
             verify_a_markers = per_home("verify_a", passes.verify_a_task, input_path=lambda h: str(shards[h]),
                                         pair_srcs=lambda h: _for_part(pairs, h), cand_srcs=lambda h: _for_part(cands, h),
                                         old_dirs=[str(against) for against, _ in closure], n_homes=n, params=params)
-            oldmatch_srcs += _srcs(work / "verify_a", verify_a_markers, "oldmatch-")
-            carry = _srcs(work / "verify_a", verify_a_markers, "carry-")
+            oldmatch_srcs += _srcs(work / "verify_a", "oldmatch")
+            carry = _srcs(work / "verify_a", "carry")
             verify_b_markers = per_home("verify_b", passes.verify_b_task, input_path=lambda h: str(shards[h]),
                                         carry_srcs=lambda h: _for_part(carry, h), n_homes=n, params=params)
-            edge_srcs += _srcs(work / "verify_b", verify_b_markers, "edges-")
+            edge_srcs += _srcs(work / "verify_b", "edges")
         semantic_markers = {}
         if "semantic" in d.method and n:
             semantic_markers = _semantic(d, cfg, work, run_pass, per_part, signature_markers, sig_path, stems, n_parts)
-            edge_srcs += _srcs(work / "sem_pairs", semantic_markers["pairs"], "edges-")
+            edge_srcs += _srcs(work / "sem_pairs", "edges")
         label_srcs, kind_srcs, rounds = [], [], 0
         srcs = edge_srcs
         while srcs:
@@ -241,23 +264,22 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
             large_markers = per_home(f"cc{rounds:02d}_large", passes_groups.cc_large_task, srcs=lambda h, s=srcs: _for_part(s, h),
                                      n_homes=n, first=rounds == 1)
             if rounds == 1:
-                kind_srcs = _srcs(work / f"cc{rounds:02d}_large", large_markers, "kinds-")
-            star = _srcs(work / f"cc{rounds:02d}_large", large_markers, "star-")
+                kind_srcs = _srcs(work / f"cc{rounds:02d}_large", "kinds")
+            star = _srcs(work / f"cc{rounds:02d}_large", "star")
             small_markers = per_home(f"cc{rounds:02d}_small", passes_groups.cc_small_task, srcs=lambda h, s=star: _for_part(s, h),
                                      n_homes=n)
-            srcs = _srcs(work / f"cc{rounds:02d}_small", small_markers, "star-")
+            srcs = _srcs(work / f"cc{rounds:02d}_small", "star")
             if sum(m["changes"] for m in (*large_markers.values(), *small_markers.values())) == 0:
                 label_srcs = srcs
                 break
             if rounds >= 64:
                 raise RuntimeError("connected components did not converge in 64 rounds")
-        group_markers = per_home("groups", passes_groups.groups_task, sig_path=sig_path, label_srcs=lambda h: _for_part(label_srcs, h),
-                                 kind_srcs=lambda h: _for_part(kind_srcs, h), old_srcs=lambda h: _for_part(oldmatch_srcs, h),
-                                 n_parts=n_parts)
-        members = _srcs(work / "groups", group_markers, "members-")
+        per_home("groups", passes_groups.groups_task, sig_path=sig_path, label_srcs=lambda h: _for_part(label_srcs, h),
+                 kind_srcs=lambda h: _for_part(kind_srcs, h), old_srcs=lambda h: _for_part(oldmatch_srcs, h), n_parts=n_parts)
+        members = _srcs(work / "groups", "members")
         elect_markers = per_part("elect", passes_groups.elect_task, n_parts, member_srcs=lambda p: _for_part(members, p), n_homes=n,
                                  keep=d.keep)
-        decisions = _srcs(work / "elect", elect_markers, "decisions-")
+        decisions = _srcs(work / "elect", "decisions")
     except _PassFailed as e:
         return e.result
 
@@ -293,10 +315,10 @@ def _semantic(d, cfg: Config, work: Path, run_pass, per_part, signature_markers:
     kmeans_markers = run_pass("kmeans", [runner.Task("kmeans", passes_semantic.kmeans_task, dict(
         out=str(work / "kmeans"), key="kmeans", sample=sample, k=k, seed=cfg.run.seed, iters=s.kmeans_iters))])
     centroids = str(work / "kmeans" / "centroids.parquet")
-    assign_markers = run_pass("assign", [runner.Task(stems[h], passes_semantic.assign_task, dict(
+    run_pass("assign", [runner.Task(stems[h], passes_semantic.assign_task, dict(
         out=str(work / "assign"), key=stems[h], sig_path=sig_path(h), centroids_path=centroids, n_parts=n_parts))
         for h in range(len(stems))])
-    assign_srcs = _srcs(work / "assign", assign_markers, "assign-")
+    assign_srcs = _srcs(work / "assign", "assign")
     pairs = per_part("sem_pairs", passes_semantic.sem_pairs_task, n_parts, assign_srcs=lambda p: _for_part(assign_srcs, p),
                      n_homes=len(stems), threshold=s.threshold)
     return {"kmeans": kmeans_markers, "pairs": pairs}
