@@ -348,6 +348,11 @@ def shard_files(directory: Path) -> list[Path]:
     return sorted(p for p in Path(directory).glob("part-*.parquet") if TMP_TAG not in p.name)
 
 
+def shard_rows(paths: list[Path]) -> int:
+    """Rows of these Parquet shards, from their footers."""
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+
+
 def fingerprint(paths: list[str | Path], stat_keys: dict[str, str] | None = None) -> str:
     """Cheap input fingerprint: names, sizes and mtimes (content hashes would read terabytes).
     `stat_keys`: `storage.stat_key` of some paths, already taken (not stat'ed again)."""

@@ -395,3 +395,37 @@ def test_task_arguments_do_not_grow_with_the_number_of_shards(tmp_path):
         kept[n] = sorted(i for p in io.shard_files(tmp_path / f"out{n}") for i in pq.read_table(p, columns=["id"]).column("id").to_pylist())
     assert kept[4] == kept[16] and len(kept[4]) < 480
     assert sizes[16] < 1.2 * sizes[4], sizes
+
+
+def _decisions(d: Path) -> list:
+    kept, rej = read_dir(d)
+    return sorted([*((i, None, None, g) for i, g in zip(*(kept.column(c).to_pylist() for c in ("id", "dup_group")))),
+                   *zip(*(rej.column(c).to_pylist() for c in ("id", "dup_of", "reason", "dup_group")))], key=lambda r: r[0])
+
+
+def test_homes_group_small_shards_and_decisions_do_not_change(tmp_path):
+    """40 small shards: the per-document passes run one task per home of 3 shards and the global
+    ones 16 partitions (not 40 x 40 shuffle blocks), and every decision (kept ids, dup_of, reason,
+    dup_group) equals the one-shard run's and that of a run whose docs_per_partition makes every
+    shard its own home (40 partitions)."""
+    from pipeline import runner
+    from stages.dedup import stage as dedup_stage
+
+    runs = {}
+    for name, n, dedup in (("one", 1, {}), ("homes", 40, {}), ("per_shard", 40, {"docs_per_partition": 12})):
+        inp = _split_corpus(tmp_path / f"in-{name}", n)
+        tasks: dict[str, int] = {}
+
+        def phase(stage, out, ts, **kw):
+            tasks[stage] = len(ts)
+            return runner.run_stage(stage, out, ts, use_ray=False, show_progress=False, max_retries=0, **kw)
+
+        cfg = config.parse({"run": {"output": str(tmp_path / f"run-{name}")}, "dedup": {"method": ["exact", "fuzzy"], **dedup}})
+        res = dedup_stage.run(cfg, inp, tmp_path / f"out-{name}", phase)
+        assert res.ok, res.failed
+        runs[name] = (tasks, _decisions(tmp_path / f"out-{name}"))
+    assert runs["homes"][0]["dedup:verify_a"] == 14 and runs["homes"][0]["dedup:buckets"] == 16 and runs["homes"][0]["dedup"] == 40
+    assert runs["per_shard"][0]["dedup:verify_a"] == 40 and runs["per_shard"][0]["dedup:buckets"] == 40
+    one = runs["one"][1]
+    assert len(one) == 480 and sum(r[1] is not None for r in one) > 100
+    assert runs["homes"][1] == one and runs["per_shard"][1] == one

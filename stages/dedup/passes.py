@@ -5,7 +5,7 @@ verification of candidate pairs. `passes_semantic` finds pairs by embedding; `pa
 pairs into groups, elects the keepers and writes the output. `tables` holds what they share.
 
 Every per-node step (verify, connected components, groups, the final write) runs one task per
-*home* (input shard of a uid, see `tables`). Global steps keyed by something else (LSH band
+*home* (a range of input shards, see `tables`). Global steps keyed by something else (LSH band
 hashes, component roots, k-means clusters) run one task per hash partition. Between passes rows
 travel through `shuffle` files, so every task reads only its own partition.
 
@@ -34,7 +34,7 @@ from pipeline import io
 from stages.dedup import cc, hashing, lsh, shuffle
 from stages.dedup.minhash import MinHasher, band_keys, signatures_from_hashes
 from stages.dedup.tables import (BAND_SCHEMA, CARRY_SCHEMA, EDGE_SCHEMA, EXACT, FUZZY, I64, INDEX_SCHEMA, OLD_BIT, OLD_SCHEMA,
-                                 OLDCAND_SCHEMA, PAIR_SCHEMA, U64, counters, edge_table, home, np_column, row_of, write_parts)
+                                 OLDCAND_SCHEMA, PAIR_SCHEMA, U64, counters, edge_table, home, np_column, read_rows, write_parts)
 from stages.dedup.text import Normalization, compact
 
 
@@ -54,6 +54,11 @@ def shingle_sets(texts: list[str], mh: MinHasher) -> list[np.ndarray]:
     """Sorted distinct shingle hashes of each text (what the verify step compares)."""
     hv, offsets, _ = mh.shingle_hashes(texts)
     return [np.unique(hv[offsets[i]:offsets[i + 1]]) for i in range(len(texts))]
+
+
+def _home_texts(inputs: dict, uids: np.ndarray) -> list[str]:
+    """Texts of `uids` (ascending) from the home's input shards (`inputs`: shard -> path)."""
+    return read_rows(inputs, uids, ["text"]).column("text").to_pylist() if len(uids) else []
 
 
 def _read_texts(path: str, rows: np.ndarray) -> list[str]:
@@ -129,7 +134,7 @@ def sig_task(path: str, out: str, key: str, shard: int, n_parts: int, batch_size
 # ---------------------------------------------------------------------------- pass 2: LSH buckets
 
 
-def buckets_task(out: str, key: str, p: int, band_srcs: list, old_srcs: list, n_homes: int, params: dict) -> dict:
+def buckets_task(out: str, key: str, p: int, band_srcs: list, old_srcs: list, n_homes: int, per_home: int, params: dict) -> dict:
     """Candidate pairs of one band partition. `old_srcs`: index files (shuffle.write_index) of the
     --against indexes' (src, path, parts)."""
     t = shuffle.read(band_srcs, p, schema=BAND_SCHEMA)
@@ -155,7 +160,7 @@ def buckets_task(out: str, key: str, p: int, band_srcs: list, old_srcs: list, n_
         stats[f"{kind_name}_old_pairs"] = int(new_old.sum())
         if kind == FUZZY and verify:
             write_parts(out, f"pairs-{key}.parquet", pa.table({"a": a[new_new], "b": b[new_new]}, schema=PAIR_SCHEMA),
-                        home(a[new_new]), n_homes, files)
+                        home(a[new_new], per_home), n_homes, files)
             cand_new.append(a[new_old])
             cand_old.append(b[new_old])
         else:
@@ -169,7 +174,7 @@ def buckets_task(out: str, key: str, p: int, band_srcs: list, old_srcs: list, n_
         edge_kind = np.concatenate(kinds)
         table = pa.table({"key": np.concatenate([a, b]), "nbr": np.concatenate([b, a]), "kind": np.concatenate([edge_kind, edge_kind])},
                          schema=EDGE_SCHEMA)
-        write_parts(out, f"edges-{key}.parquet", table, home(np_column(table, "key")), n_homes, files)
+        write_parts(out, f"edges-{key}.parquet", table, home(np_column(table, "key"), per_home), n_homes, files)
     for tag, new_uids, old_uids in (("oldmatch", match_new, match_old), ("oldcand", cand_new, cand_old)):
         if new_uids and sum(len(x) for x in new_uids):
             new_uid, old_uid = np.concatenate(new_uids), np.concatenate(old_uids)
@@ -179,7 +184,7 @@ def buckets_task(out: str, key: str, p: int, band_srcs: list, old_srcs: list, n_
             if tag == "oldcand":
                 cols.update(src=old_rows.column("src"), file=old_rows.column("file"), row=old_rows.column("row"))
                 schema = OLDCAND_SCHEMA
-            write_parts(out, f"{tag}-{key}.parquet", pa.table(cols, schema=schema), home(new_uid), n_homes, files)
+            write_parts(out, f"{tag}-{key}.parquet", pa.table(cols, schema=schema), home(new_uid, per_home), n_homes, files)
     return counters(t.num_rows + old.num_rows, files, band_rows=t.num_rows, index_rows=old.num_rows, **stats)
 
 
@@ -190,9 +195,9 @@ def _with_src(t: pa.Table, src: int) -> pa.Table:
 # ---------------------------------------------------------------------------- pass 3: verify
 
 
-def verify_a_task(out: str, key: str, h: int, input_path: str, pair_srcs: list, cand_srcs: list, old_dirs: list[str],
-                  n_homes: int, params: dict) -> dict:
-    """Attach the shingle set of `a` (in this shard) to each pair, routed to the home of `b`;
+def verify_a_task(out: str, key: str, h: int, inputs: dict, pair_srcs: list, cand_srcs: list, old_dirs: list[str],
+                  n_homes: int, per_home: int, params: dict) -> dict:
+    """Attach the shingle set of `a` (in this home's shards, `inputs`) to each pair, routed to the home of `b`;
     check candidates against --against documents here (their text is read by file and row)."""
     mh = minhasher(params)
     threshold = params["fuzzy"]["threshold"]
@@ -203,11 +208,11 @@ def verify_a_task(out: str, key: str, h: int, input_path: str, pair_srcs: list, 
         cands = cands.group_by(["uid", "old_id"], use_threads=False).aggregate([(c, "min") for c in ("old_ehi", "old_elo", "src", "file", "row")])
         cands = cands.rename_columns([c.removesuffix("_min") for c in cands.column_names]).sort_by([("uid", "ascending"), ("old_id", "ascending")])
     need = np.unique(np.concatenate([a, np_column(cands, "uid")])) if cands.num_rows else np.unique(a)
-    sets = dict(zip(need.tolist(), shingle_sets(_read_texts(input_path, row_of(need)), mh)))
+    sets = dict(zip(need.tolist(), shingle_sets(_home_texts(inputs, need), mh)))
     files: list[dict] = []
     hashes = [sets[x] for x in a.tolist()]
     carry = pa.table({"a": a, "b": b, "hashes": pa.array(hashes, type=pa.list_(pa.uint32()))}, schema=CARRY_SCHEMA)
-    write_parts(out, f"carry-{key}.parquet", carry, home(b), n_homes, files)
+    write_parts(out, f"carry-{key}.parquet", carry, home(b, per_home), n_homes, files)
     matched = np.zeros(cands.num_rows, dtype=bool)
     if cands.num_rows:
         src, fname, row = (cands.column(c).to_pylist() for c in ("src", "file", "row"))
@@ -219,11 +224,11 @@ def verify_a_task(out: str, key: str, h: int, input_path: str, pair_srcs: list, 
         uids = np_column(cands, "uid").tolist()
         matched = np.array([_jaccard(sets[x], old_sets[(s, f, r)]) >= threshold for x, s, f, r in zip(uids, src, fname, row)], dtype=bool)
         matches = cands.filter(pa.array(matched)).select(OLD_SCHEMA.names)
-        write_parts(out, f"oldmatch-{key}.parquet", matches, home(np_column(matches, "uid")), n_homes, files)
+        write_parts(out, f"oldmatch-{key}.parquet", matches, home(np_column(matches, "uid"), per_home), n_homes, files)
     return counters(len(a) + cands.num_rows, files, pairs=len(a), old_checked=cands.num_rows, old_matched=int(matched.sum()))
 
 
-def verify_b_task(out: str, key: str, h: int, input_path: str, carry_srcs: list, n_homes: int, params: dict) -> dict:
+def verify_b_task(out: str, key: str, h: int, inputs: dict, carry_srcs: list, n_homes: int, per_home: int, params: dict) -> dict:
     mh = minhasher(params)
     threshold = params["fuzzy"]["threshold"]
     t = shuffle.read(carry_srcs, h, schema=CARRY_SCHEMA)
@@ -231,14 +236,14 @@ def verify_b_task(out: str, key: str, h: int, input_path: str, carry_srcs: list,
         t = t.sort_by([("a", "ascending"), ("b", "ascending")])
     a, b = np_column(t, "a"), np_column(t, "b")
     need = np.unique(b)
-    sets = dict(zip(need.tolist(), shingle_sets(_read_texts(input_path, row_of(need)), mh)))
+    sets = dict(zip(need.tolist(), shingle_sets(_home_texts(inputs, need), mh)))
     ok = np.zeros(len(a), dtype=bool)
     similarity = np.zeros(len(a))
     for i, (hashes_a, uid_b) in enumerate(zip(t.column("hashes").to_numpy(zero_copy_only=False) if t.num_rows else [], b.tolist())):
         similarity[i] = _jaccard(hashes_a, sets[uid_b])
         ok[i] = similarity[i] >= threshold
     files: list[dict] = []
-    table, part = edge_table(a[ok], b[ok], FUZZY)
+    table, part = edge_table(a[ok], b[ok], per_home, FUZZY)
     write_parts(out, f"edges-{key}.parquet", table, part, n_homes, files)
     hist = np.histogram(similarity, bins=10, range=(0, 1))[0].tolist() if len(similarity) else [0] * 10
     return counters(len(a), files, checked=len(a), verified=int(ok.sum()), jaccard_hist=hist)

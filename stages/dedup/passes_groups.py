@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 from stages.dedup import cc, hashing, shuffle
 from stages.dedup.tables import (DECISION_SCHEMA, EDGE_SCHEMA, EXACT, FUZZY, I64, INDEX_SCHEMA, KIND_SCHEMA, MEMBER_SCHEMA,
                                  OLD_SCHEMA, REASONS, SEMANTIC, STAR_SCHEMA, U64, counters, edge_table, home, np_column,
-                                 row_of, write_parts)
+                                 read_rows, row_of, shard_of, write_parts)
 
 
-def cc_large_task(out: str, key: str, h: int, srcs: list, n_homes: int, first: bool) -> dict:
+def cc_large_task(out: str, key: str, h: int, srcs: list, n_homes: int, per_home: int, first: bool) -> dict:
     t = shuffle.read(srcs, h, columns=["key", "nbr", "kind"] if first else ["key", "nbr"],
                      schema=EDGE_SCHEMA if first else STAR_SCHEMA)
     node, nbr = np_column(t, "key"), np_column(t, "nbr")
@@ -27,17 +27,17 @@ def cc_large_task(out: str, key: str, h: int, srcs: list, n_homes: int, first: b
         order = np.argsort(node, kind="stable")
         starts = np.flatnonzero(np.r_[True, node[order][1:] != node[order][:-1]])
         kinds = pa.table({"uid": node[order][starts], "kinds": np.bitwise_or.reduceat(edge_kind[order], starts)}, schema=KIND_SCHEMA)
-        write_parts(out, f"kinds-{key}.parquet", kinds, home(np_column(kinds, "uid")), n_homes, files)
+        write_parts(out, f"kinds-{key}.parquet", kinds, home(np_column(kinds, "uid"), per_home), n_homes, files)
     star_node, star_nbr, changes = cc.large_star(node, nbr)
-    write_parts(out, f"star-{key}.parquet", pa.table({"key": star_node, "nbr": star_nbr}, schema=STAR_SCHEMA), home(star_node),
-                n_homes, files)
+    write_parts(out, f"star-{key}.parquet", pa.table({"key": star_node, "nbr": star_nbr}, schema=STAR_SCHEMA),
+                home(star_node, per_home), n_homes, files)
     return counters(t.num_rows, files, changes=changes, edges_out=len(star_node))
 
 
-def cc_small_task(out: str, key: str, h: int, srcs: list, n_homes: int) -> dict:
+def cc_small_task(out: str, key: str, h: int, srcs: list, n_homes: int, per_home: int) -> dict:
     t = shuffle.read(srcs, h, schema=STAR_SCHEMA)
     star_node, star_nbr, changes = cc.small_star(np_column(t, "key"), np_column(t, "nbr"))
-    table, part = edge_table(star_node, star_nbr)
+    table, part = edge_table(star_node, star_nbr, per_home)
     files: list[dict] = []
     write_parts(out, f"star-{key}.parquet", table, part, n_homes, files)
     return counters(t.num_rows, files, changes=changes, edges_out=len(star_node))
@@ -46,8 +46,9 @@ def cc_small_task(out: str, key: str, h: int, srcs: list, n_homes: int) -> dict:
 # ---------------------------------------------------------------------------- groups and election
 
 
-def groups_task(out: str, key: str, h: int, sig_path: str, label_srcs: list, kind_srcs: list, old_srcs: list, n_parts: int) -> dict:
-    """Members of every group that has a document of this shard: (root, attributes) -> root partitions."""
+def groups_task(out: str, key: str, h: int, sig_paths: dict, label_srcs: list, kind_srcs: list, old_srcs: list, n_parts: int) -> dict:
+    """Members of every group that has a document of this home (signature files `sig_paths`: shard ->
+    path): (root, attributes) -> root partitions."""
     labels = shuffle.read(label_srcs, h, schema=STAR_SCHEMA)
     node, root = cc.labels(np_column(labels, "key"), np_column(labels, "nbr"))
     old_match = shuffle.read(old_srcs, h, schema=OLD_SCHEMA)
@@ -68,7 +69,7 @@ def groups_task(out: str, key: str, h: int, sig_path: str, label_srcs: list, kin
     if node_kinds.num_rows:
         pos = np.searchsorted(node, np_column(node_kinds, "uid"))
         np.bitwise_or.at(kinds, pos, np_column(node_kinds, "kinds"))
-    attrs = pq.read_table(sig_path, columns=["id", "score", "length", "ehi", "elo"]).take(pa.array(row_of(node)))
+    attrs = read_rows(sig_paths, node, ["id", "score", "length", "ehi", "elo"])
     match = {"old_id": pa.nulls(len(node), pa.string()), "old_ehi": pa.nulls(len(node), U64), "old_elo": pa.nulls(len(node), U64)}
     if old_match.num_rows:
         idx = np.full(len(node), -1, dtype=np.int64)
@@ -97,7 +98,7 @@ def _group_id(ids: list[str]) -> np.ndarray:
     return np.fromiter((xxhash.xxh64_intdigest(i.encode()) & ((1 << 63) - 1) for i in ids), dtype=np.int64, count=len(ids))
 
 
-def elect_task(out: str, key: str, p: int, member_srcs: list, n_homes: int, keep: str) -> dict:
+def elect_task(out: str, key: str, p: int, member_srcs: list, n_homes: int, per_home: int, keep: str) -> dict:
     """One keeper per group: an --against document if the group has one (it is already kept),
     else by the keep rule; everyone else is a duplicate of it, with the reason of the relation."""
     t = shuffle.read(member_srcs, p, schema=MEMBER_SCHEMA)
@@ -138,7 +139,7 @@ def elect_task(out: str, key: str, p: int, member_srcs: list, n_homes: int, keep
     reasons = pa.array([REASONS[int(x)] if r else None for x, r in zip(reason.tolist(), removed.tolist())], pa.string())
     uid = np_column(t, "uid")
     decisions = pa.table({"uid": uid, "dup_of": dup_of, "dup_group": group_id, "reason": reasons}, schema=DECISION_SCHEMA)
-    write_parts(out, f"decisions-{key}.parquet", decisions, home(uid), n_homes, files)
+    write_parts(out, f"decisions-{key}.parquet", decisions, home(uid, per_home), n_homes, files)
     # Group sizes count the kept document, also when it is an --against document.
     full = sizes + anchored.astype(np.int64)
     size_hist = {str(int(s)): int(n) for s, n in zip(*np.unique(full, return_counts=True))}
@@ -150,11 +151,12 @@ def elect_task(out: str, key: str, p: int, member_srcs: list, n_homes: int, keep
 
 
 def final_task(path: str, out: str, key: str, h: int, decision_srcs: list, bands_file: str, sig_path: str, n_parts: int,
-               batch_size: int, write_index: bool) -> dict:
+               per_home: int, batch_size: int, write_index: bool) -> dict:
     from pipeline.schema import REASON
     from pipeline.taskio import TaskOutput
 
-    decisions = shuffle.read(decision_srcs, h, schema=DECISION_SCHEMA)
+    decisions = shuffle.read(decision_srcs, h // per_home, schema=DECISION_SCHEMA)  # its home's: keep this shard's
+    decisions = decisions.filter(pa.array(shard_of(np_column(decisions, "uid")) == h)) if decisions.num_rows else decisions
     decisions = decisions.sort_by([("uid", "ascending")]) if decisions.num_rows else decisions
     decision_row = row_of(np_column(decisions, "uid"))  # row in this shard of each decision
     res = TaskOutput(Path(out), key, "dedup", target_rows=1 << 62, target_bytes=1 << 62, single=True)

@@ -51,7 +51,7 @@ def assign_task(out: str, key: str, sig_path: str, centroids_path: str, n_parts:
     return counters(t.num_rows, files)
 
 
-def sem_pairs_task(out: str, key: str, p: int, assign_srcs: list, n_homes: int, threshold: float) -> dict:
+def sem_pairs_task(out: str, key: str, p: int, assign_srcs: list, n_homes: int, per_home: int, threshold: float) -> dict:
     t = shuffle.read(assign_srcs, p)
     files: list[dict] = []
     if not t.num_rows:
@@ -69,6 +69,6 @@ def sem_pairs_task(out: str, key: str, p: int, assign_srcs: list, n_homes: int, 
         pairs_a.append(a)
         pairs_b.append(b)
     a, b = np.concatenate(pairs_a), np.concatenate(pairs_b)
-    table, part = edge_table(a, b, SEMANTIC)
+    table, part = edge_table(a, b, per_home, SEMANTIC)
     write_parts(out, f"edges-{key}.parquet", table, part, n_homes, files)
     return counters(t.num_rows, files, pairs=len(a), clusters=len(starts))

@@ -28,9 +28,11 @@ from pipeline import io, lock, runner
 from pipeline.config import Config, ConfigError
 from pipeline.registry import Stage
 from stages.dedup import passes, passes_groups, passes_semantic, shuffle
+from stages.dedup.tables import home_shards
 
 STAGE = "dedup"
 WORK, INDEX = "_work", "_index"
+MIN_TASKS = 16  # partitions and homes of a run with at least this many shards, however few its documents
 
 
 class _PassFailed(Exception):
@@ -154,7 +156,9 @@ def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner
     stems = [p.stem for p in shards]
     n = len(shards)
     closure = against_closure([*d.against, *([out] if finished else [])])
-    n_parts = _check_compatible(cfg, closure) or d.partitions or max(1, n)
+    by_docs = max(1, min(n, MIN_TASKS), math.ceil(io.shard_rows(shards) / d.docs_per_partition))
+    n_parts = _check_compatible(cfg, closure) or d.partitions or by_docs
+    per_home = max(1, math.ceil(n / by_docs))  # input shards per home: a home holds ~docs_per_partition documents
     fp = _fingerprint(inp, closure)
     if not finished:
         runner.refuse_other_output(out, chash, fp, force, "dedup")
@@ -166,7 +170,7 @@ def run(cfg: Config, inp: Path, out: Path, phase, force: bool = False) -> runner
             shutil.rmtree(out / INDEX, ignore_errors=True)
     phase = partial(phase, force=False)
     with lock.dir_lock(work):  # one dedup run per output dir (each pass also locks its own dir)
-        return _run(cfg, d, shards, stems, closure, n_parts, chash, fp, out, work, phase, fps, finished, resolved)
+        return _run(cfg, d, shards, stems, closure, n_parts, per_home, chash, fp, out, work, phase, fps, finished, resolved)
 
 
 def resolved_embedder() -> dict:
@@ -206,7 +210,7 @@ def _lost_finished_shard(key: str, out: str) -> dict:
                        "re-run with --force to recompute the stage")
 
 
-def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts: int, chash: str, fp: str, out: Path,
+def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts: int, per: int, chash: str, fp: str, out: Path,
          work: Path, phase, fps: dict[str, str], finished: list[runner.Task], resolved: dict | None) -> runner.StageResult:
     n = len(shards)
     params = d.model_dump(mode="json")
@@ -221,9 +225,11 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
             raise _PassFailed(res)
         return _pass_markers(work / name, [t.key for t in tasks])
 
+    n_homes = -(-n // per)
+
     def per_home(name: str, fn, **kw) -> dict:
-        return run_pass(name, [runner.Task(stems[h], fn, dict(out=str(work / name), key=stems[h], h=h, **{k: (v(h) if callable(v) else v) for k, v in kw.items()}))
-                               for h in range(n)])
+        return run_pass(name, [runner.Task(f"h{h:05d}", fn, dict(out=str(work / name), key=f"h{h:05d}", h=h, **{k: (v(h) if callable(v) else v) for k, v in kw.items()}))
+                               for h in range(n_homes)])
 
     def per_part(name: str, fn, count: int, **kw) -> dict:
         return run_pass(name, [runner.Task(f"p{p:05d}", fn, dict(out=str(work / name), key=f"p{p:05d}", p=p, **{k: (v(p) if callable(v) else v) for k, v in kw.items()}))
@@ -239,54 +245,56 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
         old_index = [shuffle.write_index(work / "_index-against.parquet", old_srcs)] if old_srcs else []
         bucket_markers = per_part("buckets", passes.buckets_task, n_parts, band_srcs=lambda p: _for_part(band_srcs, p),
                                   old_srcs=old_index,
-                                  n_homes=n, params=params)
+                                  n_homes=n_homes, per_home=per, params=params)
         edge_srcs = _srcs(work / "buckets", "edges")
         oldmatch_srcs = _srcs(work / "buckets", "oldmatch")
         verify_a_markers = verify_b_markers = {}
         if "fuzzy" in d.method and d.fuzzy.verify:
             pairs, cands = _srcs(work / "buckets", "pairs"), _srcs(work / "buckets", "oldcand")
-            verify_a_markers = per_home("verify_a", passes.verify_a_task, input_path=lambda h: str(shards[h]),
+            inputs = lambda h: {i: str(shards[i]) for i in home_shards(h, per, n)}  # noqa: E731
+            verify_a_markers = per_home("verify_a", passes.verify_a_task, inputs=inputs,
                                         pair_srcs=lambda h: _for_part(pairs, h), cand_srcs=lambda h: _for_part(cands, h),
-                                        old_dirs=[str(against) for against, _ in closure], n_homes=n, params=params)
+                                        old_dirs=[str(against) for against, _ in closure], n_homes=n_homes, per_home=per, params=params)
             oldmatch_srcs += _srcs(work / "verify_a", "oldmatch")
             carry = _srcs(work / "verify_a", "carry")
-            verify_b_markers = per_home("verify_b", passes.verify_b_task, input_path=lambda h: str(shards[h]),
-                                        carry_srcs=lambda h: _for_part(carry, h), n_homes=n, params=params)
+            verify_b_markers = per_home("verify_b", passes.verify_b_task, inputs=inputs,
+                                        carry_srcs=lambda h: _for_part(carry, h), n_homes=n_homes, per_home=per, params=params)
             edge_srcs += _srcs(work / "verify_b", "edges")
         semantic_markers = {}
         if "semantic" in d.method and n:
-            semantic_markers = _semantic(d, cfg, work, run_pass, per_part, signature_markers, sig_path, stems, n_parts)
+            semantic_markers = _semantic(d, cfg, work, run_pass, per_part, signature_markers, sig_path, stems, n_parts, n_homes, per)
             edge_srcs += _srcs(work / "sem_pairs", "edges")
         label_srcs, kind_srcs, rounds = [], [], 0
         srcs = edge_srcs
         while srcs:
             rounds += 1
             large_markers = per_home(f"cc{rounds:02d}_large", passes_groups.cc_large_task, srcs=lambda h, s=srcs: _for_part(s, h),
-                                     n_homes=n, first=rounds == 1)
+                                     n_homes=n_homes, per_home=per, first=rounds == 1)
             if rounds == 1:
                 kind_srcs = _srcs(work / f"cc{rounds:02d}_large", "kinds")
             star = _srcs(work / f"cc{rounds:02d}_large", "star")
             small_markers = per_home(f"cc{rounds:02d}_small", passes_groups.cc_small_task, srcs=lambda h, s=star: _for_part(s, h),
-                                     n_homes=n)
+                                     n_homes=n_homes, per_home=per)
             srcs = _srcs(work / f"cc{rounds:02d}_small", "star")
             if sum(m["changes"] for m in (*large_markers.values(), *small_markers.values())) == 0:
                 label_srcs = srcs
                 break
             if rounds >= 64:
                 raise RuntimeError("connected components did not converge in 64 rounds")
-        per_home("groups", passes_groups.groups_task, sig_path=sig_path, label_srcs=lambda h: _for_part(label_srcs, h),
+        per_home("groups", passes_groups.groups_task, sig_paths=lambda h: {i: sig_path(i) for i in home_shards(h, per, n)}, label_srcs=lambda h: _for_part(label_srcs, h),
                  kind_srcs=lambda h: _for_part(kind_srcs, h), old_srcs=lambda h: _for_part(oldmatch_srcs, h), n_parts=n_parts)
         members = _srcs(work / "groups", "members")
-        elect_markers = per_part("elect", passes_groups.elect_task, n_parts, member_srcs=lambda p: _for_part(members, p), n_homes=n,
+        elect_markers = per_part("elect", passes_groups.elect_task, n_parts, member_srcs=lambda p: _for_part(members, p), n_homes=n_homes,
+                                 per_home=per,
                                  keep=d.keep)
         decisions = _srcs(work / "elect", "decisions")
     except _PassFailed as e:
         return e.result
 
     tasks = [runner.Task(stems[h], passes_groups.final_task, dict(
-        path=str(shards[h]), out=str(out), key=stems[h], h=h, decision_srcs=_for_part(decisions, h),
+        path=str(shards[h]), out=str(out), key=stems[h], h=h, decision_srcs=_for_part(decisions, h // per),
         bands_file=str(work / "sig" / f"bands-{stems[h]}.parquet"), sig_path=sig_path(h),
-        n_parts=n_parts, batch_size=cfg.run.docs_per_batch, write_index=d.write_index), input_fp=fps[shards[h].name]) for h in range(n)]
+        n_parts=n_parts, per_home=per, batch_size=cfg.run.docs_per_batch, write_index=d.write_index), input_fp=fps[shards[h].name]) for h in range(n)]
     res = phase(STAGE, out, [*finished, *tasks], config_hash=chash, input_fingerprint=fp)
     timings["write"] = round(res.seconds, 3)
     if res.ok:
@@ -304,7 +312,7 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
 
 
 def _semantic(d, cfg: Config, work: Path, run_pass, per_part, signature_markers: dict, sig_path, stems: list[str],
-              n_parts: int) -> dict:
+              n_parts: int, n_homes: int, per: int) -> dict:
     s = d.semantic
     sizes = [signature_markers[k]["docs"] for k in stems]
     total = sum(sizes)
@@ -320,7 +328,7 @@ def _semantic(d, cfg: Config, work: Path, run_pass, per_part, signature_markers:
         for h in range(len(stems))])
     assign_srcs = _srcs(work / "assign", "assign")
     pairs = per_part("sem_pairs", passes_semantic.sem_pairs_task, n_parts, assign_srcs=lambda p: _for_part(assign_srcs, p),
-                     n_homes=len(stems), threshold=s.threshold)
+                     n_homes=n_homes, per_home=per, threshold=s.threshold)
     return {"kmeans": kmeans_markers, "pairs": pairs}
 
 

@@ -1,7 +1,9 @@
 """The tables dedup passes exchange, and the helpers every pass uses.
 
 Documents are named by `uid = shard << 32 | row` (shard: index of the input shard, row: position
-in it); the *home* of a uid is its shard. `--against` documents get `OLD_BIT | i` within a task.
+in it); the *home* of a uid is the task of the per-document passes that owns its shard: shards
+h * per_home ... (h + 1) * per_home - 1 (stage.py chooses per_home so a home holds about
+dedup.docs_per_partition documents). `--against` documents get `OLD_BIT | i` within a task.
 Rows travel between passes through `shuffle` files (`write_parts`); a pass's marker lists its
 files (`counters`).
 """
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from stages.dedup import shuffle
 
@@ -36,9 +39,19 @@ MEMBER_SCHEMA = pa.schema([("root", U64), ("uid", U64), ("id", pa.string()), ("s
 DECISION_SCHEMA = pa.schema([("uid", U64), ("dup_of", pa.string()), ("dup_group", I64), ("reason", pa.string())])
 
 
-def home(uid: np.ndarray) -> np.ndarray:
+def shard_of(uid: np.ndarray) -> np.ndarray:
     """Input shard of each uid."""
     return (uid >> np.uint64(32)).astype(np.int64)
+
+
+def home(uid: np.ndarray, per_home: int) -> np.ndarray:
+    """Home of each uid: its input shard // per_home."""
+    return shard_of(uid) // per_home
+
+
+def home_shards(h: int, per_home: int, n_shards: int) -> range:
+    """The input shards of home h."""
+    return range(h * per_home, min(n_shards, (h + 1) * per_home))
 
 
 def row_of(uid: np.ndarray) -> np.ndarray:
@@ -66,10 +79,21 @@ def write_parts(out: str, name: str, table: pa.Table, part: np.ndarray, n_parts:
         files.append(shuffle.write(Path(out) / name, table, part, n_parts))
 
 
-def edge_table(a: np.ndarray, b: np.ndarray, kind: int | None = None) -> tuple[pa.Table, np.ndarray]:
+def read_rows(paths: dict, uids: np.ndarray, columns: list[str]) -> pa.Table:
+    """`columns` of the rows `uids` (ascending) from per-shard files (paths[shard]: an input shard or
+    its signature file, one row per document), in uid order."""
+    if not len(uids):
+        return pq.read_table(next(iter(paths.values())), columns=columns).slice(0, 0) if paths else pa.table({})
+    shard = shard_of(uids)
+    bounds = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1], True])
+    return pa.concat_tables([pq.read_table(paths[int(shard[a])], columns=columns).take(pa.array(row_of(uids[a:b])))
+                             for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())])
+
+
+def edge_table(a: np.ndarray, b: np.ndarray, per_home: int, kind: int | None = None) -> tuple[pa.Table, np.ndarray]:
     """Both directions of every edge (large-star input), routed to the home of `key`."""
     key, nbr = np.concatenate([a, b]), np.concatenate([b, a])
     cols = {"key": key, "nbr": nbr}
     if kind is not None:
         cols["kind"] = np.full(len(key), kind, dtype=np.uint8)
-    return pa.table(cols, schema=EDGE_SCHEMA if kind is not None else STAR_SCHEMA), home(key)
+    return pa.table(cols, schema=EDGE_SCHEMA if kind is not None else STAR_SCHEMA), home(key, per_home)
