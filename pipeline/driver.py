@@ -61,7 +61,7 @@ def run(cfg: Config, plans: list[StagePlan], *, force: bool = False, use_ray: bo
     mirror = remote.mirror_for(cfg.run.output)  # run.output is a URL: run in its staging dir (pipeline/remote.py)
     if mirror is None:
         return _run(cfg, plans, force, use_ray, ray_address, show_progress, None)
-    with mirror.lease():
+    with mirror.lease(), mirror.recording():  # recording: what a pass's sync puts besides its dir
         mirror.pull()
         try:
             return _run(cfg, plans, force, use_ray, ray_address, show_progress, mirror)
@@ -100,5 +100,5 @@ def _run(cfg: Config, plans: list[StagePlan], force: bool, use_ray: bool, ray_ad
             io.write_json(io.shard_fingerprints(p.inp), Path(p.out) / INPUT_SHARDS)
         if mirror is not None and remote.mirror_for(p.out) is mirror:
             mirror.prune(p.out)  # what the stage removed from its dir (a --force rerun's old passes)
-            mirror.sync(p.out)
+            mirror.sync(p.out)  # the stage's whole dir, once: also files written other than by io.atomic_write
     return results

@@ -75,7 +75,7 @@ def disk_full(e: BaseException, path: Path) -> DiskFull | None:
     return None
 
 
-_WRITTEN: list[Path] | None = None  # what atomic_write completed while a task records (runner.execute_task)
+_WRITTEN: list[Path] | None = None  # what atomic_write completed while a task (runner.execute_task) or a run into a URL (remote.Mirror.recording) records
 
 
 @contextlib.contextmanager

@@ -7,8 +7,12 @@ keeps the bucket in step with it, in an order that makes the bucket alone enough
 - whole-file puts only (an object store never shows half an object; a put killed midway leaves
   nothing), data before markers: when a task finishes, its files are put, then its `_done/` marker
   (`push_task`); a marker in the bucket always means its files are there too.
-- at the start and end of every pass the whole staging tree is synced in the same order: data,
-  markers, side files (`README.md`, `_stats.json`, ...), `_manifest.json` last.
+- at the start and end of every pass its own dir is synced in the same order: data, markers, side
+  files (`README.md`, `_stats.json`, ...), `_manifest.json` last, together with the files the
+  driver process wrote elsewhere in staging since the last sync (`recording`: a multi-pass stage's
+  models, weights, index files between its passes), so a pass's markers never reach the bucket
+  before what the driver wrote for it; no pass walks the rest of the tree. The driver syncs a
+  stage's whole dir when the stage ends, and the whole tree when the run ends.
 - `pull` (at the start of a run) makes the staging mirror equal to what the bucket can vouch for:
   markers whose listed files are all there at the recorded size, those files, and every file no
   marker governs. A Parquet file in a marker dir that no marker lists (its task was killed before
@@ -118,6 +122,7 @@ class Mirror:
         self.fs, self.base = storage.fs_and_path(self.url)
         self.base = self.base.rstrip("/")
         self._pushed = self._load_record()
+        self._written: list[Path] | None = None  # see recording()
 
     # ------------------------------------------------------------ names and the pushed record
     def rel(self, local: Path) -> str:
@@ -164,10 +169,37 @@ class Mirror:
     def sync(self, under: Path | None = None) -> None:
         """Put every file under `under` (default: all) changed since it was last put: data,
         then markers, then side files, manifests last."""
-        files = self._local_files(Path(under or self.root))
-        for p in sorted(files, key=lambda p: (_rank(self.rel(p)), self.rel(p))):
+        self._put_ranked(self._local_files(Path(under or self.root)))
+
+    def _put_ranked(self, files) -> None:
+        for p in sorted(set(files), key=lambda p: (_rank(self.rel(p)), self.rel(p))):
             if p.exists():
                 self.put(p)
+
+    @contextlib.contextmanager
+    def recording(self):
+        """While the run lives, note the files this process writes through the engine's atomic
+        writes (io.recording_writes; a task run in this process records its own, put with its
+        marker): what `sync_pass` puts besides the pass's dir."""
+        with io.recording_writes() as written:
+            self._written = written
+            try:
+                yield
+            finally:
+                self._written = None
+
+    def sync_pass(self, out: Path) -> None:
+        """A pass's sync: every file under its dir `out`, and the files the driver wrote elsewhere
+        in staging since the last pass's sync (see `recording`), in `sync`'s order. Nothing else
+        of the tree is walked or put (other stages' dirs are synced when they end)."""
+        out = Path(out).absolute()
+        noted = list(self._written or ())
+        extra = [q for q in (Path(p).absolute() for p in noted)  # as _local_files: no hidden dirs, no lock/temp files
+                 if q.is_relative_to(self.root) and not q.is_relative_to(out) and not _skip(q.name)
+                 and not any(d.startswith(".") for d in q.relative_to(self.root).parts[:-1])]
+        self._put_ranked([*self._local_files(out), *extra])
+        if self._written is not None:
+            del self._written[:len(noted)]  # put: not again at the next pass
 
     def push_task(self, out: Path, marker: dict) -> None:
         """A finished task: its files (whole-file puts; those its marker lists, then any other it

@@ -292,7 +292,7 @@ def _run_stage(
     if mirror is not None:
         if force:
             mirror.prune(out)
-        mirror.sync()
+        mirror.sync_pass(out)  # this pass's dir and the driver's files written for it, not the whole tree
 
     pending = [t for t in tasks if io.read_marker(out, t.key) is None]
     logs.event("stage_start", stage=stage, out=str(out), tasks=len(tasks), done=len(tasks) - len(pending), pending=len(pending))
@@ -330,7 +330,7 @@ def _run_stage(
     if mirror is not None:
         if not missing:
             mirror.prune(out)  # orphans, as _remove_orphans did here
-        mirror.sync()
+        mirror.sync_pass(out)
     totals = manifest["totals"]
     logs.event("stage_end", level="info" if not missing else "error", stage=stage, status=manifest["status"], tasks=len(tasks),
                done=len(tasks) - len(missing), failed=len(failed), seconds=round(seconds, 3),

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import io, runner
+from pipeline.bounded import Smallest
 from pipeline.manifest import COUNTERS
 from pipeline.models.train import id_rank
 
@@ -99,17 +100,9 @@ def count_shard(path: str, work: str, key: str, tokenizer: str, domain_column: s
 def thresholds(count_dir: Path, keys: list[str], cap: int) -> dict[str, int]:
     """Per domain: the largest id hash a stream of `cap` tokens can take (documents in hash order,
     each with its EOS, until the running total reaches cap). Read shard by shard; each domain keeps
-    only its smallest hashes that reach cap (a prefix of a subset ranks no lower in the whole), so
-    memory is O(sample + shard), never O(corpus)."""
-    pools: dict[str, list[np.ndarray]] = {}
-    kept: dict[str, int] = {}
-
-    def cut(d: str) -> None:
-        h, n = np.concatenate(pools[d][0::2]), np.concatenate(pools[d][1::2])
-        o = np.argsort(h, kind="stable")
-        m = 0 if cap <= 0 else int(np.searchsorted(np.cumsum(n[o]), cap, side="left")) + 1
-        pools[d], kept[d] = [h[o[:m]], n[o[:m]]], min(m, len(o))
-
+    only its smallest hashes that reach cap (pipeline.bounded.Smallest), so memory is
+    O(sample + shard), never O(corpus)."""
+    pools: dict[str, Smallest] = {}
     for k in keys:
         t = pq.read_table(count_dir / f"docs-{k}.parquet")
         enc = pc.dictionary_encode(t.column("domain").combine_chunks())
@@ -117,14 +110,12 @@ def thresholds(count_dir: Path, keys: list[str], cap: int) -> dict[str, int]:
         h, n = t.column("hash").to_numpy(), t.column("n_tokens").to_numpy() + 1
         for c, d in enumerate(enc.dictionary.to_pylist()):
             m = codes == c
-            pools.setdefault(d, []).extend([h[m], n[m]])
-            if sum(len(x) for x in pools[d][0::2]) > max(2 * kept.get(d, 0), 4096):
-                cut(d)
+            pools.setdefault(d, Smallest(cap)).add(h[m], tokens=n[m])
     out = {}
-    for d in pools:
-        cut(d)
-        if kept[d]:
-            out[d] = int(pools[d][0][kept[d] - 1])
+    for d, pool in pools.items():
+        kept, _ = pool.final()
+        if len(kept):
+            out[d] = int(kept[-1])
     return out
 
 

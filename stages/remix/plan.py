@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.bounded import Smallest
 from pipeline.config import ConfigError
 from pipeline.schema import N_TOKENS
 
@@ -83,39 +84,41 @@ def doc_keys(g: np.ndarray, seed: int, *parts) -> np.ndarray:
 class _Pool:
     """One domain's candidate documents, gathered shard by shard. mode "all": every document, in
     input order. "window": the smallest doc_keys whose tokens reach `tokens` (the partial pass's
-    candidates). "rank": the best `k` by score (ties by doc_keys), extended down the ranking until
-    they hold `tokens`. A bounded pool is cut whenever its pending rows outgrow it, so it holds
-    O(pool + shard) rows; the cut keeps everything the final cut keeps (a prefix of a subset
-    ranks no lower in the whole), so the result does not depend on the shard order."""
+    candidates; pipeline.bounded.Smallest). "rank": the best `k` by score (ties by doc_keys),
+    extended down the ranking until they hold `tokens`. A bounded pool is cut whenever its pending
+    rows outgrow it, so it holds O(pool + shard) rows; the cut keeps everything the final cut keeps
+    (a prefix of a subset ranks no lower in the whole), so the result does not depend on the shard order."""
 
     def __init__(self, mode: str, name: str, seed: int, tokens: float = 0.0, k: int = 0, higher_is_better: bool = True):
         self.mode, self.name, self.seed, self.tokens, self.k, self.hib = mode, name, seed, tokens, k, higher_is_better
         self.cols: dict[str, list[np.ndarray]] = {}
         self.kept = self.pending = 0
+        self.window = Smallest(tokens, tokens="tok") if mode == "window" else None
 
     def add(self, **cols: np.ndarray) -> None:
+        if self.window is not None:  # doc_keys are distinct for distinct documents: no ties
+            self.window.add(doc_keys(cols["g"], self.seed, "remix", "window", self.name), **cols)
+            return
         for c, v in cols.items():
             self.cols.setdefault(c, []).append(v)
         self.pending += len(cols["g"])
         if self.mode != "all" and self.pending > max(2 * self.kept, 4096):
             self._cut()
 
-    def _cut(self) -> None:
+    def _cut(self) -> None:  # mode "rank"
         c = {k: np.concatenate(v) for k, v in self.cols.items()}
-        if self.mode == "window":
-            at = np.lexsort((c["g"], doc_keys(c["g"], self.seed, "remix", "window", self.name)))
-            n = int(np.searchsorted(np.cumsum(c["tok"][at]), self.tokens, side="left")) + 1
-        else:
-            s = c["score"]
-            key = np.where(np.isnan(s), np.inf, -s if self.hib else s)
-            at = np.lexsort((c["g"], doc_keys(c["g"], self.seed, "remix", "select", self.name), key))
-            n = max(self.k, int(np.searchsorted(np.cumsum(c["tok"][at]), self.tokens, side="left")) + 1)
+        s = c["score"]
+        key = np.where(np.isnan(s), np.inf, -s if self.hib else s)
+        at = np.lexsort((c["g"], doc_keys(c["g"], self.seed, "remix", "select", self.name), key))
+        n = max(self.k, int(np.searchsorted(np.cumsum(c["tok"][at]), self.tokens, side="left")) + 1)
         at = at[:n]
         self.cols = {k: [v[at]] for k, v in c.items()}
         self.kept, self.pending = len(at), len(at)
 
     def final(self) -> dict[str, np.ndarray]:
         """The pool's columns in its order (input order, key order or rank order)."""
+        if self.window is not None:
+            return self.window.final()[1]
         if self.mode != "all":
             self._cut()
         return {k: np.concatenate(v) for k, v in self.cols.items()} if self.cols else {}
