@@ -338,7 +338,6 @@ def test_semantic_dedup_cpu(small, tmp_path):
     run_dedup(inp, out, method="semantic", semantic={"threshold": 0.95, "docs_per_cluster": 50, "max_tokens": 128})
     _, rej = read_dir(out)
     reasons = dict(zip(rej.column("id").to_pylist(), rej.column("reason").to_pylist()))
-    dup_of = dict(zip(rej.column("id").to_pylist(), rej.column("dup_of").to_pylist()))
     assert "dup:semantic" in reasons.values()
     sem = io.read_json(out / io.STATS)["dedup"]["semantic"]
     assert sem["clusters"] >= 2 and sem["pairs"] > 0
