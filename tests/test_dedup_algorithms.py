@@ -134,7 +134,15 @@ def test_lsh_collapses_identical_texts_and_stars_big_buckets():
     p = lsh.bucket_pairs(band, key, ekey, u, collapse_exact=True, all_pairs=True, max_pairs_bucket=100)["fuzzy"]
     assert len(p[0]) == 8 * 7 // 2 and 1 not in p[0].tolist() + p[1].tolist()  # one representative of {0,1,2}
     p = lsh.bucket_pairs(band, key, ekey, u, collapse_exact=True, all_pairs=True, max_pairs_bucket=4)["fuzzy"]
-    assert len(p[0]) == 7 and set(p[0].tolist()) == {0}  # star around the smallest uid
+    assert len(p[0]) == 7 and set(p[0].tolist()) == {0}  # star around the smallest exact hash (ekey 1)
+    # The center follows the texts (ekey), not the uids (which follow the sharding): uid 9 here;
+    # an --against document (top bit) is the center only of a bucket without documents of this run.
+    down = np.arange(10, 0, -1, dtype=np.uint64)
+    p = lsh.bucket_pairs(band, key, down, u, collapse_exact=True, all_pairs=True, max_pairs_bucket=4)["fuzzy"]
+    assert set(p[1].tolist()) == {9} and len(p[0]) == 9
+    mixed = np.r_[u[:5], u[5:] | np.uint64(1 << 63)]
+    p = lsh.bucket_pairs(band, key, down, mixed, collapse_exact=True, all_pairs=True, max_pairs_bucket=4)["fuzzy"]
+    assert all(4 in ab for ab in zip(p[0].tolist(), p[1].tolist())) and len(p[0]) == 9  # the new document of the smallest ekey (6), not an old one (1-5)
     assert lsh.candidate_probability(0.8, 14, 8) == pytest.approx(0.924, abs=1e-3)
 
 
