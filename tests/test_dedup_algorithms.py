@@ -175,3 +175,36 @@ def test_large_small_star_equals_union_find(seed):
     path = np.arange(1000, 1200, dtype=np.uint64)
     a, b = np.concatenate([a, path[:-1]]), np.concatenate([b, path[1:]])
     assert _partitioned_cc(a, b, int(rng.integers(1, 5))) == cc.reference_components(a, b)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.3])
+def test_semantic_kmeans_sample_does_not_depend_on_the_sharding(tmp_path, fraction):
+    """The k-means pass reads the same sample in the same order (picked and ordered by a hash of
+    each text) from one signature file and from the same documents shuffled over five, one empty:
+    the same centroids. It used to take rows evenly spaced in each shard, in shard order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stages.dedup import passes_semantic
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(6, 16))
+    emb = (centers[rng.integers(0, 6, 600)] + 0.3 * rng.normal(size=(600, 16))).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    elo = rng.integers(0, 2**63, 600, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+    def write(path, rows):
+        pq.write_table(pa.table({"elo": pa.array(elo[rows], pa.uint64()), "embedding": pa.FixedSizeListArray.from_arrays(
+            pa.array(emb[rows].ravel()), 16)}), path)
+        return str(path)
+
+    perm = rng.permutation(600)
+    layouts = {"one": [write(tmp_path / "one.parquet", np.arange(600))],
+               "five": [write(tmp_path / f"s{i}.parquet", perm[a:b]) for i, (a, b) in enumerate([(0, 50), (50, 50), (50, 400), (400, 401), (401, 600)])]}
+    got = {}
+    for name, paths in layouts.items():
+        (tmp_path / name).mkdir()
+        m = passes_semantic.kmeans_task(str(tmp_path / name), "kmeans", paths, fraction, k=6, seed=0, iters=10)
+        assert 0.2 * 600 < m["sample"] <= 600 and (m["sample"] == 600) == (fraction == 1.0)
+        got[name] = pq.read_table(tmp_path / name / "centroids.parquet").column("centroid").to_pylist()
+    assert got["one"] == got["five"]
