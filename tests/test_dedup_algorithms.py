@@ -208,3 +208,27 @@ def test_semantic_kmeans_sample_does_not_depend_on_the_sharding(tmp_path, fracti
         assert 0.2 * 600 < m["sample"] <= 600 and (m["sample"] == 600) == (fraction == 1.0)
         got[name] = pq.read_table(tmp_path / name / "centroids.parquet").column("centroid").to_pylist()
     assert got["one"] == got["five"]
+
+
+@pytest.mark.parametrize("carrier", [1, 2])
+def test_exact_copies_get_the_reason_of_their_text_whichever_copy_has_the_edges(tmp_path, carrier):
+    """A group of keeper k (text A), x and y (text B: only the copy of the smallest uid, which
+    follows the sharding, gets the semantic edge) and z (text C, fuzzy): x and y are both
+    dup:semantic whichever of them carries the edge (y was dup:fuzzy, from the group's kinds)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stages.dedup import passes_groups, shuffle
+    from stages.dedup.tables import EXACT, FUZZY, MEMBER_SCHEMA, SEMANTIC
+
+    kinds = [FUZZY | SEMANTIC, EXACT, EXACT, FUZZY]
+    kinds[carrier] |= SEMANTIC
+    t = pa.table({"root": np.zeros(4, np.uint64), "uid": np.arange(4, dtype=np.uint64), "id": ["k", "x", "y", "z"],
+                  "score": [1.0, 0.0, 0.0, 0.0], "length": np.full(4, 10), "ehi": np.array([1, 2, 2, 3], np.uint64),
+                  "elo": np.array([1, 2, 2, 3], np.uint64), "kinds": np.array(kinds, np.uint8),
+                  "old_id": pa.nulls(4, pa.string()), "old_ehi": pa.nulls(4, pa.uint64()), "old_elo": pa.nulls(4, pa.uint64())},
+                 schema=MEMBER_SCHEMA)
+    f = shuffle.write(tmp_path / "members.parquet", t, np.zeros(4, np.int64), 1)
+    passes_groups.elect_task(str(tmp_path), "p00000", 0, [(str(tmp_path / f["name"]), f["parts"])], n_homes=1, keep="best")
+    d = pq.read_table(tmp_path / "decisions-p00000.parquet")
+    assert dict(zip(d.column("uid").to_pylist(), d.column("reason").to_pylist())) == {0: None, 1: "dup:semantic", 2: "dup:semantic", 3: "dup:fuzzy"}
