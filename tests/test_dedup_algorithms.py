@@ -134,7 +134,15 @@ def test_lsh_collapses_identical_texts_and_stars_big_buckets():
     p = lsh.bucket_pairs(band, key, ekey, u, collapse_exact=True, all_pairs=True, max_pairs_bucket=100)["fuzzy"]
     assert len(p[0]) == 8 * 7 // 2 and 1 not in p[0].tolist() + p[1].tolist()  # one representative of {0,1,2}
     p = lsh.bucket_pairs(band, key, ekey, u, collapse_exact=True, all_pairs=True, max_pairs_bucket=4)["fuzzy"]
-    assert len(p[0]) == 7 and set(p[0].tolist()) == {0}  # star around the smallest uid
+    assert len(p[0]) == 7 and set(p[0].tolist()) == {0}  # star around the smallest exact hash (ekey 1)
+    # The center follows the texts (ekey), not the uids (which follow the sharding): uid 9 here;
+    # an --against document (top bit) is the center only of a bucket without documents of this run.
+    down = np.arange(10, 0, -1, dtype=np.uint64)
+    p = lsh.bucket_pairs(band, key, down, u, collapse_exact=True, all_pairs=True, max_pairs_bucket=4)["fuzzy"]
+    assert set(p[1].tolist()) == {9} and len(p[0]) == 9
+    mixed = np.r_[u[:5], u[5:] | np.uint64(1 << 63)]
+    p = lsh.bucket_pairs(band, key, down, mixed, collapse_exact=True, all_pairs=True, max_pairs_bucket=4)["fuzzy"]
+    assert all(4 in ab for ab in zip(p[0].tolist(), p[1].tolist())) and len(p[0]) == 9  # the new document of the smallest ekey (6), not an old one (1-5)
     assert lsh.candidate_probability(0.8, 14, 8) == pytest.approx(0.924, abs=1e-3)
 
 
@@ -186,3 +194,60 @@ def test_large_small_star_equals_union_find(seed):
     path = np.arange(1000, 1200, dtype=np.uint64)
     a, b = np.concatenate([a, path[:-1]]), np.concatenate([b, path[1:]])
     assert _partitioned_cc(a, b, int(rng.integers(1, 5))) == cc.reference_components(a, b)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.3])
+def test_semantic_kmeans_sample_does_not_depend_on_the_sharding(tmp_path, fraction):
+    """The k-means pass reads the same sample in the same order (picked and ordered by a hash of
+    each text) from one signature file and from the same documents shuffled over five, one empty:
+    the same centroids. It used to take rows evenly spaced in each shard, in shard order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stages.dedup import passes_semantic
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(6, 16))
+    emb = (centers[rng.integers(0, 6, 600)] + 0.3 * rng.normal(size=(600, 16))).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    elo = rng.integers(0, 2**63, 600, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+    def write(path, rows):
+        pq.write_table(pa.table({"elo": pa.array(elo[rows], pa.uint64()), "embedding": pa.FixedSizeListArray.from_arrays(
+            pa.array(emb[rows].ravel()), 16)}), path)
+        return str(path)
+
+    perm = rng.permutation(600)
+    layouts = {"one": [write(tmp_path / "one.parquet", np.arange(600))],
+               "five": [write(tmp_path / f"s{i}.parquet", perm[a:b]) for i, (a, b) in enumerate([(0, 50), (50, 50), (50, 400), (400, 401), (401, 600)])]}
+    got = {}
+    for name, paths in layouts.items():
+        (tmp_path / name).mkdir()
+        m = passes_semantic.kmeans_task(str(tmp_path / name), "kmeans", paths, fraction, k=6, seed=0, iters=10)
+        assert 0.2 * 600 < m["sample"] <= 600 and (m["sample"] == 600) == (fraction == 1.0)
+        got[name] = pq.read_table(tmp_path / name / "centroids.parquet").column("centroid").to_pylist()
+    assert got["one"] == got["five"]
+
+
+@pytest.mark.parametrize("carrier", [1, 2])
+def test_exact_copies_get_the_reason_of_their_text_whichever_copy_has_the_edges(tmp_path, carrier):
+    """A group of keeper k (text A), x and y (text B: only the copy of the smallest uid, which
+    follows the sharding, gets the semantic edge) and z (text C, fuzzy): x and y are both
+    dup:semantic whichever of them carries the edge (y was dup:fuzzy, from the group's kinds)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stages.dedup import passes_groups, shuffle
+    from stages.dedup.tables import EXACT, FUZZY, MEMBER_SCHEMA, SEMANTIC
+
+    kinds = [FUZZY | SEMANTIC, EXACT, EXACT, FUZZY]
+    kinds[carrier] |= SEMANTIC
+    t = pa.table({"root": np.zeros(4, np.uint64), "uid": np.arange(4, dtype=np.uint64), "id": ["k", "x", "y", "z"],
+                  "score": [1.0, 0.0, 0.0, 0.0], "length": np.full(4, 10), "ehi": np.array([1, 2, 2, 3], np.uint64),
+                  "elo": np.array([1, 2, 2, 3], np.uint64), "kinds": np.array(kinds, np.uint8),
+                  "old_id": pa.nulls(4, pa.string()), "old_ehi": pa.nulls(4, pa.uint64()), "old_elo": pa.nulls(4, pa.uint64())},
+                 schema=MEMBER_SCHEMA)
+    f = shuffle.write(tmp_path / "members.parquet", t, np.zeros(4, np.int64), 1)
+    passes_groups.elect_task(str(tmp_path), "p00000", 0, [(str(tmp_path / f["name"]), f["parts"])], n_homes=1, keep="best")
+    d = pq.read_table(tmp_path / "decisions-p00000.parquet")
+    assert dict(zip(d.column("uid").to_pylist(), d.column("reason").to_pylist())) == {0: None, 1: "dup:semantic", 2: "dup:semantic", 3: "dup:fuzzy"}

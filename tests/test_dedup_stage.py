@@ -428,3 +428,87 @@ def test_homes_group_small_shards_and_decisions_do_not_change(tmp_path):
     one = runs["one"][1]
     assert len(one) == 480 and sum(r[1] is not None for r in one) > 100
     assert runs["homes"][1] == one and runs["per_shard"][1] == one
+
+
+def _cluster_corpus() -> tuple[list[str], list[str]]:
+    """~500 documents in shuffled order: unique texts, exact copies (clusters of 2-4), near copies
+    (1-3 last words replaced) and one cluster of 61 near copies each one word off the same original
+    (each >= 0.8 Jaccard to it, many pairs of copies < 0.8 to each other: which pairs a big LSH
+    bucket checks decides the group). The first and the last document have exact copies (uid 0,
+    last row of the last shard). -> (ids, texts)."""
+    import numpy as np
+
+    r = np.random.default_rng(0)
+    words = [str(i).translate(str.maketrans("0123456789", "abcdefghij")) + "x" for i in range(2000)]  # no digits: fuzzy maps them to 0
+    base = [" ".join(r.choice(words, 80).tolist()) for _ in range(300)]
+    texts, of = list(base), list(range(300))
+    for i in range(40):
+        texts += [base[i]] * int(r.integers(1, 4))
+        of += [i] * (len(texts) - len(of))
+    for i in range(40, 80):
+        for k in range(int(r.integers(1, 4))):
+            w = base[i].split()
+            w[-1 - k] = f"z{k}"
+            texts.append(" ".join(w))
+            of.append(i)
+    for k in range(60):
+        w = base[299].split()
+        w[k] = f"y{k}"
+        texts.append(" ".join(w))
+        of.append(299)
+    ids = [f"d{i:05d}" for i in range(len(texts))]
+    perm = r.permutation(len(texts)).tolist()
+    ends = [i for i in perm if of[i] < 40][:2]
+    perm = [ends[0], *(i for i in perm if i not in ends), ends[1]]
+    return [ids[i] for i in perm], [texts[i] for i in perm]
+
+
+def _write_shards(d: Path, ids: list[str], texts: list[str], n_shards: int) -> list[int]:
+    """The documents dealt over n shards in another random order, cut at random places (so some
+    shards hold 0 or 1 documents), the first and last staying first (uid 0) and last; -> rows per shard."""
+    import numpy as np
+
+    r = np.random.default_rng(n_shards)
+    order = np.r_[0, 1 + r.permutation(len(ids) - 2), len(ids) - 1] if n_shards > 1 else np.arange(len(ids))
+    cuts = [0, *np.sort(r.integers(1, len(ids), n_shards - 1)).tolist(), len(ids)]
+    d.mkdir(parents=True)
+    for s in range(n_shards):
+        sel = order[cuts[s]:cuts[s + 1]].tolist()
+        pq.write_table(pa.table({"id": pa.array([ids[i] for i in sel], pa.string()), "text": pa.array([texts[i] for i in sel], pa.string()),
+                                 "source": pa.array(["x"] * len(sel), pa.string())}), d / f"part-{s:05d}.parquet")
+    return [b - a for a, b in zip(cuts, cuts[1:])]
+
+
+@pytest.mark.slow
+def test_decisions_do_not_depend_on_the_sharding(tmp_path, ray_session):
+    """The same corpus as 1 shard and as 64 shards (empty and one-row shards among them, clusters
+    spread over many shards; default partitions = 64, and 5): the same kept ids, the same dup_of,
+    dup_group and reason for every document, and rows in = kept + rejected + quarantined per shard.
+    Regressions: an empty shard failed the final write; a bucket over max_pairs_bucket was verified
+    as a star around its smallest uid, so its group followed the shard layout."""
+    ids, texts = _cluster_corpus()
+    sizes = _write_shards(tmp_path / "in64", ids, texts, 64)
+    assert sizes.count(0) >= 2 and 1 in sizes and len(ids) == sum(sizes)
+    _write_shards(tmp_path / "in1", ids, texts, 1)
+    fuzzy = {"max_pairs_bucket": 8}
+    runs = {"1": ("in1", {}), "64": ("in64", {}), "64/5": ("in64", {"partitions": 5})}
+    decisions = {}
+    for name, (inp, extra) in runs.items():
+        out = tmp_path / f"out{name.replace('/', '_')}"
+        run_dedup(tmp_path / inp, out, fuzzy=fuzzy, **extra)
+        man = io.read_json(out / io.MANIFEST)
+        assert list(man["shards"]) == [p.stem for p in io.shard_files(tmp_path / inp)]
+        for key, s in man["shards"].items():
+            assert s["rows_in"] == s["kept"] + s["rejected"] + s["quarantined"], (name, key)
+        assert man["totals"]["rows_in"] == len(ids) and man["totals"]["quarantined"] == 0
+        kept, rej = read_dir(out)
+        assert kept.num_rows + rej.num_rows == len(ids)
+        decisions[name] = ({i: (None, g, None) for i, g in zip(kept.column("id").to_pylist(), kept.column("dup_group").to_pylist())}
+                           | {i: (d, g, r) for i, d, g, r in zip(*(rej.column(c).to_pylist() for c in ("id", "dup_of", "dup_group", "reason")))})
+    one = decisions["1"]
+    assert set(one) == set(ids)
+    assert {i for i, (d, g, _) in one.items() if g is not None} >= {ids[0], ids[-1]}  # uid 0 and the last row are grouped
+    assert sum(d is not None for d, _, _ in one.values()) > 150 and {r for *_, r in one.values()} == {None, "dup:exact", "dup:fuzzy"}
+    for name in ("64", "64/5"):
+        diff = {i: (one[i], decisions[name][i]) for i in ids if one[i] != decisions[name][i]}
+        assert not diff, (name, len(diff), list(diff.items())[:5])

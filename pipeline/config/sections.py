@@ -174,7 +174,7 @@ class SemanticDedupConfig(Model):
     threshold: float = Field(0.95, gt=0, le=1, description="cosine similarity at or above which two documents are duplicates")
     docs_per_cluster: int = Field(2_000, ge=10, description="k-means k = ceil(documents / this); pairs are compared within a cluster")
     n_clusters: int | None = Field(None, ge=1, description="fixed k instead of docs_per_cluster")
-    sample_size: int = Field(50_000, ge=100, description="embeddings the k-means fit reads (evenly spaced over the shards)")
+    sample_size: int = Field(50_000, ge=100, description="embeddings the k-means fit reads (about; picked by a hash of the text, the same however the input is sharded)")
     kmeans_iters: int = Field(25, ge=1)
 
 

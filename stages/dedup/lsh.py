@@ -5,8 +5,9 @@ A band row is (band, key, ekey, uid): document `uid` has band value hash `key` i
 bits of the exact hash, used to skip pairs between identical texts, already joined by exact edges).
 Documents sharing a (band, key) bucket are candidates. Without verification a star (every member
 to the smallest uid) connects a bucket with n - 1 edges; with verification every pair of a bucket
-is checked (up to `max_pairs_bucket` members; larger buckets, e.g. boilerplate pages, use a star so
-the pair count stays linear).
+is checked (up to `max_pairs_bucket` members; larger buckets, e.g. boilerplate pages, use a star
+around the member with the smallest exact hash, so the pair count stays linear and the pairs
+checked depend on the texts, not on the uids, i.e. not on how the input is sharded).
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def bucket_pairs(band: np.ndarray, key: np.ndarray, ekey: np.ndarray, uid: np.nd
     bd, k, e, u = bd[o], k[o], e[o], u[o]
     if collapse_exact:
         reps = _runs(bd, k, e)
-        bd, k, u = bd[reps], k[reps], u[reps]
+        bd, k, e, u = bd[reps], k[reps], e[reps], u[reps]
     starts = _runs(bd, k)
     sizes = np.diff(np.append(starts, len(u)))
     multi = sizes > 1
@@ -82,10 +83,13 @@ def bucket_pairs(band: np.ndarray, key: np.ndarray, ekey: np.ndarray, uid: np.nd
         small = multi & (sizes <= max_pairs_bucket)
         big = multi & (sizes > max_pairs_bucket)
         pa_, pb_ = _all_pairs(starts[small], sizes[small], u)
-        sa = sb = u[:0]
-        if big.any():
-            members = u[np.repeat(big, sizes)]  # the rows of the big buckets, bucket after bucket
-            sa, sb = _stars(np.concatenate([[0], np.cumsum(sizes[big])[:-1]]), members)
-        a, b = np.concatenate([pa_, sa]), np.concatenate([pb_, sb])
+        # Big buckets: a star around the member of the smallest exact hash `ekey` (a uid with the
+        # top bit, an --against document, only if there is no other), NOT the smallest uid.
+        # Verified star edges are not transitive, so the center decides which members join; a
+        # uid follows the input's sharding (shard << 32 | row), the exact hash only the text.
+        gid = np.repeat(np.arange(len(starts)), sizes)
+        center = u[np.lexsort((u, e, u >> np.uint64(63), gid))[starts]][gid]
+        leaf = big[gid] & (u != center)
+        a, b = np.concatenate([pa_, center[leaf]]), np.concatenate([pb_, u[leaf]])
     out["fuzzy"] = unique_pairs(np.minimum(a, b), np.maximum(a, b))
     return out

@@ -86,8 +86,10 @@ def sig_task(path: str, out: str, key: str, shard: int, n_parts: int, batch_size
         embedder = for_task(s["model"], s["max_tokens"], s["docs_per_forward"], s["resolved"])
     sig_parts, band_parts = [], []
     row0, n_empty, n_shingles = 0, 0, 0
-    for rb in pf.iter_batches(batch_size=batch_size, columns=cols):
-        t = pa.Table.from_batches([rb])
+    # An empty shard (e.g. a filter output shard with every row rejected) runs the body once on no
+    # rows: its signature file then has every column the later passes read (groups, final/_index).
+    batches = (pa.Table.from_batches([rb]) for rb in pf.iter_batches(batch_size=batch_size, columns=cols))
+    for t in batches if pf.metadata.num_rows else [pf.schema_arrow.empty_table().select(cols)]:
         texts = t.column("text").to_pylist()
         n = len(texts)
         uid = (np.uint64(shard) << np.uint64(32)) | np.arange(row0, row0 + n, dtype=np.uint64)

@@ -98,6 +98,20 @@ def _group_id(ids: list[str]) -> np.ndarray:
     return np.fromiter((xxhash.xxh64_intdigest(i.encode()) & ((1 << 63) - 1) for i in ids), dtype=np.int64, count=len(ids))
 
 
+def _text_kinds(root: np.ndarray, ehi: np.ndarray, elo: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+    """The kinds of edge touching any copy of each row's text in its group. LSH and semantic pairs
+    are found for one representative of identical texts, the smallest uid, so which copy carries
+    the fuzzy/semantic edges follows the sharding; the removal reason must not."""
+    if not len(kinds):
+        return kinds
+    order = np.lexsort((elo, ehi, root))
+    r, h, lo = root[order], ehi[order], elo[order]
+    starts = np.flatnonzero(np.r_[True, (r[1:] != r[:-1]) | (h[1:] != h[:-1]) | (lo[1:] != lo[:-1])])
+    out = np.empty_like(kinds)
+    out[order] = np.repeat(np.bitwise_or.reduceat(kinds[order], starts), np.diff(np.append(starts, len(order))))
+    return out
+
+
 def elect_task(out: str, key: str, p: int, member_srcs: list, n_homes: int, per_home: int, keep: str) -> dict:
     """One keeper per group: an --against document if the group has one (it is already kept),
     else by the keep rule; everyone else is a duplicate of it, with the reason of the relation."""
@@ -127,7 +141,7 @@ def elect_task(out: str, key: str, p: int, member_srcs: list, n_homes: int, per_
     keeper_ehi = np.where(anchored_row, old_ehi[head], ehi[head])
     keeper_elo = np.where(anchored_row, old_elo[head], elo[head])
     same_text = (ehi == keeper_ehi) & (elo == keeper_elo)
-    kinds = np_column(t, "kinds")
+    kinds = _text_kinds(root, ehi, elo, np_column(t, "kinds"))
     group_kinds = np.bitwise_or.reduceat(kinds, first)[np.repeat(np.arange(len(first)), sizes)] if len(kinds) else kinds
     removed = anchored_row | (np.arange(len(root)) != head)
     reason = np.where(same_text, EXACT,

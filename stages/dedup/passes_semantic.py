@@ -13,18 +13,34 @@ import pyarrow.parquet as pq
 
 from pipeline import io
 from pipeline.models import kmeans
-from stages.dedup import semantic, shuffle
+from stages.dedup import hashing, semantic, shuffle
 from stages.dedup.tables import SEMANTIC, counters, edge_table, np_column, write_parts
 
 
-def kmeans_task(out: str, key: str, sample: list, k: int, seed: int, iters: int) -> dict:
-    """sample: (sig file, rows) per shard. Writes centroids.parquet (one list<float32> per row)."""
-    parts = []
-    for path, rows in sample:
-        if rows:
+def sample_rows(elo: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a signature file in the k-means sample, and their sample hash: a hash of the
+    document's exact-text hash at most `fraction` of 2^64. The sample (and its order, by that hash)
+    depends on the texts only, not on how they are cut into shards or ordered in them."""
+    h = hashing.fmix64(elo)
+    rows = np.flatnonzero(h <= np.uint64(min(int(fraction * 2 ** 64), 2 ** 64 - 1))) if fraction < 1 else np.arange(len(elo))
+    return rows, h[rows]
+
+
+def kmeans_task(out: str, key: str, sig_paths: list[str], fraction: float, k: int, seed: int, iters: int) -> dict:
+    """The documents of the sig files whose sample hash is under `fraction` (sample_rows), in
+    the order of that hash (then their text hash). Writes centroids.parquet (one list<float32> per row)."""
+    parts, hashes = [], []
+    for path in sig_paths:
+        if not pq.ParquetFile(path).metadata.num_rows:
+            continue
+        elo = np_column(pq.read_table(path, columns=["elo"]), "elo")
+        rows, h = sample_rows(elo, fraction)
+        if len(rows):
             col = pq.read_table(path, columns=["embedding"]).column("embedding").take(pa.array(rows))
             parts.append(np.asarray(pc.list_flatten(col).to_numpy(), dtype=np.float32).reshape(len(rows), -1))
-    x = np.concatenate(parts)
+            hashes.append(np.stack([h, elo[rows]]))
+    h = np.concatenate(hashes, axis=1)
+    x = np.concatenate(parts)[np.lexsort((h[1], h[0]))]
     centroids = kmeans.fit_sample(x, k, seed, iters)
     table = pa.table({"centroid": pa.FixedSizeListArray.from_arrays(pa.array(centroids.ravel()), centroids.shape[1])})
     path = Path(out) / "centroids.parquet"

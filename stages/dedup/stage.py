@@ -261,7 +261,7 @@ def _run(cfg: Config, d, shards: list[Path], stems: list[str], closure, n_parts:
                                         carry_srcs=lambda h: _for_part(carry, h), n_homes=n_homes, per_home=per, params=params)
             edge_srcs += _srcs(work / "verify_b", "edges")
         semantic_markers = {}
-        if "semantic" in d.method and n:
+        if "semantic" in d.method and sum(m["docs"] for m in signature_markers.values()):  # k-means needs documents
             semantic_markers = _semantic(d, cfg, work, run_pass, per_part, signature_markers, sig_path, stems, n_parts, n_homes, per)
             edge_srcs += _srcs(work / "sem_pairs", "edges")
         label_srcs, kind_srcs, rounds = [], [], 0
@@ -317,11 +317,12 @@ def _semantic(d, cfg: Config, work: Path, run_pass, per_part, signature_markers:
     sizes = [signature_markers[k]["docs"] for k in stems]
     total = sum(sizes)
     k = s.n_clusters or max(1, math.ceil(total / s.docs_per_cluster))
-    take = [min(r, math.ceil(s.sample_size * r / total)) if total else 0 for r in sizes]
-    sample = [(sig_path(h), np.unique(np.linspace(0, r - 1, t).round().astype(np.int64)).tolist() if t else [])
-              for h, (r, t) in enumerate(zip(sizes, take))]
+    # the sample: documents picked by a hash of their text (passes_semantic.sample_rows), so the
+    # centroids, and the clusters pairs are searched in, do not change with the sharding
+    fraction = s.sample_size / total if total else 1.0
     kmeans_markers = run_pass("kmeans", [runner.Task("kmeans", passes_semantic.kmeans_task, dict(
-        out=str(work / "kmeans"), key="kmeans", sample=sample, k=k, seed=cfg.run.seed, iters=s.kmeans_iters))])
+        out=str(work / "kmeans"), key="kmeans", sig_paths=[sig_path(h) for h in range(len(stems))], fraction=fraction,
+        k=k, seed=cfg.run.seed, iters=s.kmeans_iters))])
     centroids = str(work / "kmeans" / "centroids.parquet")
     run_pass("assign", [runner.Task(stems[h], passes_semantic.assign_task, dict(
         out=str(work / "assign"), key=stems[h], sig_path=sig_path(h), centroids_path=centroids, n_parts=n_parts))
