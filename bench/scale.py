@@ -129,6 +129,7 @@ class Sampler(threading.Thread):
     def __init__(self, root: int):
         super().__init__(daemon=True)
         self.root, self.driver, self.task, self.stop = root, 0, 0, threading.Event()
+        self.task_title = ""  # process title of the largest worker at its peak (ray::<task name>)
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -144,9 +145,11 @@ class Sampler(threading.Thread):
                 todo.extend(kids.get(p, []))
             if self.root in ps:
                 self.driver = max(self.driver, ps[self.root][1])
-            workers = [ps[p][1] for p in seen if p in ps and (ps[p][2].startswith("ray::") or "default_worker.py" in ps[p][2])]
+            workers = [(ps[p][1], ps[p][2]) for p in seen if p in ps and (ps[p][2].startswith("ray::") or "default_worker.py" in ps[p][2])]
             if workers:
-                self.task = max(self.task, max(workers))
+                rss, title = max(workers)
+                if rss > self.task:
+                    self.task, self.task_title = rss, title.strip()[:80]
             self.stop.wait(0.2)
 
 
@@ -214,7 +217,7 @@ def run_stage(cfg: Path, stage: str, timeout: float) -> tuple[float, int, int]:
     s.join()
     if p.returncode != 0:
         raise SystemExit(f"{stage}: curate run exited {p.returncode}: {err.decode()[-2000:]}")
-    return wall, s.driver, s.task
+    return wall, s.driver, s.task, s.task_title
 
 
 def main() -> None:
@@ -247,7 +250,7 @@ def main() -> None:
         cfg = config(corpus, out, a.cpus, a.out / f"config-{tag}.yaml")
         prev, prev_bytes = n, None  # a stage without accounting (mix) reads what the stage before kept
         for st in a.stages:
-            wall, drv, task = run_stage(cfg, st, a.timeout)
+            wall, drv, task, title = run_stage(cfg, st, a.timeout)
             try:
                 tot = totals(out, st)
             except (OSError, ValueError):
@@ -256,13 +259,13 @@ def main() -> None:
             if st in ("mix", "remix"):  # they read every document the stage before kept (remix's rows_in = its samples)
                 din, bin_ = prev, int(prev_bytes or 0)
             r = {"docs": n, "stage": st, "docs_in": din, "bytes_in": bin_, "wall_s": round(wall, 1), "docs_per_s": round(din / wall, 1),
-                 "driver_rss_mb": round(drv / 2**20), "task_rss_mb": round(task / 2**20)}
+                 "driver_rss_mb": round(drv / 2**20), "task_rss_mb": round(task / 2**20), "largest_task": title}
             if st == "dedup":
                 r["partitions"] = dedup_partitions(out)
             if st != "remix":  # remix samples: what it keeps is its budget, not what the next stage reads
                 prev, prev_bytes = int(tot.get("kept") or din), int(tot.get("bytes_kept") or bin_) or None
             rows.append(r)
-            print(f"{n:>8} {st:<8} {din:>8} {r['wall_s']:>7} {r['docs_per_s']:>8} {r['driver_rss_mb']:>9} {r['task_rss_mb']:>8}", flush=True)
+            print(f"{n:>8} {st:<8} {din:>8} {r['wall_s']:>7} {r['docs_per_s']:>8} {r['driver_rss_mb']:>9} {r['task_rss_mb']:>8}  {title}", flush=True)
             if a.json:
                 a.json.write_text(json.dumps({"rows": rows}, indent=1))
     lo, hi = min(a.sizes), max(a.sizes)
