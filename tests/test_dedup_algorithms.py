@@ -148,7 +148,8 @@ def test_lsh_collapses_identical_texts_and_stars_big_buckets():
 
 def test_lsh_all_pairs_of_many_buckets_equal_a_plain_loop():
     """Buckets of sizes 1..12 in two bands (the vectorized pair step, one per distinct size) give
-    exactly the pairs of itertools.combinations per bucket, plus stars for buckets over the cap."""
+    exactly the pairs of itertools.combinations per bucket, plus stars around the smallest exact
+    hash for buckets over the cap."""
     from itertools import combinations
 
     rng = np.random.default_rng(5)
@@ -161,7 +162,9 @@ def test_lsh_all_pairs_of_many_buckets_equal_a_plain_loop():
     want = set()
     for k in range(len(sizes)):
         members = sorted(u[key == k].tolist())
-        want |= set(combinations(members, 2)) if len(members) <= 9 else {(members[0], m) for m in members[1:]}
+        center = int(u[key == k][np.argmin(ekey[key == k])])  # a big bucket's star: around the smallest exact hash
+        want |= (set(combinations(members, 2)) if len(members) <= 9
+                 else {(min(center, m), max(center, m)) for m in members if m != center})
     assert set(zip(got[0].tolist(), got[1].tolist())) == want and len(got[0]) == len(want)
 
 
@@ -248,6 +251,6 @@ def test_exact_copies_get_the_reason_of_their_text_whichever_copy_has_the_edges(
                   "old_id": pa.nulls(4, pa.string()), "old_ehi": pa.nulls(4, pa.uint64()), "old_elo": pa.nulls(4, pa.uint64())},
                  schema=MEMBER_SCHEMA)
     f = shuffle.write(tmp_path / "members.parquet", t, np.zeros(4, np.int64), 1)
-    passes_groups.elect_task(str(tmp_path), "p00000", 0, [(str(tmp_path / f["name"]), f["parts"])], n_homes=1, keep="best")
+    passes_groups.elect_task(str(tmp_path), "p00000", 0, [(str(tmp_path / f["name"]), f["parts"])], n_homes=1, per_home=1, keep="best")
     d = pq.read_table(tmp_path / "decisions-p00000.parquet")
     assert dict(zip(d.column("uid").to_pylist(), d.column("reason").to_pylist())) == {0: None, 1: "dup:semantic", 2: "dup:semantic", 3: "dup:fuzzy"}
