@@ -183,7 +183,7 @@ class DedupConfig(Model):
     keep: str = Field("best", pattern="^(best|longest|first)$", description="which document of a group stays: best = highest score_column, then longest, then first by id")
     score_column: str | None = Field("quality", description="column whose highest value wins with keep: best (ignored when absent; the score stage writes `quality`, so run score before dedup to use it)")
     partitions: int | None = Field(None, ge=1, le=65536, description="hash partitions of the global steps (LSH buckets, groups); null = from docs_per_partition, or the --against index's")
-    docs_per_partition: int = Field(25_000, ge=1, description="documents per hash partition and per home (the per-document tasks: verify, components, groups), so a task's memory stays bounded and the shuffle's files x partitions grows with documents, not shards squared: max(min(shards, 16), ceil(documents / this)) of each")
+    docs_per_partition: int = Field(4_000, ge=1, description="documents per hash partition and per home (the per-document tasks: verify, components, groups): max(min(shards, 16), ceil(documents / this)) of each. It bounds a task's memory (a home's verify task holds its candidate pairs' shingle sets, ~20 MB per 1,000 documents) and sets the shuffle's size: shards x partitions blocks")
     against: list[Path] = Field([], description="earlier dedup output dirs: drop documents that duplicate their kept documents (incremental dedup)")
     write_index: bool = Field(True, description="write _index/ (band hashes of kept documents) so later batches can dedup against this output")
     exact: ExactDedupConfig = ExactDedupConfig()
